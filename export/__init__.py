@@ -1,0 +1,1 @@
+"""Export a LLaVA-OneVision / LLaVA-Video checkpoint to ONNX graphs plus a versioned manifest."""

@@ -1,0 +1,63 @@
+"""Typed exceptions raised at the toolkit's edges.
+
+Every message says what was received, what was expected and how to fix it.
+The CLI prints ``str(exc)`` of any :class:`HolitomError` on one line and exits 2,
+so messages must be complete sentences without relying on a traceback.
+Never use ``assert`` for user input: ``python -O`` strips it.
+"""
+
+from __future__ import annotations
+
+
+class HolitomError(Exception):
+    """Base class of every error the toolkit raises on purpose."""
+
+
+class ConfigError(HolitomError, ValueError):
+    """A configuration value (merge / export / runtime) is out of its allowed range."""
+
+
+class InputError(HolitomError, ValueError):
+    """A tensor or argument has the wrong rank, shape, dtype or value (e.g. NaN)."""
+
+
+class CheckpointError(HolitomError):
+    """A model directory is missing, incomplete, corrupt or of an unsupported architecture."""
+
+
+class VideoError(HolitomError):
+    """A video file or in-memory frame batch cannot be read or sampled as asked."""
+
+
+class ExportError(HolitomError):
+    """Export to ONNX failed, or an exported graph does not match the PyTorch path."""
+
+
+class ManifestError(HolitomError):
+    """An export directory's manifest is missing, of another major version, or names missing files."""
+
+
+class BackendError(HolitomError):
+    """A runtime backend is unknown, unavailable, or was given inputs it cannot take."""
+
+
+class MissingDependencyError(HolitomError, ImportError):
+    """An optional heavy dependency (tensorrt, polygraphy, triton, onnxruntime-gpu) is not installed."""
+
+    def __init__(self, package: str, purpose: str, install: str | None = None):
+        hint = install or f"pip install {package}"
+        super().__init__(f"{purpose} needs the optional package '{package}', which is not installed; install it with `{hint}`.")
+        self.package = package
+
+
+__all__ = [
+    "HolitomError",
+    "ConfigError",
+    "InputError",
+    "CheckpointError",
+    "VideoError",
+    "ExportError",
+    "ManifestError",
+    "BackendError",
+    "MissingDependencyError",
+]

@@ -1,0 +1,1 @@
+"""HoliTom custom ops: op names shared by ONNX, the reference implementations and TensorRT plugins."""

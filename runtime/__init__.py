@@ -1,0 +1,1 @@
+"""The runtime: one backend protocol (torch, onnxruntime, tensorrt) and the stage pipeline."""

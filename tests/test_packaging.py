@@ -1,0 +1,47 @@
+"""Packaging contracts: the namespace mapping is complete and `import holitom` stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _declared_packages() -> tuple[list[str], dict[str, str]]:
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return cfg["packages"], cfg["package-dir"]
+
+
+def test_every_package_folder_is_declared():
+    packages, package_dir = _declared_packages()
+    found = set()
+    for top_name, folder in package_dir.items():
+        base = ROOT / folder
+        for init in base.rglob("__init__.py"):
+            rel = init.parent.relative_to(base)
+            name = ".".join([top_name, *rel.parts]) if rel.parts else top_name
+            # A mapped sub-namespace (holitom.export) is reached from its own folder only.
+            if not any(name != k and name.startswith(k + ".") and (ROOT / v) != base for k, v in package_dir.items()):
+                found.add(name)
+    missing = sorted(found - set(packages))
+    assert not missing, f"add these packages to [tool.setuptools].packages in pyproject.toml: {missing}"
+    absent = sorted(p for p in packages if p not in found)
+    assert not absent, f"pyproject.toml lists packages without an __init__.py: {absent}"
+
+
+def test_no_generic_top_level_names_installed():
+    packages, _ = _declared_packages()
+    assert all(p == "holitom" or p.startswith("holitom.") for p in packages)
+
+
+def test_import_holitom_is_light():
+    code = (
+        "import sys, holitom, holitom.errors\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'tensorrt', 'triton', 'onnx', 'transformers') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"`import holitom` pulled in heavy modules: {out}"
