@@ -1,0 +1,280 @@
+"""Export a checkpoint to ONNX graphs plus a manifest, atomically.
+
+Everything is written into a temporary sibling folder; only when every graph
+is written, checked and validated is it renamed into place. An interrupted or
+failed export leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from holitom import contracts as C
+from holitom.errors import ConfigError, ExportError
+from holitom.export import wrappers as W
+from holitom.export.manifest import GraphEntry, Manifest, inner_merge_key
+from holitom.export.onnx_io import bake_input, check_graph_io, check_model_file, name_dynamic_dims, save_model
+
+DEFAULT_OPSET = 18
+PAPER_PRESETS = ("none", "r10", "r15", "r20", "r25")
+# Tokenizer, chat template and preprocessor files copied next to the graphs so the
+# export folder is self-contained (the runtime never reads the checkpoint).
+ASSET_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "processor_config.json",
+    "generation_config.json",
+)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export. ``presets`` of None means the paper's presets (and vanilla)."""
+
+    num_frames: int = 8  # frames of the validation input (tracing uses 2: the frame axis is dynamic)
+    presets: tuple[str, ...] | None = None
+    opset: int | None = None
+    validate: bool = True
+    force: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.num_frames, int) or not 1 <= self.num_frames <= 512:
+            raise ConfigError(f"num_frames={self.num_frames!r} must be an integer in 1..512.")
+        from holitom.merge import preset_names
+
+        for name in self.presets or ():
+            if name not in preset_names():
+                raise ConfigError(f"unknown preset '{name}'; choose from {preset_names()}.")
+        if self.opset is not None and not 17 <= self.opset <= 23:
+            raise ConfigError(f"opset={self.opset} is not supported; use 17..23 (default {DEFAULT_OPSET}).")
+
+    @property
+    def preset_list(self) -> tuple[str, ...]:
+        return self.presets or PAPER_PRESETS
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    manifest: Manifest
+    report: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"exported to {self.out}"]
+        for stage, entry in self.manifest.graphs.items():
+            lines.append(f"  {stage:15s} {entry.file} ({sum(entry.sizes.values()) / 1e6:.1f} MB)")
+        lines.append(f"  outer merge presets: {', '.join(self.manifest.outer_merge)}")
+        lines.append(f"  inner merge graphs: {', '.join(self.manifest.inner_merge) or 'none'}")
+        if self.report:
+            worst = max(self.report, key=lambda r: r.max_abs_error / max(r.tolerance, 1e-30))
+            lines.append(
+                f"  validated {len(self.report)} outputs against PyTorch: all within tolerance "
+                f"(worst {worst.stage}/{worst.output}: {worst.max_abs_error:.2e} <= {worst.tolerance:.0e})"
+            )
+        return "\n".join(lines)
+
+
+def _export_module(module: torch.nn.Module, args: tuple, spec: C.StageSpec, opset: int):
+    """torch.onnx (dynamo) export with the contract's names and named dynamic axes; returns the ModelProto."""
+    dims: dict[str, torch.export.Dim] = {}
+
+    def dim(name: str):
+        if name not in dims:
+            dims[name] = torch.export.Dim(name)
+        return dims[name]
+
+    flat = [{axis: dim(n) for axis, n in t.dynamic_axes.items()} or None for t in spec.inputs]
+    # torch.export wants the structure of forward's signature: a *varargs parameter is one nested tuple.
+    params = list(inspect.signature(module.forward).parameters.values())
+    var_at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    dynamic_shapes = tuple(flat) if var_at is None else (*flat[:var_at], tuple(flat[var_at:]))
+    sink = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module,
+                args,
+                None,
+                input_names=spec.input_names,
+                output_names=spec.output_names,
+                dynamic_shapes=dynamic_shapes,
+                dynamo=True,
+                opset_version=opset,
+                optimize=True,
+                verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many types; keep its message, add the stage
+        raise ExportError(f"exporting stage '{spec.name}' failed: {type(exc).__name__}: {exc}".strip()) from exc
+    model = program.model_proto
+    name_dynamic_dims(model, spec)
+    return model
+
+
+def _example_inputs(model, dims: C.ModelDims, dtype: torch.dtype) -> dict[str, tuple]:
+    """Tracing inputs with every dynamic size >= 2 and distinct (so nothing is specialised)."""
+    g = torch.Generator().manual_seed(0)
+    D, H = dims.hidden_size, dims.image_size
+    kv = lambda n: torch.randn(1, dims.num_kv_heads, n, dims.head_dim, generator=g).to(dtype)  # noqa: E731
+    seq, tail_seq, past_head, past_tail = 11, 7, 13, 9
+    return {
+        C.VISION: (torch.randn(2, 3, H, H, generator=g).to(dtype),),
+        C.EMBED: (torch.arange(3, dtype=torch.int64)[None],),
+        C.DECODER_HEAD: (torch.randn(1, seq, D, generator=g).to(dtype), torch.arange(seq)[None]),
+        C.DECODER_TAIL: (torch.randn(1, tail_seq, D, generator=g).to(dtype), torch.tensor([[0, 1, 3, 4, 8, 9, 10]])),
+        C.DECODE_STEP: (
+            torch.randn(1, 1, D, generator=g).to(dtype),
+            torch.tensor([[past_head]]),
+            *[kv(past_head if i < dims.inner_layer else past_tail) for i in range(dims.num_layers) for _ in (0, 1)],
+        ),
+    }
+
+
+def export_model(model: str | Path, out: str | Path, config: ExportConfig | None = None) -> ExportResult:
+    """Export ``model`` ('default' or a checkpoint folder) into ``out``; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    from holitom.export.holitom_onnx import build_inner_merge_model, build_outer_merge_model
+    from holitom.merge import get_preset
+    from holitom.models.loading import load_llava
+    from holitom.runtime.backends.torch.loader import load_tokenizer, model_dims, split_layer, stop_token_ids
+    from holitom.runtime.sources import resolve_source
+
+    config = config or ExportConfig()
+    out = Path(out).expanduser()
+    source = resolve_source(model)
+    if source.is_export:
+        raise ExportError(f"'{source.path}' is already an export; pass the checkpoint folder (or 'default') to export.")
+    if out.exists() and not config.force:
+        raise ExportError(f"output folder '{out}' exists; choose another --out or pass --force to replace it.")
+    opset = config.opset or DEFAULT_OPSET
+
+    torch_model = load_llava(source.path, dtype=torch.float32)
+    torch_model.eval()
+    tokenizer = load_tokenizer(source.path)
+    cfg = torch_model.config
+    presets = {name: get_preset(name) for name in config.preset_list}
+    split_layers = {split_layer(m, cfg.num_layers) for m in presets.values()}
+    if len(split_layers) != 1:
+        raise ConfigError(
+            f"presets {list(presets)} split the decoder at different layers {sorted(split_layers)}; export them separately."
+        )
+    k = split_layers.pop()
+    dims = model_dims(cfg, k)
+    specs = C.stage_specs(dims)
+    examples = _example_inputs(torch_model, dims, torch.float32)
+    modules = {
+        C.VISION: W.VisionEncoder(torch_model),
+        C.EMBED: W.EmbedTokens(torch_model),
+        C.DECODER_HEAD: W.DecoderHead(torch_model, k),
+        C.DECODER_TAIL: W.DecoderTail(torch_model, k),
+        C.DECODE_STEP: W.DecodeStep(torch_model, cfg.num_layers),
+    }
+    inner_configs = {inner_merge_key(m.inner.ratio, m.inner.mode): m.inner for m in presets.values() if m.inner is not None}
+    steps = len(modules) + len(presets) + len(inner_configs) + 2
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        with tqdm(total=steps, desc="export", unit="step", disable=not config.progress) as bar:
+            graphs: dict[str, GraphEntry] = {}
+            for stage, module in modules.items():
+                bar.set_postfix_str(stage)
+                graphs[stage] = _write_graph(_export_module(module, examples[stage], specs[stage], opset), tmp, f"{stage}.onnx", specs[stage])
+                bar.update()
+            outer: dict[str, dict] = {}
+            for name, merge in presets.items():
+                bar.set_postfix_str(f"outer_merge {name}")
+                onnx_model = build_outer_merge_model(merge, cfg.pooled_grid, cfg.layout, cfg.hidden_size, opset=opset)
+                # The newline embedding is a weight of the model: bake it in so the graph's inputs are the contract's.
+                bake_input(onnx_model, "image_newline", torch_model.image_newline.detach().float().numpy())
+                entry = _write_graph(onnx_model, tmp, f"outer_merge.{name}.onnx", specs[C.OUTER_MERGE])
+                outer[name] = {"graph": entry.to_dict(), "merge": merge.to_dict()}
+                bar.update()
+            inner: dict[str, dict] = {}
+            for key, inner_cfg in inner_configs.items():
+                bar.set_postfix_str(f"inner_merge {key}")
+                onnx_model = build_inner_merge_model(inner_cfg.mode, inner_cfg.ratio, cfg.hidden_size, opset=opset)
+                file = f"inner_merge.{inner_cfg.mode}.r{round(inner_cfg.ratio * 100):03d}.onnx"
+                entry = _write_graph(onnx_model, tmp, file, specs[C.INNER_MERGE])
+                inner[key] = {"graph": entry.to_dict(), "ratio": inner_cfg.ratio, "mode": inner_cfg.mode}
+                bar.update()
+            bar.set_postfix_str("assets")
+            assets = []
+            for name in ASSET_FILES:
+                if (source.path / name).is_file():
+                    shutil.copy2(source.path / name, tmp / name)
+                    assets.append(name)
+            bar.update()
+            from holitom import __version__
+
+            manifest = Manifest(
+                toolkit_version=__version__,
+                source={"model": str(model), "path": str(source.path)},
+                model_config=cfg.to_dict(),
+                dims=dims,
+                layout=cfg.layout,
+                grid=tuple(cfg.pooled_grid),
+                video_token_id=int(cfg.video_token_id),
+                stop_token_ids=list(stop_token_ids(tokenizer)),
+                precision="float32",
+                opset=opset,
+                graphs=graphs,
+                outer_merge=outer,
+                inner_merge=inner,
+                assets=assets,
+            )
+            manifest.write(tmp)
+            report = []
+            if config.validate:
+                bar.set_postfix_str("validate")
+                from holitom.export.validate import validate_export
+
+                report = validate_export(torch_model, tokenizer, tmp, config.num_frames)
+                manifest.validation = {"frames": config.num_frames, "outputs": [r.to_dict() for r in report]}
+                manifest.write(tmp)
+            bar.update()
+        _move_into_place(tmp, out, config.force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out=out, manifest=manifest, report=report)
+
+
+def _write_graph(model, folder: Path, file: str, spec: C.StageSpec) -> GraphEntry:
+    check_graph_io(model, spec)
+    sizes = save_model(model, folder / file)
+    check_model_file(folder / file)
+    return GraphEntry.from_spec(file, spec, sizes)
+
+
+def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the finished folder to ``out``; an existing ``out`` (with --force) is replaced only now."""
+    if out.exists():
+        if not force:  # checked before, but the folder may have appeared meanwhile
+            raise ExportError(f"output folder '{out}' appeared during the export; nothing was replaced.")
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)

@@ -1,0 +1,203 @@
+"""The ``holitom`` command line.
+
+Subcommands only fill in the typed config objects and call the Python API.
+Errors of the toolkit (:class:`holitom.errors.HolitomError`) are printed as one
+line on stderr and the process exits with status 2; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from holitom.errors import HolitomError
+
+EXIT_USAGE = 2
+
+
+def _add_model_args(p: argparse.ArgumentParser, allow_export: bool = True) -> None:
+    what = "DIR|default|EXPORT_DIR" if allow_export else "DIR|default"
+    p.add_argument("--model", default="default", metavar=what, help="checkpoint folder (llava-hf layout), 'default' (embedded tiny model)" + (", or a holitom export folder" if allow_export else ""))
+
+
+def _add_merge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=None, help="merge preset (see `holitom presets`); default r15")
+    p.add_argument("--no-inner-merge", action="store_true", help="skip the inner-LLM merge (outer merge only)")
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="holitom", description="HoliTom video-token merging: export and run fast video LLMs.")
+    parser.add_argument("--version", action="store_true", help="print the toolkit version and exit")
+    sub = parser.add_subparsers(dest="command")
+
+    demo = sub.add_parser("demo", help="embedded default model on a generated clip: answer, token counts and TTFT with and without HoliTom")
+    demo.add_argument("--backend", default="torch")
+    demo.add_argument("--frames", type=int, default=16)
+    demo.add_argument("--preset", default=None, help="HoliTom preset to compare with vanilla (default r15)")
+    demo.add_argument("--max-new-tokens", type=int, default=16)
+    demo.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    run = sub.add_parser("run", help="answer a question about a video")
+    _add_model_args(run)
+    run.add_argument("--video", required=True, help="video file (anything PyAV/FFmpeg decodes)")
+    run.add_argument("--prompt", required=True, help="the question; put <video> in it to place the video, else it goes first")
+    run.add_argument("--backend", default="torch", help="torch | onnxruntime")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    run.add_argument("--frames", type=int, default=32)
+    run.add_argument("--no-chat-template", action="store_true", help="send --prompt verbatim (it must contain exactly one <video>)")
+    _add_merge_args(run)
+    _add_generation_args(run)
+    run.add_argument("--json", action="store_true", help="print one JSON object with answer, token counts and timings")
+
+    export = sub.add_parser("export", help="export a checkpoint to ONNX graphs plus a manifest")
+    _add_model_args(export, allow_export=False)
+    export.add_argument("--out", required=True, help="output folder (must not exist unless --force)")
+    export.add_argument("--frames", type=int, default=32, help="frames of the example input used for tracing and validation")
+    export.add_argument("--preset", action="append", default=None, help="merge preset(s) to build outer-merge graphs for (repeatable; default: all paper presets)")
+    export.add_argument("--opset", type=int, default=None)
+    export.add_argument("--force", action="store_true", help="replace --out if it exists")
+    export.add_argument("--no-validate", action="store_true", help="skip the stage-by-stage validation against PyTorch")
+
+    sub.add_parser("presets", help="list the merge presets")
+    return parser
+
+
+def _generation(args):
+    from holitom.runtime.generation import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+
+
+def _cmd_presets(args) -> int:
+    from holitom.merge import get_preset, preset_names
+
+    for name in preset_names():
+        print(f"{name:12s} {json.dumps(get_preset(name).to_dict())}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from holitom.runtime import RuntimeConfig, load_pipeline
+    from holitom.runtime.config import DEFAULT_PRESET
+
+    config = RuntimeConfig(
+        backend=args.backend,
+        preset=args.preset or DEFAULT_PRESET,
+        inner_merge=not args.no_inner_merge,
+        device=args.device,
+        dtype=args.dtype,
+        num_frames=args.frames,
+    )
+    generation = _generation(args)  # validate before loading anything
+    stream = None if args.json else (lambda text: print(text, end="", flush=True))
+    with load_pipeline(args.model, config) as pipeline:
+        result = pipeline.run(args.video, args.prompt, args.frames, generation, chat_template=not args.no_chat_template, on_text=stream)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print()
+        t = result.tokens
+        print(
+            f"[{result.backend} {result.preset}] visual tokens {t.visual_in} -> {t.after_outer} -> {t.after_inner}; "
+            f"TTFT {result.timings_ms['ttft']:.1f} ms; "
+            + (f"decode {result.decode_tokens_per_s:.1f} tok/s" if result.decode_tokens_per_s else "no decode steps"),
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from holitom.runtime import RuntimeConfig, load_pipeline
+    from holitom.runtime.config import DEFAULT_PRESET
+    from holitom.runtime.generation import GenerationConfig
+    from holitom.video.synthetic import make_frames, write_video
+
+    preset = args.preset or DEFAULT_PRESET
+    generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    question = "What moves in this video?"
+    results = []
+    with tempfile.TemporaryDirectory(prefix="holitom-demo-") as tmp:
+        clip = Path(tmp) / "demo.mp4"
+        write_video(clip, make_frames(max(args.frames * 2, 8), 256, 320, seed=0, scene_cut_at=args.frames), fps=8)
+        for name in ("none", preset):
+            config = RuntimeConfig(backend=args.backend, preset=name, num_frames=args.frames)
+            with load_pipeline("default", config) as pipeline:
+                pipeline.run(clip, question, args.frames, GenerationConfig(max_new_tokens=2))  # warm-up
+                results.append(pipeline.run(clip, question, args.frames, generation))
+    if args.json:
+        print(json.dumps({"question": question, "runs": [r.to_dict() for r in results]}))
+        return 0
+    print(f"embedded default model, generated {args.frames}-frame clip, backend {args.backend}")
+    print(f"question: {question}")
+    for r in results:
+        t = r.tokens
+        label = "vanilla" if r.preset == "none" else f"HoliTom {r.preset}"
+        print(f"\n{label}:\n  answer: {r.answer!r}")
+        print(f"  visual tokens: {t.visual_in} -> after outer merge {t.after_outer} -> after inner merge {t.after_inner}")
+        print(f"  TTFT {r.timings_ms['ttft']:.1f} ms (vision {r.timings_ms['vision']:.1f}, merge {r.timings_ms.get('merge', 0):.1f}, prefill {r.timings_ms['prefill']:.1f})")
+    base, fast = results
+    print(f"\nTTFT speed-up: {base.timings_ms['ttft'] / fast.timings_ms['ttft']:.2f}x (the default model is tiny: most time is in the vision tower)")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from holitom.export import ExportConfig, export_model
+
+    config = ExportConfig(
+        num_frames=args.frames,
+        presets=tuple(args.preset) if args.preset else None,
+        opset=args.opset,
+        validate=not args.no_validate,
+        force=args.force,
+    )
+    result = export_model(args.model, args.out, config)
+    print(result.summary())
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "demo": _cmd_demo, "export": _cmd_export, "presets": _cmd_presets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from holitom import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except HolitomError as exc:
+        print(f"holitom {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"holitom {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

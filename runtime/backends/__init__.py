@@ -1,0 +1,1 @@
+"""Runtime backends, one folder each (loader + runners), looked up through holitom.runtime.registry."""

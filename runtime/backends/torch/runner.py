@@ -1,0 +1,106 @@
+"""One runner per stage over :class:`holitom.models.llava.LlavaModel` and :mod:`holitom.merge`."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from holitom import contracts as C
+from holitom.runtime.base import Runner
+
+
+class TorchRunner(Runner):
+    """Base of the torch stage runners: holds the model; runs under inference_mode."""
+
+    backend = "torch"
+
+    def __init__(self, spec, model, merge_config, check_inputs: bool = True):
+        super().__init__(spec, check_inputs)
+        self.model = model
+        self.merge_config = merge_config
+
+    def _activate(self) -> None:
+        self.model.eval()
+
+    def _infer(self, feed: Mapping) -> dict:
+        with torch.inference_mode():
+            return self._forward(**feed)
+
+    def _forward(self, **feed) -> dict:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class VisionRunner(TorchRunner):
+    def _forward(self, pixel_values):
+        out = self.model.encode_video(pixel_values)
+        return {"features": out.features, "attention": out.attention.float()}
+
+
+class OuterMergeRunner(TorchRunner):
+    def _forward(self, features, attention):
+        from holitom.merge import outer_merge
+
+        model = self.model
+        result = outer_merge(features, attention, self.merge_config, model.grid, model.layout, model.image_newline.to(features.dtype))
+        return {"merged_tokens": result.tokens.to(features.dtype)}
+
+
+class EmbedRunner(TorchRunner):
+    def _forward(self, input_ids):
+        return {"inputs_embeds": self.model.embed(input_ids)}
+
+
+def _kv_outputs(present: list, first_layer: int) -> dict:
+    out = {}
+    for offset, (key, value) in enumerate(present):
+        out[C.present_key_name(first_layer + offset)] = key
+        out[C.present_value_name(first_layer + offset)] = value
+    return out
+
+
+class DecoderHeadRunner(TorchRunner):
+    def __init__(self, spec, model, merge_config, inner_layer: int, check_inputs: bool = True):
+        super().__init__(spec, model, merge_config, check_inputs)
+        self.k = inner_layer
+
+    def _forward(self, inputs_embeds, position_ids):
+        # The row over the whole prompt; the pipeline slices the visual span.
+        out = self.model.decoder_head(inputs_embeds, position_ids, self.k, (0, inputs_embeds.shape[1]))
+        return {"hidden_states": out.hidden, "attn_row": out.attn_row.float(), **_kv_outputs(out.present, 0)}
+
+
+class InnerMergeRunner(TorchRunner):
+    def _forward(self, hidden_states, attn_row, position_ids, visual_span):
+        from holitom.merge import apply_inner_merge, plan_inner_merge
+
+        inner = self.merge_config.inner
+        start, end = (int(v) for v in visual_span.tolist())
+        hidden = hidden_states[0]  # (S, D)
+        plan = plan_inner_merge(attn_row, hidden[start:end], inner.ratio)
+        merged, kept_index = apply_inner_merge(hidden, (start, end), plan, inner.mode)  # (S', D), (S',)
+        return {
+            "merged_hidden_states": merged[None].to(hidden_states.dtype),
+            "merged_position_ids": position_ids[:, kept_index],
+        }
+
+
+class DecoderTailRunner(TorchRunner):
+    def __init__(self, spec, model, merge_config, inner_layer: int, check_inputs: bool = True):
+        super().__init__(spec, model, merge_config, check_inputs)
+        self.k = inner_layer
+
+    def _forward(self, hidden_states, position_ids):
+        out = self.model.decoder_tail(hidden_states, position_ids, self.k)
+        return {"logits": out.logits.float(), **_kv_outputs(out.present, self.k)}
+
+
+class DecodeStepRunner(TorchRunner):
+    def __init__(self, spec, model, merge_config, num_layers: int, check_inputs: bool = True):
+        super().__init__(spec, model, merge_config, check_inputs)
+        self.num_layers = num_layers
+
+    def _forward(self, inputs_embeds, position_ids, **past):
+        kv = [(past[C.past_key_name(i)], past[C.past_value_name(i)]) for i in range(self.num_layers)]
+        logits, present = self.model.decode_step(inputs_embeds, position_ids, kv)
+        return {"logits": logits.float(), **_kv_outputs(present, 0)}

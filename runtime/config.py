@@ -1,0 +1,50 @@
+"""The runtime configuration: which backend, which merge preset, which frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from holitom.errors import ConfigError
+
+DEFAULT_PRESET = "r15"  # the paper's best accuracy/speed point: 99.7% of vanilla accuracy
+DEFAULT_FRAMES = 32
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How to build a pipeline. CLI flags only fill this in.
+
+    ``preset`` names a merge preset (:func:`holitom.merge.preset_names`);
+    ``inner_merge=False`` keeps the preset's outer merge and skips the inner one.
+    """
+
+    backend: str = "torch"
+    preset: str = DEFAULT_PRESET
+    inner_merge: bool = True
+    device: str = "cpu"
+    dtype: str = "float32"
+    num_frames: int = DEFAULT_FRAMES
+    check_inputs: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.num_frames, int) or not 1 <= self.num_frames <= 512:
+            raise ConfigError(f"num_frames={self.num_frames!r} must be an integer in 1..512.")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError(f"dtype={self.dtype!r} must be one of float32, float16, bfloat16.")
+        from holitom.runtime.registry import backend_names
+
+        if self.backend not in backend_names():
+            raise ConfigError(f"unknown backend '{self.backend}'; choose one of {backend_names()}.")
+        from holitom.merge import preset_names
+
+        if self.preset not in preset_names():
+            raise ConfigError(f"unknown preset '{self.preset}'; choose one of {preset_names()}.")
+
+    def merge_config(self):
+        """The effective MergeConfig: the preset, without its inner merge when ``inner_merge`` is off."""
+        from holitom.merge import get_preset
+
+        cfg = get_preset(self.preset)
+        if not self.inner_merge and cfg.inner is not None:
+            cfg = cfg.replace(inner=None)
+        return cfg

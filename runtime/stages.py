@@ -1,0 +1,59 @@
+"""A backend's set of stage runners plus what the pipeline needs to drive them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from holitom import contracts as C
+from holitom.contracts import ModelDims
+from holitom.errors import BackendError
+from holitom.runtime.base import Runner
+
+
+@dataclass
+class StageSet:
+    """Everything one backend built for a model: runners keyed by stage name, tokenizer, preprocessor.
+
+    ``inner_merge_enabled`` says whether the pipeline calls the inner-merge stage
+    (the decoder is always split at ``dims.inner_layer``; without the inner merge
+    the tail simply sees every token).
+    """
+
+    backend: str
+    preset: str
+    runners: dict[str, Runner]
+    dims: ModelDims
+    tokenizer: Any
+    preprocessor: Callable
+    video_token_id: int
+    stop_token_ids: tuple[int, ...]
+    inner_merge_enabled: bool
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    compute_dtype: torch.dtype = torch.float32
+
+    def __post_init__(self):
+        required = [s for s in C.STAGE_ORDER if s != C.INNER_MERGE or self.inner_merge_enabled]
+        missing = [s for s in required if s not in self.runners]
+        if missing:
+            raise BackendError(f"backend '{self.backend}' built no runner for stages {missing}.")
+
+    def activate(self) -> None:
+        for runner in self.runners.values():
+            runner.activate()
+
+    def deactivate(self) -> None:
+        for runner in self.runners.values():
+            runner.deactivate()
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Move to the stages' device; floating tensors also take the compute dtype."""
+        dtype = self.compute_dtype if tensor.is_floating_point() else tensor.dtype
+        return tensor.to(self.device, dtype=dtype, non_blocking=True)
+
+    def synchronize(self) -> None:
+        # The one deliberate host sync of the pipeline, used only to read timers.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
