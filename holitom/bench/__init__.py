@@ -1,0 +1,1 @@
+"""Benchmarks: TTFT / decode / memory / FLOPs of HoliTom against the transformers baseline and competing methods."""
