@@ -48,8 +48,8 @@ class DecoderHead(nn.Module):
         self.k = inner_layer
 
     def forward(self, inputs_embeds, position_ids):
-        seq = inputs_embeds.shape[1]
-        out = self.model.decoder_head(inputs_embeds, position_ids, self.k, (0, seq))  # row over the whole prompt
+        # visual_span=None: the row over the whole prompt (the pipeline slices the visual span).
+        out = self.model.decoder_head(inputs_embeds, position_ids, self.k, None)
         return (out.hidden, out.attn_row.float(), *_flatten(out.present))
 
 

@@ -30,7 +30,11 @@ def _render(tokenizer, messages: list[dict]) -> tuple[str | None, str | None]:
 
 
 def build_video_prompt(tokenizer, question: str, system: str | None = None, video_token: str = VIDEO_TOKEN) -> str:
-    """Apply the checkpoint's chat template to one user turn: the video placeholder, then the question.
+    """Apply the checkpoint's chat template to one user turn holding the video and the question.
+
+    Without a placeholder in ``question`` the video comes first, then the
+    question. With exactly one ``video_token`` in ``question`` the video goes
+    exactly there (text before and after the video).
 
     Chat templates come in two shapes, and both are handled:
 
@@ -47,7 +51,7 @@ def build_video_prompt(tokenizer, question: str, system: str | None = None, vide
 
     Args:
         tokenizer: a transformers tokenizer (or processor) whose ``chat_template`` is set.
-        question: the user's question; must not itself contain ``video_token``.
+        question: the user's question, with at most one ``video_token`` marking where the video goes.
         system: optional system prompt; None keeps the template's default
             (Qwen2's "You are a helpful assistant.").
         video_token: the placeholder string.
@@ -56,7 +60,8 @@ def build_video_prompt(tokenizer, question: str, system: str | None = None, vide
         The prompt text, ready for :func:`encode_prompt`.
 
     Raises:
-        InputError: ``question`` / ``system`` is not a string or contains the placeholder.
+        InputError: ``question`` / ``system`` is not a string, ``question`` holds the placeholder
+            more than once, or ``system`` holds it at all.
         CheckpointError: the tokenizer has no chat template, or its template
             cannot produce a turn with exactly one placeholder.
     """
@@ -65,10 +70,13 @@ def build_video_prompt(tokenizer, question: str, system: str | None = None, vide
             continue
         if not isinstance(value, str):
             raise InputError(f"{name} must be a string, got {type(value).__name__}.")
-        if video_token in value:
+        count = value.count(video_token)
+        if name == "system" and count:
+            raise InputError(f"the system prompt contains the video placeholder {video_token!r}; the video belongs in the question.")
+        if count > 1:
             raise InputError(
-                f"{name} contains the video placeholder {video_token!r}; pass the bare question text, "
-                "build_video_prompt inserts exactly one placeholder itself."
+                f"the question contains the video placeholder {video_token!r} {count} times; put exactly one "
+                f"{video_token} where the video goes, or none to put the video first."
             )
     if not hasattr(tokenizer, "apply_chat_template"):
         raise CheckpointError(
@@ -87,23 +95,45 @@ def build_video_prompt(tokenizer, question: str, system: str | None = None, vide
         content = [{"type": "text", "text": system}] if as_parts else system
         return [{"role": "system", "content": content}]
 
+    # ``texts``: what must appear, in this order, with the placeholder where it stands in the list.
+    if video_token in question:
+        before, after = (part.strip() for part in question.split(video_token))
+        parts = [{"type": "text", "text": before}] * bool(before) + [{"type": "video"}] + [{"type": "text", "text": after}] * bool(after)
+        as_string = question
+        texts = [t for t in (before, video_token, after) if t]
+    else:
+        parts = [{"type": "video"}, {"type": "text", "text": question}]
+        as_string = f"{video_token}\n{question}"
+        texts = [video_token, question]
     candidates = (
-        system_message(True) + [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}],
-        system_message(False) + [{"role": "user", "content": f"{video_token}\n{question}"}],
+        system_message(True) + [{"role": "user", "content": parts}],
+        system_message(False) + [{"role": "user", "content": as_string}],
     )
     outcomes = []
     for form, messages in zip(("list-of-parts", "string"), candidates):
         text, error = _render(tokenizer, messages)
         if text is None:
             outcomes.append(f"{form} content: {error}")
-        elif text.count(video_token) != 1 or question not in text or (system is not None and system not in text):
+        elif text.count(video_token) != 1 or not _in_order(text, texts, video_token) or (system is not None and system not in text):
             outcomes.append(f"{form} content: rendered {text.count(video_token)} placeholder(s) in {text[:120]!r}")
         else:
             return text
     raise CheckpointError(
         "the tokenizer's chat template does not produce a user turn with exactly one "
-        f"{video_token!r} followed by the question ({'; '.join(outcomes)}); check the checkpoint's chat template."
+        f"{video_token!r} with the question text around it in the order given ({'; '.join(outcomes)}); check the "
+        "checkpoint's chat template, or put the video first (no placeholder in the question)."
     )
+
+
+def _in_order(text: str, pieces: list[str], video_token: str) -> bool:
+    """Every piece occurs in ``text``, in the given order (a template may reorder multimodal parts)."""
+    at = 0
+    for piece in pieces:
+        found = text.find(piece, at)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return True
 
 
 def _is_bare_tokenizer(tokenizer) -> bool:

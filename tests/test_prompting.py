@@ -95,9 +95,26 @@ def test_wrong_placeholder_count(tokenizer, text, count):
         encode_prompt(tokenizer, text)
 
 
-def test_question_must_not_hold_the_placeholder(tokenizer):
-    with pytest.raises(InputError, match="question contains the video placeholder"):
-        build_video_prompt(tokenizer, "<video> what is this?")
+def test_placeholder_in_the_question_places_the_video(tokenizer):
+    prompt = build_video_prompt(tokenizer, "Watch this: <video> What moves?")
+    assert prompt.count("<video>") == 1
+    assert prompt.index("<|im_start|>user") < prompt.index("Watch this:") < prompt.index("<video>") < prompt.index("What moves?")
+    tokenizer.chat_template = QWEN2_TEMPLATE
+    prompt = build_video_prompt(tokenizer, "Watch this: <video> What moves?")
+    assert "<|im_start|>user\nWatch this: <video> What moves?<|im_end|>" in prompt
+    # llava-hf's multimodal template emits every video before every text part: it cannot place
+    # text before the video, and saying so beats silently moving the video.
+    tokenizer.chat_template = LLAVA_HF_TEMPLATE
+    with pytest.raises(CheckpointError, match="chat template does not produce"):
+        build_video_prompt(tokenizer, "Watch this: <video> What moves?")
+    assert build_video_prompt(tokenizer, "<video> What moves?").count("<video>") == 1
+
+
+def test_bad_questions_are_refused(tokenizer):
+    with pytest.raises(InputError, match="placeholder '<video>' 2 times; put exactly one <video>"):
+        build_video_prompt(tokenizer, "<video> and <video>?")
+    with pytest.raises(InputError, match="system prompt contains the video placeholder"):
+        build_video_prompt(tokenizer, "What?", system="<video>")
     with pytest.raises(InputError, match="question must be a string"):
         build_video_prompt(tokenizer, None)
 

@@ -66,7 +66,7 @@ class DecoderHeadRunner(TorchRunner):
 
     def _forward(self, inputs_embeds, position_ids):
         # The row over the whole prompt; the pipeline slices the visual span.
-        out = self.model.decoder_head(inputs_embeds, position_ids, self.k, (0, inputs_embeds.shape[1]))
+        out = self.model.decoder_head(inputs_embeds, position_ids, self.k, None)
         return {"hidden_states": out.hidden, "attn_row": out.attn_row.float(), **_kv_outputs(out.present, 0)}
 
 

@@ -1,0 +1,58 @@
+"""Plain greedy decoding on :class:`LlavaModel`: prefill, then one ``decode_step`` per token.
+
+This is the unmerged reference loop used by parity tests and vanilla runs; the
+runtime's pipeline drives decoder_head / decoder_tail / decode_step itself.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from holitom.errors import InputError
+from holitom.models.llava import LlavaModel
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: LlavaModel,
+    inputs_embeds: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_ids: Iterable[int] | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> list[int]:
+    """Greedy tokens after the prompt.
+
+    Args:
+        inputs_embeds: ``(1, S, D)`` prompt embeddings (video tokens spliced in).
+        max_new_tokens: upper bound on generated tokens (>= 1).
+        eos_token_ids: stop after emitting one of these (it is included in the
+            output, as transformers' ``generate`` does); None runs to ``max_new_tokens``.
+        position_ids: ``(1, S)``; default ``0..S-1``. Decoding continues at
+            ``position_ids[0, -1] + 1``.
+    Returns:
+        Generated token ids.
+    """
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    s = inputs_embeds.shape[1]
+    if position_ids is None:
+        position_ids = torch.arange(s, device=inputs_embeds.device)[None]  # (1, S)
+    stop = set(eos_token_ids or ())
+    logits, past = model.prefill(inputs_embeds, position_ids)  # (1, S, V)
+    # One host sync per token: the loop must know the token to embed it and to stop.
+    next_pos = int(position_ids[0, -1]) + 1
+    token = int(logits[0, -1].argmax())
+    tokens = [token]
+    while len(tokens) < max_new_tokens and token not in stop:
+        embeds = model.embed(torch.tensor([[token]], device=inputs_embeds.device))  # (1, 1, D)
+        pos = torch.tensor([[next_pos]], device=inputs_embeds.device)  # (1, 1)
+        logits, past = model.decode_step(embeds, pos, past)  # (1, V)
+        next_pos += 1
+        token = int(logits[0].argmax())
+        tokens.append(token)
+    return tokens
+
+
+__all__ = ["greedy_generate"]

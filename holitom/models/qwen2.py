@@ -1,0 +1,124 @@
+"""Qwen2 decoder with explicit KV tensors, explicit position ids and a split point.
+
+gpt-fast style: plain modules, no cache objects. A layer takes the hidden states,
+the RoPE tables for the new tokens and optionally that layer's past ``(key, value)``
+and returns the new hidden states plus the full ``(key, value)`` for its cache, each
+``(B, Hkv, S_total, hd)``. Because every layer owns its cache tensors, layers < K
+(full prompt) and layers >= K (after HoliTom's inner merge) can hold different
+lengths without any bookkeeping.
+
+Positions are always inputs: after the inner merge, kept tokens keep their original
+RoPE positions (with gaps) and decoding continues at the full prompt length.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from holitom.models.config import TextConfig
+from holitom.models.ops import ACTIVATIONS, RMSNorm, apply_rope, repeat_kv
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+class DecoderAttention(nn.Module):
+    """Grouped-query causal self-attention with RoPE and a cache in, cache out."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.num_kv_heads = cfg.num_kv_heads
+        self.head_dim = cfg.head_dim
+        self.groups = cfg.num_heads // cfg.num_kv_heads
+        self.scale = self.head_dim**-0.5
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=True)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=True)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=True)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | None = None
+    ) -> tuple[torch.Tensor, KV, torch.Tensor]:
+        """Args:
+            x: ``(B, S, D)`` normalised hidden states of the new tokens.
+            cos, sin: ``(B, S, hd)`` RoPE tables of the new tokens' positions.
+            past: this layer's cached ``(key, value)``, each ``(B, Hkv, S_past, hd)``, or None.
+
+        Returns:
+            ``out (B, S, D)``, ``(key, value)`` each ``(B, Hkv, S_past + S, hd)`` (RoPE
+            applied to keys), and the rotated queries ``(B, H, S, hd)`` (the inner
+            merge reads the last token's query at layer K-1).
+        """
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, S, hd)
+        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, hd)
+        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, hd)
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        if past is not None:
+            k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S_past + S, hd)
+            v = torch.cat((past[1], v), dim=2)
+        k_all = repeat_kv(k, self.groups)  # (B, H, S_kv, hd)
+        v_all = repeat_kv(v, self.groups)
+        if past is None:
+            # Prefill: plain causal mask over the (possibly gapped) sequence order. A constant
+            # is_causal (also right for S=1) keeps symbolic-shape export from seeing a SymBool.
+            out = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True, scale=self.scale)
+        elif s == 1:
+            # One decode token sees the whole cache; no mask needed.
+            out = F.scaled_dot_product_attention(q, k_all, v_all, scale=self.scale)
+        else:
+            # Several new tokens after a cache: new token i sees the cache and new tokens 0..i.
+            s_past = past[0].shape[2]
+            rows = torch.arange(s, device=x.device)[:, None]
+            cols = torch.arange(s_past + s, device=x.device)[None, :]
+            out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=cols <= rows + s_past, scale=self.scale)
+        out = out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)  # (B, S, H*hd)
+        return self.o_proj(out), (k, v), q
+
+
+class DecoderMLP(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.act = ACTIVATIONS[cfg.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-RMSNorm Qwen2 block."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = DecoderAttention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = DecoderMLP(cfg)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | None = None
+    ) -> tuple[torch.Tensor, KV, torch.Tensor]:
+        """``x (B, S, D)`` -> ``(x (B, S, D), (key, value), rotated queries (B, H, S, hd))``."""
+        attn, kv, q = self.self_attn(self.input_layernorm(x), cos, sin, past)
+        x = x + attn
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, kv, q
+
+
+class Decoder(nn.Module):
+    """The stack of Qwen2 layers plus the final norm (embedding and LM head live in LlavaModel)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+__all__ = ["Decoder", "DecoderLayer", "DecoderAttention", "KV"]

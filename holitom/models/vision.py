@@ -1,0 +1,128 @@
+"""SigLIP vision tower (only the layers LLaVA uses) and the LLaVA MLP projector.
+
+The tower builds ``num_vision_layers_used`` encoder layers: the selected feature layer
+is the last one that exists, so later layers never run (and their checkpoint weights
+are dropped by the loader). Every layer uses fused attention except the last, which
+computes explicit softmax probabilities because HoliTom reads them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from holitom.models.config import LlavaConfig, VisionConfig
+from holitom.models.ops import ACTIVATIONS
+
+
+class VisionAttention(nn.Module):
+    """Bidirectional multi-head self-attention over one frame's patches."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.head_dim
+        self.scale = self.head_dim**-0.5
+        d = cfg.hidden_size
+        self.q_proj = nn.Linear(d, d)
+        self.k_proj = nn.Linear(d, d)
+        self.v_proj = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, with_scores: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: ``x (F, N, Dv)``.
+
+        Returns:
+            ``(F, N, Dv)`` output and, when ``with_scores``, the attention each key
+            receives, averaged over heads and queries: ``(F, N)`` float32.
+        """
+        frames, n, d = x.shape
+        q = self.q_proj(x).view(frames, n, self.num_heads, self.head_dim).transpose(1, 2)  # (F, H, N, hd)
+        k = self.k_proj(x).view(frames, n, self.num_heads, self.head_dim).transpose(1, 2)  # (F, H, N, hd)
+        v = self.v_proj(x).view(frames, n, self.num_heads, self.head_dim).transpose(1, 2)  # (F, H, N, hd)
+        scores = None
+        if with_scores:
+            # Explicit probabilities (softmax in float32, as transformers' eager path) for the
+            # one layer HoliTom reads. Memory is F*H*N^2 floats (1.1 GB at 32 frames x 729 patches).
+            logits = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # (F, H, N, N)
+            probs = logits.softmax(dim=-1, dtype=torch.float32)  # (F, H, N, N)
+            out = torch.matmul(probs.to(q.dtype), v)  # (F, H, N, hd)
+            scores = probs.mean(dim=1).mean(dim=1)  # (F, N): mean over heads, then over queries
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (F, H, N, hd)
+        out = out.transpose(1, 2).reshape(frames, n, d)  # (F, N, Dv)
+        return self.out_proj(out), scores
+
+
+class VisionMLP(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.act = ACTIVATIONS[cfg.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VisionLayer(nn.Module):
+    """Pre-LN transformer encoder layer."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.self_attn = VisionAttention(cfg)
+        self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = VisionMLP(cfg)
+
+    def forward(self, x: torch.Tensor, with_scores: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn, scores = self.self_attn(self.layer_norm1(x), with_scores=with_scores)
+        x = x + attn  # (F, N, Dv)
+        x = x + self.mlp(self.layer_norm2(x))
+        return x, scores
+
+
+class VisionTower(nn.Module):
+    """SigLIP patch embedding + the first ``num_layers`` encoder layers (no post-layernorm: LLaVA skips it)."""
+
+    def __init__(self, cfg: VisionConfig, num_layers: int):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embedding = nn.Conv2d(cfg.num_channels, cfg.hidden_size, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.position_embedding = nn.Embedding(cfg.num_patches, cfg.hidden_size)
+        self.layers = nn.ModuleList(VisionLayer(cfg) for _ in range(num_layers))
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: ``pixel_values (F, 3, H, W)`` normalised frames at the tower's ``image_size``.
+
+        Returns:
+            ``hidden (F, N, Dv)`` from the last built layer and ``scores (F, N)``
+            float32, that layer's attention averaged over heads and queries.
+        """
+        x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (F, Dv, g, g)
+        x = x.flatten(2).transpose(1, 2)  # (F, N, Dv)
+        x = x + self.position_embedding.weight[None]  # (F, N, Dv)
+        last = len(self.layers) - 1
+        scores = None
+        for i, layer in enumerate(self.layers):
+            x, layer_scores = layer(x, with_scores=i == last)
+            if i == last:
+                scores = layer_scores
+        return x, scores
+
+
+class Projector(nn.Module):
+    """LLaVA's two-layer MLP from the vision width to the decoder width."""
+
+    def __init__(self, cfg: LlavaConfig):
+        super().__init__()
+        self.linear_1 = nn.Linear(cfg.vision.hidden_size, cfg.text.hidden_size, bias=cfg.projector_bias)
+        self.act = ACTIVATIONS[cfg.projector_hidden_act]
+        self.linear_2 = nn.Linear(cfg.text.hidden_size, cfg.text.hidden_size, bias=cfg.projector_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(x)))  # (..., D)
+
+
+__all__ = ["VisionTower", "VisionLayer", "VisionAttention", "Projector"]
