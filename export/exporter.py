@@ -22,7 +22,7 @@ from holitom import contracts as C
 from holitom.errors import ConfigError, ExportError
 from holitom.export import wrappers as W
 from holitom.export.manifest import GraphEntry, Manifest, inner_merge_key
-from holitom.export.onnx_io import bake_input, check_graph_io, check_model_file, name_dynamic_dims, save_model
+from holitom.export.onnx_io import check_graph_io, check_model_file, name_dynamic_dims, save_model
 
 DEFAULT_OPSET = 18
 PAPER_PRESETS = ("none", "r10", "r15", "r20", "r25")
@@ -203,9 +203,9 @@ def export_model(model: str | Path, out: str | Path, config: ExportConfig | None
             outer: dict[str, dict] = {}
             for name, merge in presets.items():
                 bar.set_postfix_str(f"outer_merge {name}")
-                onnx_model = build_outer_merge_model(merge, cfg.pooled_grid, cfg.layout, cfg.hidden_size, opset=opset)
-                # The newline embedding is a weight of the model: bake it in so the graph's inputs are the contract's.
-                bake_input(onnx_model, "image_newline", torch_model.image_newline.detach().float().numpy())
+                # The newline embedding is a weight of the model: baked in, so the graph's inputs are the contract's.
+                newline = torch_model.image_newline.detach().float().numpy()
+                onnx_model = build_outer_merge_model(merge, cfg.pooled_grid, cfg.layout, cfg.hidden_size, opset=opset, image_newline=newline)
                 entry = _write_graph(onnx_model, tmp, f"outer_merge.{name}.onnx", specs[C.OUTER_MERGE])
                 outer[name] = {"graph": entry.to_dict(), "merge": merge.to_dict()}
                 bar.update()

@@ -108,15 +108,3 @@ def check_model_file(path: Path) -> None:
     except Exception as exc:  # onnx raises several unrelated exception types
         raise ExportError(f"onnx.checker rejected {Path(path).name}: {exc}") from exc
 
-
-def bake_input(model, name: str, value) -> None:
-    """Turn graph input ``name`` into an initializer holding ``value`` (numpy), in place."""
-    onnx = import_onnx()
-    from onnx import numpy_helper
-
-    inputs = [vi for vi in model.graph.input if vi.name == name]
-    if not inputs:
-        raise ExportError(f"cannot bake '{name}': the graph has no such input (inputs: {[i.name for i in model.graph.input]}).")
-    model.graph.input.remove(inputs[0])
-    model.graph.initializer.append(numpy_helper.from_array(value, name=name))
-    del onnx

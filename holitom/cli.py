@@ -72,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-validate", action="store_true", help="skip the stage-by-stage validation against PyTorch")
 
     sub.add_parser("presets", help="list the merge presets")
+
+    from holitom.bench.cli import EXAMPLES as BENCH_EXAMPLES
+    from holitom.bench.cli import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser(
+        "bench",
+        help="latency benchmark: TTFT breakdown, decode speed, memory and FLOPs vs the transformers baseline",
+        epilog=BENCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_bench_arguments(bench)
     return parser
 
 
@@ -109,9 +120,22 @@ def _cmd_run(args) -> int:
         num_frames=args.frames,
     )
     generation = _generation(args)  # validate before loading anything
+    # Text mode streams the answer; --json mode shows a decode progress bar on a terminal's stderr.
     stream = None if args.json else (lambda text: print(text, end="", flush=True))
-    with load_pipeline(args.model, config) as pipeline:
-        result = pipeline.run(args.video, args.prompt, args.frames, generation, chat_template=not args.no_chat_template, on_text=stream)
+    from tqdm.auto import tqdm
+
+    with load_pipeline(args.model, config) as pipeline, tqdm(
+        total=generation.max_new_tokens, desc="decode", unit="tok", disable=not (args.json and sys.stderr.isatty()), leave=False
+    ) as bar:
+        result = pipeline.run(
+            args.video,
+            args.prompt,
+            args.frames,
+            generation,
+            chat_template=not args.no_chat_template,
+            on_text=stream,
+            progress=lambda n: bar.update(n - bar.n),
+        )
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -175,7 +199,13 @@ def _cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "demo": _cmd_demo, "export": _cmd_export, "presets": _cmd_presets}
+def _cmd_bench(args) -> int:
+    from holitom.bench.cli import run_from_args
+
+    return run_from_args(args)
+
+
+COMMANDS = {"run": _cmd_run, "demo": _cmd_demo, "export": _cmd_export, "presets": _cmd_presets, "bench": _cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
