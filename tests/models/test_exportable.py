@@ -5,12 +5,10 @@ Only torch.export is exercised here; ONNX conversion and its parity belong to ex
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 from torch.export import Dim
 
-from holitom.errors import InputError
 from holitom.models.loading import load_llava
 from tiny_llava import max_diff
 
@@ -84,13 +82,6 @@ def test_head_exports_with_a_static_length(onevision_ckpt):
     assert max_diff(got[0], ref.hidden) <= 1e-5 and max_diff(got[1], ref.attn_row) <= 1e-6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InputError,
-    reason="holitom/merge/attention.py last_token_attention requires visual_span to be Python ints "
-    "(isinstance(v, int)); under torch.export the span (0, S) holds a SymInt. Accepting torch.SymInt there "
-    "makes this pass (checked by hand); then drop this xfail.",
-)
 @torch.no_grad()
 def test_head_exports_with_a_dynamic_length(onevision_ckpt):
     model = load_llava(onevision_ckpt.path)
