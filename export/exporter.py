@@ -60,9 +60,16 @@ class ExportConfig:
             raise ConfigError(f"num_frames={self.num_frames!r} must be an integer in 1..512.")
         from holitom.merge import preset_names
 
+        from holitom.merge import MergeConfig, get_preset
+
         for name in self.presets or ():
             if name not in preset_names():
                 raise ConfigError(f"unknown preset '{name}'; choose from {preset_names()}.")
+            if not isinstance(get_preset(name), MergeConfig):
+                raise ConfigError(
+                    f"preset '{name}' is a competing method, which runs on the torch backend only; export HoliTom "
+                    "presets (none, r10..r25, r10-outer..r25-outer)."
+                )
         if self.opset is not None and not 17 <= self.opset <= 23:
             raise ConfigError(f"opset={self.opset} is not supported; use 17..23 (default {DEFAULT_OPSET}).")
 

@@ -41,10 +41,8 @@ class RuntimeConfig:
             raise ConfigError(f"unknown preset '{self.preset}'; choose one of {preset_names()}.")
 
     def merge_config(self):
-        """The effective MergeConfig: the preset, without its inner merge when ``inner_merge`` is off."""
-        from holitom.merge import get_preset
+        """The preset's config (HoliTom or a competing method), without its inner step when ``inner_merge`` is off."""
+        from holitom.merge import get_preset, reduction_for
 
         cfg = get_preset(self.preset)
-        if not self.inner_merge and cfg.inner is not None:
-            cfg = cfg.replace(inner=None)
-        return cfg
+        return cfg if self.inner_merge else reduction_for(cfg).without_inner()

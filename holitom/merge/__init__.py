@@ -7,6 +7,7 @@
 - :mod:`.outer`: stages I + II as one plan with a linear, single-scatter apply step.
 - :mod:`.inner`: stage III at decoder layer K.
 - :mod:`.attention`: the last prompt token's attention row without a full matrix.
+- :mod:`.methods`: one adapter per config type (HoliTom or a competing baseline) and the competing presets.
 
 Importing this package imports torch and numpy and nothing heavier.
 """
@@ -37,6 +38,7 @@ from holitom.merge.outer import (
     outer_merge,
     plan_outer_merge,
 )
+from holitom.merge.methods import Reduction, reduction_for, register_method
 from holitom.merge.temporal import (
     TemporalPlan,
     frame_similarity,
@@ -74,6 +76,9 @@ __all__ = [
     "preset_names",
     "register_layout",
     "register_preset",
+    "Reduction",
+    "reduction_for",
+    "register_method",
     "segment_frames",
     "static_count_table",
 ]

@@ -38,6 +38,8 @@ tokens are discarded, not merged (:func:`plan_fastv`, :func:`apply_fastv`).
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
@@ -514,6 +516,10 @@ class BaselineConfig:
         ratio = self.fastv_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0.0 <= ratio < 1.0):
             raise ConfigError(f"BaselineConfig: fastv_ratio must be a number in [0, 1); got {ratio!r}.")
+
+    def to_dict(self) -> dict:
+        """JSON-safe fields, with ``"method"`` naming the competing method."""
+        return dataclasses.asdict(self)
 
     def plan(self, features: torch.Tensor, attention: torch.Tensor | None, grid: tuple[int, int]) -> ReductionPlan:
         """The outer plan of this config's method (dispatch through :data:`BASELINES`)."""

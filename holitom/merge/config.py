@@ -225,22 +225,32 @@ def _known_fields(cls: type, data: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- presets
 
-_PRESETS: dict[str, MergeConfig] = {}
+_PRESETS: dict[str, Any] = {}
+# Config types a preset may hold: HoliTom's MergeConfig, plus the competing methods'
+# configs that holitom.merge.methods registers together with their reduction adapter.
+_PRESET_TYPES: list[type] = [MergeConfig]
 
 
-def register_preset(name: str, config: MergeConfig, *, overwrite: bool = False) -> None:
+def register_preset_type(config_type: type) -> None:
+    """Allow presets of ``config_type`` (it must have a reduction in :mod:`holitom.merge.methods`)."""
+    if config_type not in _PRESET_TYPES:
+        _PRESET_TYPES.append(config_type)
+
+
+def register_preset(name: str, config: Any, *, overwrite: bool = False) -> None:
     """Register ``config`` under ``name``; re-registering a name needs ``overwrite=True``."""
     if not isinstance(name, str) or not name:
         raise ConfigError(f"a preset name must be a non-empty string, got {name!r}.")
-    if not isinstance(config, MergeConfig):
-        raise ConfigError(f"preset '{name}' must be a MergeConfig, got {type(config).__name__}.")
+    if type(config) not in _PRESET_TYPES:
+        allowed = ", ".join(t.__name__ for t in _PRESET_TYPES)
+        raise ConfigError(f"preset '{name}' must be one of {allowed}, got {type(config).__name__}.")
     if name in _PRESETS and not overwrite:
         raise ConfigError(f"preset '{name}' is already registered; pass overwrite=True to replace it.")
     _PRESETS[name] = config
 
 
-def get_preset(name: str) -> MergeConfig:
-    """The MergeConfig registered as ``name``; ConfigError listing the known names otherwise."""
+def get_preset(name: str) -> Any:
+    """The config registered as ``name`` (a MergeConfig for HoliTom presets); ConfigError listing the known names otherwise."""
     try:
         return _PRESETS[name]
     except (KeyError, TypeError):
@@ -272,4 +282,5 @@ __all__ = [
     "get_preset",
     "preset_names",
     "register_preset",
+    "register_preset_type",
 ]

@@ -96,3 +96,24 @@ def test_in_memory_frames_match_the_file(clip_path):
         a = pipe.run(clip_path, "Describe it.", FRAMES, GenerationConfig(max_new_tokens=4))
         b = pipe.run(frames, "Describe it.", FRAMES, GenerationConfig(max_new_tokens=4))
     assert a.token_ids == b.token_ids and a.tokens == b.tokens
+
+
+@pytest.mark.parametrize("preset", ["pool-r10", "topk-r10", "evs-r10", "fastv-r10"])
+def test_competing_methods_run_on_the_torch_backend(clip_path, preset):
+    result = _run("default", "torch", preset, True, clip_path)
+    t = result.tokens
+    budget = round(0.10 * FRAMES * 196)
+    if preset.startswith("fastv"):
+        assert t.after_outer == FRAMES * 196 + 1 and t.after_inner == round(t.after_outer * 0.10)
+    elif preset.startswith("pool"):  # pooled grids only approximate the budget (4x5 cells of 14x14)
+        assert t.after_outer == FRAMES * 20 + 1 and t.after_inner == t.after_outer
+    else:
+        assert t.after_outer == budget + 1 and t.after_inner == t.after_outer
+
+
+def test_competing_methods_are_not_exported():
+    from holitom.errors import ConfigError
+    from holitom.export import ExportConfig
+
+    with pytest.raises(ConfigError, match="competing method, which runs on the torch backend only"):
+        ExportConfig(presets=("topk-r10",))

@@ -25,11 +25,11 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def split_layer(merge_config, num_layers: int) -> int:
-    """K: the preset's inner-merge layer, or the paper's depth fraction when the preset has none."""
-    from holitom.merge import InnerMergeConfig
+    """K: the method's inner layer, or the paper's depth fraction when the method has no inner step."""
+    from holitom.merge import InnerMergeConfig, reduction_for
 
-    inner = merge_config.inner or InnerMergeConfig()
-    return inner.resolve_layer(num_layers)
+    k = reduction_for(merge_config).inner_layer(num_layers)
+    return InnerMergeConfig().resolve_layer(num_layers) if k is None else k
 
 
 def model_dims(model_config, inner_layer: int) -> ModelDims:
@@ -74,7 +74,10 @@ def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str
         C.DECODER_TAIL: DecoderTailRunner(specs[C.DECODER_TAIL], inner_layer=k, **common),
         C.DECODE_STEP: DecodeStepRunner(specs[C.DECODE_STEP], num_layers=cfg.num_layers, **common),
     }
-    if merge_config.inner is not None:
+    from holitom.merge import reduction_for
+
+    has_inner = reduction_for(merge_config).inner_layer(cfg.num_layers) is not None
+    if has_inner:
         runners[C.INNER_MERGE] = InnerMergeRunner(specs[C.INNER_MERGE], **common)
     return StageSet(
         backend="torch",
@@ -85,7 +88,7 @@ def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str
         preprocessor=preprocessor,
         video_token_id=cfg.video_token_id,
         stop_token_ids=stop_token_ids(tokenizer),
-        inner_merge_enabled=merge_config.inner is not None,
+        inner_merge_enabled=has_inner,
         device=device,
         compute_dtype=dtype,
     )

@@ -16,9 +16,12 @@ class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(self, spec, model, merge_config, check_inputs: bool = True):
+        from holitom.merge import reduction_for
+
         super().__init__(spec, check_inputs)
         self.model = model
         self.merge_config = merge_config
+        self.reduction = reduction_for(merge_config)  # HoliTom or a competing method, by config type
 
     def _activate(self) -> None:
         self.model.eval()
@@ -39,11 +42,9 @@ class VisionRunner(TorchRunner):
 
 class OuterMergeRunner(TorchRunner):
     def _forward(self, features, attention):
-        from holitom.merge import outer_merge
-
         model = self.model
-        result = outer_merge(features, attention, self.merge_config, model.grid, model.layout, model.image_newline.to(features.dtype))
-        return {"merged_tokens": result.tokens.to(features.dtype)}
+        tokens = self.reduction.outer(features, attention, model.grid, model.layout, model.image_newline.to(features.dtype))
+        return {"merged_tokens": tokens.to(features.dtype)}
 
 
 class EmbedRunner(TorchRunner):
@@ -72,13 +73,8 @@ class DecoderHeadRunner(TorchRunner):
 
 class InnerMergeRunner(TorchRunner):
     def _forward(self, hidden_states, attn_row, position_ids, visual_span):
-        from holitom.merge import apply_inner_merge, plan_inner_merge
-
-        inner = self.merge_config.inner
-        start, end = (int(v) for v in visual_span.tolist())
-        hidden = hidden_states[0]  # (S, D)
-        plan = plan_inner_merge(attn_row, hidden[start:end], inner.ratio)
-        merged, kept_index = apply_inner_merge(hidden, (start, end), plan, inner.mode)  # (S', D), (S',)
+        start, end = (int(v) for v in visual_span.tolist())  # host sync of two ints, once per prompt
+        merged, kept_index = self.reduction.inner(hidden_states[0], attn_row, (start, end))  # (S', D), (S',)
         return {
             "merged_hidden_states": merged[None].to(hidden_states.dtype),
             "merged_position_ids": position_ids[:, kept_index],
