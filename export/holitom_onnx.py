@@ -44,6 +44,7 @@ import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from holitom import contracts as C
+from holitom.export.onnx_io import check_graph_io
 from holitom.errors import ConfigError, ExportError
 from holitom.plugins_trt import ops as O
 
@@ -120,30 +121,9 @@ def _value_info(spec: C.TensorSpec) -> onnx.ValueInfoProto:
 
 
 def check_model_io(model: onnx.ModelProto, spec: C.StageSpec) -> None:
-    """Raise ExportError listing every way ``model``'s graph I/O differs from ``spec``.
-
-    Checks names and order, element types, ranks, fixed sizes and the names of
-    dynamic dimensions.
-    """
-    problems: list[str] = []
-    graph_inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
-    for kind, declared, actual in (("input", spec.inputs, graph_inputs), ("output", spec.outputs, model.graph.output)):
-        names = [v.name for v in actual]
-        if names != [t.name for t in declared]:
-            problems.append(f"{kind} names {names} != declared {[t.name for t in declared]}")
-            continue
-        for want, got in zip(declared, actual):
-            tensor_type = got.type.tensor_type
-            if tensor_type.elem_type != _ONNX_DTYPES[want.dtype]:
-                problems.append(
-                    f"{kind} '{want.name}' has elem_type {TensorProto.DataType.Name(tensor_type.elem_type)}, "
-                    f"declared {want.dtype}"
-                )
-            dims = [d.dim_param or d.dim_value for d in tensor_type.shape.dim]
-            if dims != list(want.shape):
-                problems.append(f"{kind} '{want.name}' has shape {dims}, declared {list(want.shape)}")
-    if problems:
-        raise ExportError(f"the {spec.name} graph does not match its I/O declaration: " + "; ".join(problems) + ".")
+    """Raise ExportError listing every way ``model``'s graph I/O differs from ``spec`` (names and order,
+    element types, ranks, fixed sizes, dynamic-dimension names). Strict: the merge graphs use every input."""
+    check_graph_io(model, spec, allow_dropped_inputs=False)
 
 
 def onnx_op_types(model: onnx.ModelProto) -> set[tuple[str, str]]:

@@ -50,7 +50,10 @@ def graph_io(model) -> dict[str, list[tuple[str, str, tuple]]]:
         shape = tuple(d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?") for d in tt.shape.dim)
         return vi.name, _ONNX_DTYPES.get(tt.elem_type, str(tt.elem_type)), shape
 
-    return {"inputs": [describe(v) for v in model.graph.input], "outputs": [describe(v) for v in model.graph.output]}
+    # Older IR versions list initializers among the inputs too; those are weights, not inputs.
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [describe(v) for v in model.graph.input if v.name not in weights]
+    return {"inputs": inputs, "outputs": [describe(v) for v in model.graph.output]}
 
 
 def check_graph_io(model, spec: StageSpec, allow_dropped_inputs: bool = True) -> None:

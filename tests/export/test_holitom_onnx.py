@@ -503,7 +503,7 @@ def test_io_check_reports_mismatches():
     model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "rows"
     with pytest.raises(ExportError, match="merged_tokens"):
         H.check_model_io(model, spec)
-    with pytest.raises(ExportError, match="names"):
+    with pytest.raises(ExportError, match=r"missing outputs \['frame_index', 'position_index'\]"):
         H.check_model_io(model, H.outer_merge_io((3, 4), 8, metadata=True))
 
 
