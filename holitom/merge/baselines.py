@@ -47,6 +47,7 @@ from typing import Protocol
 import torch
 
 from holitom.errors import ConfigError, InputError
+from holitom.merge.config import known_fields
 
 # ---------------------------------------------------------------------------
 # Plans
@@ -518,8 +519,13 @@ class BaselineConfig:
             raise ConfigError(f"BaselineConfig: fastv_ratio must be a number in [0, 1); got {ratio!r}.")
 
     def to_dict(self) -> dict:
-        """JSON-safe fields, with ``"method"`` naming the competing method."""
+        """JSON-safe fields, with ``"method"`` naming the competing method; :meth:`from_dict` round-trips it."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BaselineConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
+        return cls(**known_fields(cls, data))
 
     def plan(self, features: torch.Tensor, attention: torch.Tensor | None, grid: tuple[int, int]) -> ReductionPlan:
         """The outer plan of this config's method (dispatch through :data:`BASELINES`)."""

@@ -106,7 +106,7 @@ class InnerMergeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "InnerMergeConfig":
-        return cls(**_known_fields(cls, data))
+        return cls(**known_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -206,14 +206,14 @@ class MergeConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MergeConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
-        fields = _known_fields(cls, data)
+        fields = known_fields(cls, data)
         inner = fields.get("inner")
         if isinstance(inner, dict):
             fields["inner"] = InnerMergeConfig.from_dict(inner)
         return cls(**fields)
 
 
-def _known_fields(cls: type, data: Any) -> dict[str, Any]:
+def known_fields(cls: type, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}.")
     names = [f.name for f in dataclasses.fields(cls)]
