@@ -1,0 +1,322 @@
+"""The benchmark's typed settings and its registry of methods (rows).
+
+:class:`BenchConfig` holds everything one ``holitom bench`` run measures and is
+validated in ``__post_init__`` (CLI flags only fill it in). A row of the
+benchmark is one (backend, method, ratio); :func:`plan_rows` expands the
+config into rows.
+
+Methods (:func:`method_specs`):
+
+- ``vanilla``: every video token (preset ``none``).
+- ``holitom-outer``: HoliTom's outer merge only (preset ``r{pct}``, inner merge off).
+- ``holitom``: full HoliTom (preset ``r{pct}``).
+- competing methods, discovered from the merge preset registry: every preset
+  named ``<family>-r<pct>`` (e.g. ``uniform_pool-r10``, ``fastv-r10``) makes
+  ``<family>`` a method, run on the torch backend at the same retain ratio r
+  as HoliTom (equal budgets). Adding one is one ``register_preset`` call in
+  :mod:`holitom.merge`; nothing here changes.
+
+The transformers baseline is the backend ``transformers`` with method
+``vanilla`` (all tokens); every ratio in the report is measured against it.
+
+Importing this module imports no torch: the preset registry is consulted only
+during validation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from holitom.errors import ConfigError
+
+TRANSFORMERS = "transformers"
+RUNTIME_BACKENDS = ("torch", "onnxruntime")
+ALL_BACKENDS = (TRANSFORMERS, *RUNTIME_BACKENDS)
+PAPER_RATIOS = (0.10, 0.15, 0.20, 0.25)
+DEFAULT_METHODS = ("vanilla", "holitom-outer", "holitom")
+DEFAULT_PROMPT = "Describe what happens in this video."
+DTYPES = ("float32", "float16", "bfloat16")
+# A competing method's presets are named like HoliTom's, with a family prefix: "evs-r10".
+_COMPETITOR_PRESET = re.compile(r"^(?P<family>[A-Za-z][A-Za-z0-9_.]*)-r(?P<pct>\d{1,3})$")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One way of reducing visual tokens, as a row family of the benchmark.
+
+    ``preset`` is a merge preset name, with ``{pct}`` standing for the retain
+    ratio in percent when ``uses_ratio``; ``inner_merge`` is passed to
+    :class:`~holitom.runtime.RuntimeConfig`; ``backends`` lists where it runs.
+    """
+
+    name: str
+    preset: str
+    inner_merge: bool
+    uses_ratio: bool
+    backends: tuple[str, ...]
+    description: str
+
+    def preset_for(self, pct: int | None) -> str:
+        return self.preset.format(pct=pct) if self.uses_ratio else self.preset
+
+
+_BUILTIN_METHODS = (
+    MethodSpec("vanilla", "none", True, False, ALL_BACKENDS, "all video tokens"),
+    # "r{pct}" with the inner merge switched off, not "r{pct}-outer": exports carry the paper presets only.
+    MethodSpec("holitom-outer", "r{pct}", False, True, RUNTIME_BACKENDS, "HoliTom outer merge only (stages I+II)"),
+    MethodSpec("holitom", "r{pct}", True, True, RUNTIME_BACKENDS, "full HoliTom (stages I+II+III)"),
+)
+
+
+def _preset_names() -> list[str]:
+    from holitom.merge import preset_names
+
+    return preset_names()
+
+
+def method_specs() -> dict[str, MethodSpec]:
+    """Built-in methods plus the competing methods the merge preset registry holds right now."""
+    methods = {m.name: m for m in _BUILTIN_METHODS}
+    for name in _preset_names():
+        match = _COMPETITOR_PRESET.match(name)
+        if match and match["family"] not in methods:
+            family = match["family"]
+            methods[family] = MethodSpec(family, f"{family}-r{{pct}}", True, True, ("torch",), f"competing method '{family}' at HoliTom's budget")
+    return methods
+
+
+def _pct(ratio: float) -> int:
+    return round(ratio * 100)
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row: a backend running a method at a ratio (None for methods without one)."""
+
+    backend: str
+    method: str
+    ratio: float | None
+    preset: str
+    inner_merge: bool
+
+    @property
+    def id(self) -> str:
+        suffix = f"@r{_pct(self.ratio):02d}" if self.ratio is not None else ""
+        return f"{self.backend}/{self.method}{suffix}"
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.backend == TRANSFORMERS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What one benchmark run measures.
+
+    Attributes:
+        model: ``default``, an architecture preset (:data:`holitom.bench.archs.ARCH_NAMES`,
+            random weights) or a llava-hf checkpoint folder.
+        video: a video file; None generates a clip (textured background, moving
+            shapes, one scene cut) with :func:`holitom.video.make_frames`.
+        prompt: the question (the checkpoint's chat template is applied).
+        frames: frames sampled from the video (32 in the paper).
+        image_size, vision_layers, text_layers, vocab_size: overrides of an
+            architecture preset (None keeps the preset's value); refused for a
+            checkpoint folder, whose geometry is fixed.
+        backends: rows to run among ``transformers`` (the baseline), ``torch``, ``onnxruntime``.
+        methods: method names (:func:`method_specs`).
+        ratios: retain ratios r for the methods that take one (presets ``r10``..``r25``).
+        repeats: measured runs per row (medians are reported); >= 1.
+        warmup: unmeasured runs per row before any measurement; >= 0.
+        decode_tokens: tokens generated per run (stop tokens ignored, so every
+            row decodes the same count); >= 2 so decode speed is measured.
+        device: ``cpu`` or ``cuda[:N]``.
+        dtype: compute dtype; onnxruntime rows need float32 (what the exporter writes).
+        count_flops: count the decoder's matmul FLOPs with FlopCounterMode (one extra untimed run per method).
+        measure_memory: measure peak memory of each row in a fresh child process.
+        seed: seed of the generated clip and of the random weights of a preset.
+        threads: torch intra-op threads (``torch.set_num_threads``) for every
+            torch-based row; None keeps torch's default (one per core). On a
+            shared machine, fewer threads than cores avoids OpenMP threads
+            spinning against other processes, which can slow torch by 10x.
+            onnxruntime sessions keep the runtime's own thread settings.
+        interleave: load every row's model at once and measure the rows
+            round-robin (fairest on a machine whose speed drifts); False
+            measures one backend at a time with only its models loaded, for
+            models whose backends do not fit in memory together.
+    """
+
+    model: str = "default"
+    video: str | None = None
+    prompt: str = DEFAULT_PROMPT
+    frames: int = 32
+    image_size: int | None = None
+    vision_layers: int | None = None
+    text_layers: int | None = None
+    vocab_size: int | None = None
+    backends: tuple[str, ...] = ALL_BACKENDS
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    ratios: tuple[float, ...] = PAPER_RATIOS
+    repeats: int = 3
+    warmup: int = 1
+    decode_tokens: int = 16
+    device: str = "cpu"
+    dtype: str = "float32"
+    count_flops: bool = True
+    measure_memory: bool = True
+    seed: int = 0
+    threads: int | None = None
+    interleave: bool = True
+    overrides: dict[str, int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def positive(name: str, value: Any, low: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}.")
+
+        positive("repeats", self.repeats, 1)
+        positive("warmup", self.warmup, 0)
+        positive("decode_tokens", self.decode_tokens, 2)
+        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or not 1 <= self.frames <= 512:
+            raise ConfigError(f"frames must be an integer in 1..512, got {self.frames!r}.")
+        if self.threads is not None:
+            positive("threads", self.threads, 1)
+        for flag in ("count_flops", "measure_memory", "interleave"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}.")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ConfigError("prompt must be a non-empty question about the video.")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype '{self.dtype}' is not one of {list(DTYPES)}.")
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device '{self.device}' is not supported; use 'cpu' or 'cuda' (optionally 'cuda:N').")
+
+        object.__setattr__(self, "backends", self._names("backends", self.backends, ALL_BACKENDS))
+        object.__setattr__(self, "methods", self._names("methods", self.methods, tuple(method_specs())))
+        object.__setattr__(self, "ratios", self._ratios(self.ratios))
+        if "onnxruntime" in self.backends and self.dtype != "float32":
+            raise ConfigError(
+                f"the onnxruntime backend runs the float32 export, but dtype {self.dtype} was asked; "
+                "drop onnxruntime from --backends or use --dtype float32."
+            )
+        if self.video is not None and not Path(self.video).expanduser().is_file():
+            raise ConfigError(f"video '{self.video}' is not a file; pass a video file or leave --video out to generate a clip.")
+        self._check_model()
+        if not self.rows():
+            raise ConfigError(
+                f"backends {list(self.backends)} x methods {list(self.methods)} give no rows to run "
+                "(competing methods run on the torch backend only; the transformers backend runs 'vanilla')."
+            )
+
+    # ---- validation helpers ------------------------------------------------------------
+
+    @staticmethod
+    def _names(what: str, values: Any, known: tuple[str, ...]) -> tuple[str, ...]:
+        if isinstance(values, str) or not isinstance(values, (tuple, list)) or not values:
+            raise ConfigError(f"{what} must be a non-empty list of names from {list(known)}, got {values!r}.")
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise ConfigError(f"unknown {what} {unknown}; choose from {list(known)}.")
+        return tuple(dict.fromkeys(values))  # drop repeats, keep order
+
+    def _ratios(self, values: Any) -> tuple[float, ...]:
+        if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list)) or not values:
+            raise ConfigError(f"ratios must be a non-empty list of retain ratios such as 0.1, got {values!r}.")
+        out = []
+        presets = set(_preset_names())
+        for r in values:
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or not 0 < r <= 1:
+                raise ConfigError(f"retain ratio {r!r} must be a number in (0, 1], e.g. 0.1 for r = 10%.")
+            pct = _pct(r)
+            if abs(pct - r * 100) > 1e-6:
+                raise ConfigError(f"retain ratio {r!r} is not a whole percentage; presets exist for {list(PAPER_RATIOS)}.")
+            for name in self.methods:
+                spec = method_specs()[name]
+                if spec.uses_ratio and spec.preset_for(pct) not in presets:
+                    raise ConfigError(
+                        f"method '{name}' has no preset for r = {r} ('{spec.preset_for(pct)}' is not registered); "
+                        f"use ratios among {list(PAPER_RATIOS)}."
+                    )
+            out.append(pct / 100)
+        return tuple(dict.fromkeys(out))
+
+    def _check_model(self) -> None:
+        from holitom.bench.archs import ARCH_NAMES
+
+        overrides = {
+            k: v
+            for k, v in (("image_size", self.image_size), ("vision_layers", self.vision_layers), ("text_layers", self.text_layers), ("vocab_size", self.vocab_size))
+            if v is not None
+        }
+        object.__setattr__(self, "overrides", overrides)
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(f"model must be 'default', an architecture preset {list(ARCH_NAMES)} or a checkpoint folder, got {self.model!r}.")
+        if self.model in ARCH_NAMES:
+            from holitom.bench.archs import default_vocab_floor, get_arch
+
+            # Cheap (no torch, no weights): a bad override fails here, before any model is built.
+            get_arch(self.model).with_overrides(**overrides, min_vocab_size=default_vocab_floor())
+            return
+        path = Path(self.model).expanduser()
+        if not path.exists():
+            raise ConfigError(
+                f"model '{self.model}' is neither an architecture preset {list(ARCH_NAMES)} nor an existing checkpoint folder."
+            )
+        if overrides:
+            flags = ", ".join("--" + k.replace("_", "-") for k in overrides)
+            raise ConfigError(
+                f"{flags} change an architecture preset's geometry; '{self.model}' is a checkpoint folder, whose geometry is fixed. "
+                f"Drop {flags} or pass a preset from {list(ARCH_NAMES)}."
+            )
+
+    # ---- derived ---------------------------------------------------------------------
+
+    @property
+    def is_arch_preset(self) -> bool:
+        from holitom.bench.archs import ARCH_NAMES
+
+        return self.model in ARCH_NAMES
+
+    def rows(self) -> list[RowSpec]:
+        """The rows to run: the transformers baseline first, then each runtime backend x method x ratio."""
+        specs = method_specs()
+        rows: list[RowSpec] = []
+        if TRANSFORMERS in self.backends:
+            rows.append(RowSpec(TRANSFORMERS, "vanilla", None, "none", True))
+        for backend in RUNTIME_BACKENDS:
+            if backend not in self.backends:
+                continue
+            for name in self.methods:
+                spec = specs[name]
+                if backend not in spec.backends:
+                    continue
+                for ratio in self.ratios if spec.uses_ratio else (None,):
+                    pct = None if ratio is None else _pct(ratio)
+                    rows.append(RowSpec(backend, name, ratio, spec.preset_for(pct), spec.inner_merge))
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["backends"], out["methods"], out["ratios"] = list(self.backends), list(self.methods), list(self.ratios)
+        return out
+
+
+__all__ = [
+    "ALL_BACKENDS",
+    "BenchConfig",
+    "DEFAULT_METHODS",
+    "MethodSpec",
+    "PAPER_RATIOS",
+    "RowSpec",
+    "TRANSFORMERS",
+    "method_specs",
+]

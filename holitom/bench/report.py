@@ -1,0 +1,269 @@
+"""Presenting a benchmark result: a table, the JSON file and two PNG plots.
+
+The result object (:func:`holitom.bench.runner.run_bench`) has:
+
+- ``schema``, ``environment`` (versions, CPU / GPU, threads, load average at
+  start and end), ``settings`` (the :class:`~holitom.bench.config.BenchConfig`,
+  the checkpoint, the arch preset with overrides, the model geometry, the video,
+  how time / memory / FLOPs are measured), ``published_reference``;
+- ``rows``: per row ``id``, ``backend``, ``method``, ``ratio``, ``preset``,
+  ``inner_merge``, ``tokens`` (``visual_in`` -> ``after_outer`` -> ``after_inner``,
+  ``prompt``), ``timings_ms`` (``decode_video`` + ``vision`` + ``merge`` +
+  ``prefill`` = ``ttft``), ``shares`` (each part / TTFT), ``ttft_ms_all``,
+  ``decode_tokens_per_s`` (+ ``_all``), ``generated_tokens``, ``memory``
+  (:class:`~holitom.bench.memory.RowMemory`), ``flops`` and ``vs_transformers``
+  (speed-ups and ratios against the transformers row);
+- ``targets``: issue 5's targets on the HoliTom r = 0.10 rows.
+
+Plots use matplotlib's Agg canvas directly (no pyplot, no global backend switch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+JSON_NAME = "bench.json"
+BREAKDOWN_PNG = "ttft_breakdown.png"
+SCALING_PNG = "ttft_flops_vs_tokens.png"
+_PART_LABELS = {"decode_video": "video decode", "vision": "vision", "merge": "merge", "prefill": "LLM prefill"}
+_PART_COLORS = {"decode_video": "#b0b0b0", "vision": "#4c72b0", "merge": "#dd8452", "prefill": "#55a868"}
+_BACKEND_COLORS = {"transformers": "#c44e52", "torch": "#4c72b0", "onnxruntime": "#55a868"}
+
+
+def _fmt(value: Any, spec: str, none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _si(value: float | None, unit: str) -> str:
+    """3 significant digits with an SI prefix: 2.76e12 -> '2.76 T' + unit."""
+    if value is None:
+        return "-"
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the summary table (shared by the rich and plain renderings)."""
+    header = [
+        "row", "visual tokens", "decode", "vision", "merge", "prefill", "TTFT ms", "TTFT x",
+        "merge %", "tok/s", "tok/s x", "peak MB", "mem x", "paper FLOPs", "FLOPs %", "counted FLOPs",
+    ]
+    cells = []
+    for r in result["rows"]:
+        t, tm, vs = r["tokens"], r["timings_ms"], r.get("vs_transformers") or {}
+        mem = r.get("memory") or {}
+        flops = r["flops"]
+        tokens = f"{t['visual_in']}->{t['after_outer']}->{t['after_inner']}"
+        cells.append(
+            [
+                r["id"],
+                tokens,
+                f"{tm['decode_video']:.1f}",
+                f"{tm['vision']:.1f}",
+                f"{tm['merge']:.1f}",
+                f"{tm['prefill']:.1f}",
+                f"{tm['ttft']:.1f}",
+                _x(vs.get("ttft_speedup")),
+                _fmt(None if r["shares"]["merge"] is None else 100 * r["shares"]["merge"], ".1f"),
+                f"{r['decode_tokens_per_s']:.1f}",
+                _x(vs.get("decode_speedup")),
+                _fmt(mem.get("gpu_peak_allocated_mb") or mem.get("peak_mb"), ".0f"),
+                _x(vs.get("peak_memory_ratio")),
+                _si(flops["paper_formula"], "MAC"),
+                _fmt(None if vs.get("paper_flops_ratio") is None else 100 * vs["paper_flops_ratio"], ".1f"),
+                _si(flops["counted"], "FLOP"),
+            ]
+        )
+    return header, cells
+
+
+def _title(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    g = s["model_geometry"]
+    arch = s.get("arch")
+    name = arch["name"] + (f" {arch['overrides']}" if arch and arch.get("overrides") else "") if arch else s["checkpoint"]
+    return (
+        f"{name}: {s['frames']} frames x {g['tokens_per_frame']} tokens ({g['image_size']} px), "
+        f"vision {g['vision_layers_used']} layers x {g['vision_hidden_size']}, LLM {g['text_layers']} layers x "
+        f"{g['text_hidden_size']}, {s['device']} {s['dtype']}, {s['repeats']} repeats after {s['warmup']} warm-up"
+    )
+
+
+def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
+    """The summary table (rich when it can render, plain text otherwise) and the targets."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    file = file or sys.stdout
+    header, cells = table_rows(result)
+    table = Table(title=_title(result), title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i < 2 else "right", no_wrap=i < 2)
+    for row in cells:
+        table.add_row(*row)
+    console = Console(file=file, width=max(200, Console(file=file).width))
+    console.print(table)
+    console.print("times are ms (medians over repeats; each row shows its median-TTFT run, whose parts sum to TTFT); "
+                  "'x' columns are vs the transformers row; paper FLOPs in paper units (MACs, visual tokens only).")
+    for t in result.get("targets", []):
+        speed = "-" if t["ttft_speedup"] is None else f"{t['ttft_speedup']:.2f}x"
+        console.print(
+            f"target {t['row']}: TTFT speed-up {speed} (target >= {t['ttft_speedup_target']:.0f}x: "
+            f"{_met(t['ttft_speedup_met'])}); merge {100 * t['merge_share']:.1f}% of TTFT "
+            f"(target <= {100 * t['merge_share_target']:.0f}%: {_met(t['merge_share_met'])})"
+        )
+
+
+def _met(value: bool | None) -> str:
+    return "n/a" if value is None else ("met" if value else "MISSED")
+
+
+def write_json(result: dict[str, Any], path: Path) -> Path:
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_ttft_breakdown(result: dict[str, Any], path: Path) -> Path:
+    """Stacked horizontal bars per row (video decode / vision / merge / LLM prefill), and the paper's bars."""
+    rows = result["rows"]
+    fig = _figure(11, 1.6 + 0.42 * len(rows) + 1.6)
+    grid = fig.add_gridspec(2, 1, height_ratios=[max(len(rows), 1), 2.2], hspace=0.55)
+    ax = fig.add_subplot(grid[0])
+    labels = [r["id"] for r in rows][::-1]
+    left = [0.0] * len(rows)
+    for part in ("decode_video", "vision", "merge", "prefill"):
+        widths = [r["timings_ms"][part] for r in rows][::-1]
+        ax.barh(labels, widths, left=left, color=_PART_COLORS[part], label=_PART_LABELS[part])
+        left = [a + b for a, b in zip(left, widths)]
+    for y, r in enumerate(rows[::-1]):
+        speed = (r.get("vs_transformers") or {}).get("ttft_speedup")
+        note = f" {r['timings_ms']['ttft']:.0f} ms" + (f" ({speed:.2f}x)" if speed and r["backend"] != "transformers" else "")
+        ax.text(left[y], y, note, va="center", fontsize=8)
+    ax.set_xlim(0, max(left) * 1.25 if left else 1)
+    ax.set_xlabel("time to first token (ms), measured")
+    ax.set_title(_title(result), fontsize=8, loc="left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.tick_params(axis="y", labelsize=8)
+
+    ref = fig.add_subplot(grid[1])
+    published = result["published_reference"]["ttft_ms"]
+    names = list(published)[::-1]
+    left = [0.0] * len(names)
+    for part in ("vision", "merge", "prefill"):
+        widths = [published[n][part] for n in names]
+        ref.barh([f"paper: {n}" for n in names], widths, left=left, color=_PART_COLORS[part])
+        left = [a + b for a, b in zip(left, widths)]
+    for y, total in enumerate(left):
+        ref.text(total, y, f" {total:.0f} ms", va="center", fontsize=8)
+    ref.set_xlim(0, max(left) * 1.25)
+    ref.set_xlabel("published TTFT (ms): " + result["published_reference"]["model"] + "; 'merge' is the paper's 'other'")
+    ref.tick_params(axis="y", labelsize=8)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+_METHOD_COLORS = {"vanilla": "#4d4d4d", "holitom-outer": "#dd8452", "holitom": "#4c72b0"}
+_OTHER_COLORS = ("#55a868", "#8172b2", "#937860", "#da8bc3", "#ccb974", "#64b5cd")
+_BACKEND_STYLE = {"transformers": ("*", "none"), "torch": ("o", "-"), "onnxruntime": ("s", "--")}
+
+
+def _method_color(method: str, methods: list[str]) -> str:
+    if method in _METHOD_COLORS:
+        return _METHOD_COLORS[method]
+    others = [m for m in methods if m not in _METHOD_COLORS]
+    return _OTHER_COLORS[others.index(method) % len(_OTHER_COLORS)]
+
+
+def plot_scaling(result: dict[str, Any], path: Path) -> Path:
+    """TTFT (per backend x method) and prefill FLOPs (per method) against the visual tokens entering the LLM.
+
+    Colour = method, marker = backend (star: transformers, circle: torch,
+    square: onnxruntime); in the FLOPs panel filled markers are the paper's
+    formula and hollow ones the counted matmuls.
+    """
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig = _figure(12, 4.8)
+    ax_t, ax_f = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in result["rows"]:
+        series.setdefault((r["backend"], r["method"]), []).append(r)
+    methods = list(dict.fromkeys(m for _, m in series))
+
+    def tokens(r: dict[str, Any]) -> int:
+        return r["tokens"]["after_outer"]
+
+    for (backend, method), rows in series.items():
+        rows = sorted(rows, key=tokens)
+        marker, line = _BACKEND_STYLE.get(backend, ("D", ":"))
+        ax_t.plot([tokens(r) for r in rows], [r["timings_ms"]["ttft"] for r in rows], marker=marker, markersize=11 if marker == "*" else 6,
+                  color=_BACKEND_COLORS["transformers"] if backend == "transformers" else _method_color(method, methods),
+                  label=f"{backend} {method}", linestyle=line if len(rows) > 1 else "none")
+
+    # FLOPs do not depend on the runtime backend: one series per method (torch rows,
+    # else onnxruntime rows), plus the transformers row.
+    backends = [b for b in ("torch", "onnxruntime") if any(k[0] == b for k in series)]
+    flop_series = {k: v for k, v in series.items() if k[0] == "transformers"}
+    if backends:
+        flop_series.update({k: v for k, v in series.items() if k[0] == backends[0]})
+    for (backend, method), rows in flop_series.items():
+        rows = sorted(rows, key=tokens)
+        baseline = backend == "transformers"
+        color = _BACKEND_COLORS["transformers"] if baseline else _method_color(method, methods)
+        marker = "*" if baseline else "o"
+        label = "transformers" if baseline else method
+        xs = [tokens(r) for r in rows]
+        line = "-" if len(xs) > 1 else "none"
+        ax_f.plot(xs, [r["flops"]["paper_formula"] / 1e9 for r in rows], marker=marker, markersize=11 if baseline else 6, color=color, linestyle=line, label=f"{label}: paper formula (GMAC)")
+        counted = [r["flops"]["counted"] for r in rows]
+        if all(c is not None for c in counted):
+            ax_f.plot(xs, [c / 1e9 for c in counted], marker=marker, markersize=11 if baseline else 6, color=color, markerfacecolor="none",
+                      linestyle=":" if len(xs) > 1 else "none", label=f"{label}: counted (GFLOP)")
+    for ax in (ax_t, ax_f):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("visual tokens entering the LLM (after the outer merge)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_t.set_ylabel("TTFT (ms)")
+    ax_t.set_title("TTFT vs retained visual tokens", fontsize=9)
+    ax_f.set_yscale("log")
+    ax_f.set_ylabel("LLM prefill (G)")
+    ax_f.set_title("prefill compute vs retained visual tokens (counted: whole prompt, 2 FLOP/MAC)", fontsize=9)
+    fig.suptitle(_title(result), fontsize=8)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def write_outputs(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """``bench.json`` and the two PNGs in ``out_dir`` (created if missing)."""
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        "json": write_json(result, out / JSON_NAME),
+        "breakdown": plot_ttft_breakdown(result, out / BREAKDOWN_PNG),
+        "scaling": plot_scaling(result, out / SCALING_PNG),
+    }
+
+
+__all__ = ["BREAKDOWN_PNG", "JSON_NAME", "SCALING_PNG", "plot_scaling", "plot_ttft_breakdown", "print_table", "table_rows", "write_json", "write_outputs"]
