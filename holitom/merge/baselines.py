@@ -47,6 +47,7 @@ from typing import Protocol
 import torch
 
 from holitom.errors import ConfigError, InputError
+from holitom.merge._checks import all_finite
 from holitom.merge.config import known_fields
 
 # ---------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def _check_ratio(retain_ratio: object, where: str) -> float:
 def _check_finite(x: torch.Tensor, name: str, where: str) -> None:
     # One deliberate device->host sync per input: a NaN/inf would silently poison the
     # ranking (sort places NaN first) or every pooled token it touches.
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise InputError(f"{where}: {name} contains NaN or infinite values; clean the input (e.g. check the vision tower ran in a dtype that does not overflow).")
 
 

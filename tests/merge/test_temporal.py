@@ -84,13 +84,18 @@ def test_similarity_matches_oracle_and_is_clamped():
     assert frame_similarity(torch.randn(1, 5, 4)).shape == (0, 5)
 
 
-def test_per_frame_and_batched_similarity_paths_agree():
-    # The CPU runs a cache-blocked per-frame loop, other devices one batched reduction.
-    x = torch.from_numpy(make_video(np.random.default_rng(5), 7, 9, 32))
-    s_loop, n_loop = _similarity_and_norms(x, per_frame=True)
-    s_batch, n_batch = _similarity_and_norms(x, per_frame=False)
-    torch.testing.assert_close(s_loop, s_batch, atol=1e-6, rtol=0)
-    torch.testing.assert_close(n_loop, n_batch)
+@pytest.mark.parametrize("frames, positions, dim", [(1, 5, 8), (2, 1, 3), (7, 9, 32), (5, 196, 896)])
+def test_similarity_and_norms_match_float64(frames, positions, dim):
+    # The strided pair view must pair x[t, p] with x[t+1, p], also for a non-contiguous input.
+    base = torch.from_numpy(make_video(np.random.default_rng(frames + dim), frames, 2 * positions, dim))
+    for x in (base[:, :positions].contiguous(), base[:, ::2]):
+        sim, norms = _similarity_and_norms(x)
+        x64 = x.double()
+        ref_norms = x64.norm(dim=-1)  # (F, P)
+        ref_sim = (x64[:-1] * x64[1:]).sum(-1) / (ref_norms[:-1] * ref_norms[1:])
+        assert sim.shape == (frames - 1, positions) and norms.shape == (frames, positions)
+        torch.testing.assert_close(sim.double(), ref_sim, atol=1e-6, rtol=0)
+        torch.testing.assert_close(norms.double(), ref_norms, atol=0, rtol=1e-6)
 
 
 def test_table_and_segments_match_oracle_on_random_videos():
