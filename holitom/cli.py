@@ -13,9 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from holitom.errors import HolitomError
-
-EXIT_USAGE = 2
+from holitom.errors import EXIT_USAGE, run_reporting_errors
 
 
 def _add_model_args(p: argparse.ArgumentParser, allow_export: bool = True) -> None:
@@ -219,14 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    try:
-        return COMMANDS[args.command](args)
-    except HolitomError as exc:
-        print(f"holitom {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"holitom {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(f"holitom {args.command}", lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":  # pragma: no cover

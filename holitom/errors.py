@@ -8,6 +8,13 @@ Never use ``assert`` for user input: ``python -O`` strips it.
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
+# Exit status of a command refused for bad input (argparse's own usage errors use 2 too).
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
 
 class HolitomError(Exception):
     """Base class of every error the toolkit raises on purpose."""
@@ -50,6 +57,18 @@ class MissingDependencyError(HolitomError, ImportError):
         self.package = package
 
 
+def run_reporting_errors(prog: str, command: Callable[[], int]) -> int:
+    """Run a CLI command: a HolitomError becomes one ``prog: error: ...`` line on stderr and exit 2."""
+    try:
+        return command()
+    except HolitomError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
 __all__ = [
     "HolitomError",
     "ConfigError",
@@ -60,4 +79,7 @@ __all__ = [
     "ManifestError",
     "BackendError",
     "MissingDependencyError",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+    "run_reporting_errors",
 ]

@@ -12,9 +12,7 @@ import argparse
 import json
 import sys
 
-from holitom.errors import ConfigError, HolitomError
-
-EXIT_USAGE = 2
+from holitom.errors import ConfigError, run_reporting_errors
 
 EXAMPLES = """\
 examples:
@@ -137,14 +135,7 @@ def main(argv: list[str] | None = None, prog: str = "bench_latency") -> int:
     parser = build_parser()
     parser.prog = prog
     args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except HolitomError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(prog, lambda: run_from_args(args))
 
 
 __all__ = ["EXAMPLES", "add_arguments", "build_parser", "config_from_args", "main", "run_from_args"]
