@@ -21,6 +21,8 @@ Plots use matplotlib's Agg canvas directly (no pyplot, no global backend switch)
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -256,14 +258,24 @@ def plot_scaling(result: dict[str, Any], path: Path) -> Path:
 
 
 def write_outputs(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """``bench.json`` and the two PNGs in ``out_dir`` (created if missing)."""
+    """``bench.json`` and the two PNGs in ``out_dir`` (created if missing).
+
+    All three are rendered into a hidden staging folder inside ``out_dir`` and
+    renamed into place only once every one is written, so a failure (a plot
+    that raises, an interrupt) leaves no half-written or mismatched files.
+    """
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    return {
-        "json": write_json(result, out / JSON_NAME),
-        "breakdown": plot_ttft_breakdown(result, out / BREAKDOWN_PNG),
-        "scaling": plot_scaling(result, out / SCALING_PNG),
-    }
+    with tempfile.TemporaryDirectory(dir=out, prefix=".bench-staging-") as tmp:
+        stage = Path(tmp)
+        staged = {
+            "json": write_json(result, stage / JSON_NAME),
+            "breakdown": plot_ttft_breakdown(result, stage / BREAKDOWN_PNG),
+            "scaling": plot_scaling(result, stage / SCALING_PNG),
+        }
+        for path in staged.values():
+            os.replace(path, out / path.name)  # same file system: atomic per file
+    return {key: out / path.name for key, path in staged.items()}
 
 
 __all__ = ["BREAKDOWN_PNG", "JSON_NAME", "SCALING_PNG", "plot_scaling", "plot_ttft_breakdown", "print_table", "table_rows", "write_json", "write_outputs"]

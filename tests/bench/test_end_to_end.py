@@ -11,7 +11,8 @@ import math
 
 import pytest
 
-from holitom.bench.report import BREAKDOWN_PNG, JSON_NAME, SCALING_PNG, table_rows
+import holitom.bench.report as report
+from holitom.bench.report import BREAKDOWN_PNG, JSON_NAME, SCALING_PNG, table_rows, write_outputs
 from holitom.flops import model_prefill_flops
 
 TOP = {"schema", "environment", "settings", "published_reference", "rows", "targets"}
@@ -173,6 +174,19 @@ def test_files_are_written(tiny_run):
     for name in (BREAKDOWN_PNG, SCALING_PNG):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+
+
+def test_a_failed_plot_leaves_nothing_written(tiny_run, tmp_path, monkeypatch):
+    result, _ = tiny_run
+
+    def broken_plot(result, path):
+        raise RuntimeError("simulated plot failure")
+
+    monkeypatch.setattr(report, "plot_scaling", broken_plot)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="simulated"):
+        write_outputs(result, out)
+    assert list(out.iterdir()) == []  # neither bench.json, nor the first PNG, nor the staging folder
 
 
 def test_table_has_one_line_per_row(tiny_run):
