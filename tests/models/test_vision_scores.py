@@ -41,3 +41,43 @@ def test_the_exported_path_is_the_full_softmax(monkeypatch):
     g = torch.Generator().manual_seed(1)
     q, k = (torch.randn(2, 2, 9, 4, generator=g) for _ in range(2))
     torch.testing.assert_close(key_attention_scores(q, k, 0.5).double(), full_scores(q, k, 0.5), atol=1e-6, rtol=1e-5)
+
+
+def full_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    probs = (q.double() @ k.double().transpose(-1, -2) * scale).softmax(-1)  # (F, H, N, N)
+    return probs @ v.double()  # (F, H, N, hd)
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 19])
+@pytest.mark.parametrize("frames, heads, n, head_dim", [(1, 1, 1, 4), (3, 2, 5, 8), (5, 4, 33, 6)])
+def test_output_and_scores_in_one_pass_match_float64(monkeypatch, block, frames, heads, n, head_dim):
+    monkeypatch.setattr(vision, "_SCORE_BLOCK", block * n * n)
+    g = torch.Generator().manual_seed(frames * 10 + n)
+    q, k, v = (3 * torch.randn(frames, heads, n, head_dim, generator=g) for _ in range(3))
+    scale = head_dim**-0.5
+    out, scores = vision.attention_with_key_scores(q, k, v, scale)
+    assert out.shape == (frames, heads, n, head_dim) and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), full_attention(q, k, v, scale), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scores.double(), full_scores(q, k, scale), atol=1e-6, rtol=1e-5)
+    # The same scores as the scores-only function, and an output as close to SDPA as float32 allows.
+    assert torch.equal(scores, key_attention_scores(q, k, scale))
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale), atol=1e-5, rtol=1e-5)
+
+
+def test_one_pass_keeps_the_input_dtype():
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 3, 20, 8, generator=g).bfloat16() for _ in range(3))
+    out, scores = vision.attention_with_key_scores(q, k, v, 8**-0.5)
+    assert out.dtype == torch.bfloat16 and scores.dtype == torch.float32
+    expected = full_attention(q.float(), k.float(), v.float(), 8**-0.5)
+    torch.testing.assert_close(out.double(), expected, atol=2e-2, rtol=1e-2)  # bfloat16 output rounding
+
+
+def test_exported_one_pass_is_sdpa_plus_full_scores(monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    monkeypatch.setattr(vision, "_SCORE_BLOCK", None)  # the blocked path would raise TypeError
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 2, 9, 4, generator=g) for _ in range(3))
+    out, scores = vision.attention_with_key_scores(q, k, v, 0.5)
+    assert torch.equal(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.5))
+    torch.testing.assert_close(scores.double(), full_scores(q, k, 0.5), atol=1e-6, rtol=1e-5)
