@@ -41,14 +41,24 @@ def key_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torc
 def attention_with_key_scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Self-attention output ``(F, H, N, hd)`` (q's dtype) and :func:`key_attention_scores` ``(F, N)``.
 
-    On the CPU both come from one pass over the blocked probabilities: each
-    block's ``q k^T`` serves the column sums and ``probs @ v``, instead of
-    computing it once more inside ``scaled_dot_product_attention`` (measured at
-    F=32, N=729 on 2 cores: 47 ms against 36 + 33 ms with 4 heads of 16, 576 ms
-    against 406 + 262 ms with SigLIP-so400m's 16 heads of 72). Elsewhere, and
-    under export, it is SDPA plus the full-softmax scores.
+    Both come from one set of probabilities, never from computing ``q k^T``
+    once more inside ``scaled_dot_product_attention``:
+
+    - eager on the CPU, in cache-sized blocks: each block's probabilities give
+      their column sums and ``probs @ v`` (measured at F=32, N=729 on 2 cores:
+      47 ms against 36 + 33 ms with 4 heads of 16, 576 ms against 406 + 262 ms
+      with SigLIP-so400m's 16 heads of 72);
+    - under export, one ``MatMul -> Softmax`` feeds both outputs (the default
+      model's vision_encoder.onnx on onnxruntime CPU: 334 ms against 399 ms
+      with SDPA's own MatMul -> Softmax beside it). A TensorRT build may prefer
+      SDPA's fused kernel plus a separate score chain; measure that there.
+
+    Eager on other devices it is SDPA (flash kernels) plus the full-softmax scores.
     """
-    if torch.compiler.is_exporting() or q.device.type != "cpu":
+    if torch.compiler.is_exporting():
+        probs = (torch.matmul(q, k.transpose(-1, -2)) * scale).softmax(dim=-1, dtype=torch.float32)  # (F, H, N, N)
+        return torch.matmul(probs.to(v.dtype), v), probs.mean(dim=1).mean(dim=1)  # (F, H, N, hd), (F, N)
+    if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, scale=scale), key_attention_scores(q, k, scale)
     out, scores = _blocked_attention(q, k, v, scale)
     return out.to(q.dtype), scores

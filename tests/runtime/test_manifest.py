@@ -55,6 +55,20 @@ def test_exported_outer_merge_holds_the_plugin_ops_as_local_functions(default_ex
     assert [i.name for i in merged.graph.input] == ["features", "attention"]  # newline baked in
 
 
+
+def test_exported_vision_encoder_has_one_softmax_per_layer(default_export):
+    # The last layer's output and its key scores share one MatMul -> Softmax
+    # (holitom.models.vision.attention_with_key_scores), not one each.
+    from holitom.default_model import default_model_dir
+    from holitom.models.config import LlavaConfig
+
+    m = read_manifest(default_export)
+    graph = onnx.load(str(default_export / m.graphs[C.VISION].file), load_external_data=False)
+    nodes = [*graph.graph.node, *(node for f in graph.functions for node in f.node)]
+    layers = LlavaConfig.from_pretrained(default_model_dir()).num_vision_layers_used
+    assert layers == 3 and sum(node.op_type == "Softmax" for node in nodes) == layers
+
+
 def _copy(src, dst):
     shutil.copytree(src, dst)
     return dst

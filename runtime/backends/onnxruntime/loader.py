@@ -1,8 +1,10 @@
 """Build the onnxruntime stage set from an export folder's manifest.
 
 A checkpoint (or 'default') passed to this backend is exported first into a
-cache folder keyed by the checkpoint's files and the toolkit version, so
-`holitom run --backend onnxruntime --model default` works in one step.
+cache folder keyed by the checkpoint's files, the toolkit version, the source of
+the code that writes the graphs and the torch / onnx versions, so
+`holitom run --backend onnxruntime --model default` works in one step and a
+changed exporter (an editable install keeps its version) never serves stale graphs.
 """
 
 from __future__ import annotations
@@ -51,11 +53,32 @@ def cache_root() -> Path:
     return Path(os.environ.get("HOLITOM_CACHE", Path.home() / ".cache" / "holitom"))
 
 
+# Packages whose source decides what the exported graphs hold.
+_GRAPH_SOURCES = ("holitom.models", "holitom.merge", "holitom.export", "holitom.plugins_trt")
+
+
+def _graph_code_digest() -> str:
+    """sha256 over the graph-writing packages' ``.py`` files and the torch / onnx versions."""
+    import importlib
+
+    import onnx
+    import torch
+
+    h = hashlib.sha256(f"torch {torch.__version__} onnx {onnx.__version__}".encode())
+    for name in _GRAPH_SOURCES:
+        package = Path(importlib.import_module(name).__file__).parent
+        for f in sorted(package.rglob("*.py")):
+            h.update(f"{name}/{f.relative_to(package).as_posix()}".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def export_cache_dir(checkpoint: Path) -> Path:
-    """A folder name that changes when the checkpoint's files or the toolkit version change."""
+    """A folder name that changes when the checkpoint's files, the toolkit version or the exporter's code change."""
     from holitom import __version__
 
     h = hashlib.sha256(__version__.encode())
+    h.update(_graph_code_digest().encode())
     for f in sorted(checkpoint.iterdir()):
         if f.is_file():
             st = f.stat()

@@ -1,0 +1,56 @@
+"""The onnxruntime backend's export cache key: it must change with whatever changes the graphs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from holitom.runtime.backends.onnxruntime import loader
+
+
+@pytest.fixture
+def fake_sources(tmp_path, monkeypatch):
+    """A throwaway package standing in for the graph-writing packages."""
+    package = tmp_path / "fake_graph_code"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "ops.py").write_text("SCALE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(loader, "_GRAPH_SOURCES", ("fake_graph_code",))
+    yield package
+    sys.modules.pop("fake_graph_code", None)
+
+
+def test_key_changes_with_the_exporter_source(fake_sources, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    before = loader.export_cache_dir(checkpoint)
+    assert loader.export_cache_dir(checkpoint) == before  # stable while nothing changes
+    (fake_sources / "sub" / "ops.py").write_text("SCALE = 2\n")  # same size, other bytes
+    after = loader.export_cache_dir(checkpoint)
+    assert after != before and after.parent == before.parent and after.name.startswith("ckpt-")
+
+
+def test_key_changes_with_the_checkpoint_files(fake_sources, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(b"0" * 8)
+    before = loader.export_cache_dir(checkpoint)
+    stamp = time.time() + 10
+    os.utime(weights, (stamp, stamp))
+    assert loader.export_cache_dir(checkpoint) != before
+
+
+def test_real_digest_covers_the_graph_packages():
+    # Every package named must import and hold source files (a renamed package must not hash to "nothing").
+    import importlib
+    from pathlib import Path
+
+    for name in loader._GRAPH_SOURCES:
+        assert any(Path(importlib.import_module(name).__file__).parent.rglob("*.py")), name
+    assert loader._graph_code_digest() == loader._graph_code_digest()
