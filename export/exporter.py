@@ -51,6 +51,7 @@ class ExportConfig:
     num_frames: int = 8  # frames of the validation input (tracing uses 2: the frame axis is dynamic)
     presets: tuple[str, ...] | None = None
     opset: int | None = None
+    attention: str = "standard"  # decoder prefill attention form, see holitom.models.export_attention
     validate: bool = True
     force: bool = False
     progress: bool = True
@@ -70,6 +71,9 @@ class ExportConfig:
                     f"preset '{name}' is a competing method, which runs on the torch backend only; export HoliTom "
                     "presets (none, r10..r25, r10-outer..r25-outer)."
                 )
+        from holitom.models.export_attention import check_flavor
+
+        check_flavor(self.attention)
         if self.opset is not None and not 17 <= self.opset <= 23:
             raise ConfigError(f"opset={self.opset} is not supported; use 17..23 (default {DEFAULT_OPSET}).")
 
@@ -161,6 +165,7 @@ def export_model(model: str | Path, out: str | Path, config: ExportConfig | None
 
     from holitom.export.holitom_onnx import build_inner_merge_model, build_outer_merge_model
     from holitom.merge import get_preset
+    from holitom.models.export_attention import export_attention
     from holitom.models.loading import load_llava
     from holitom.runtime.backends.torch.loader import load_tokenizer, model_dims, split_layer, stop_token_ids
     from holitom.runtime.sources import resolve_source
@@ -205,7 +210,9 @@ def export_model(model: str | Path, out: str | Path, config: ExportConfig | None
             graphs: dict[str, GraphEntry] = {}
             for stage, module in modules.items():
                 bar.set_postfix_str(stage)
-                graphs[stage] = _write_graph(_export_module(module, examples[stage], specs[stage], opset), tmp, f"{stage}.onnx", specs[stage])
+                with export_attention(config.attention):
+                    graph = _export_module(module, examples[stage], specs[stage], opset)
+                graphs[stage] = _write_graph(graph, tmp, f"{stage}.onnx", specs[stage])
                 bar.update()
             outer: dict[str, dict] = {}
             for name, merge in presets.items():
@@ -244,6 +251,7 @@ def export_model(model: str | Path, out: str | Path, config: ExportConfig | None
                 stop_token_ids=list(stop_token_ids(tokenizer)),
                 precision="float32",
                 opset=opset,
+                attention=config.attention,
                 graphs=graphs,
                 outer_merge=outer,
                 inner_merge=inner,

@@ -19,7 +19,7 @@ from holitom.errors import ManifestError
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "holitom-export"
 # major.minor: a runtime reads any minor of its own major and refuses other majors.
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 
 KEY_FORMAT = "format"
 KEY_FORMAT_VERSION = "format_version"
@@ -33,6 +33,7 @@ KEY_VIDEO_TOKEN_ID = "video_token_id"
 KEY_STOP_TOKEN_IDS = "stop_token_ids"
 KEY_PRECISION = "precision"
 KEY_OPSET = "opset"
+KEY_ATTENTION = "attention"
 KEY_GRAPHS = "graphs"
 KEY_OUTER_MERGE = "outer_merge"
 KEY_INNER_MERGE = "inner_merge"
@@ -96,6 +97,7 @@ class Manifest:
     inner_merge: dict[str, dict]  # "ratio/mode" key -> {"graph": GraphEntry dict, "ratio":, "mode":}
     assets: list[str]  # tokenizer / preprocessor files copied next to the graphs
     validation: dict = field(default_factory=dict)
+    attention: str = "standard"  # decoder prefill attention form (holitom.models.export_attention); absent before 1.1
     format_version: str = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +114,7 @@ class Manifest:
             KEY_STOP_TOKEN_IDS: list(self.stop_token_ids),
             KEY_PRECISION: self.precision,
             KEY_OPSET: self.opset,
+            KEY_ATTENTION: self.attention,
             KEY_GRAPHS: {k: v.to_dict() for k, v in self.graphs.items()},
             KEY_OUTER_MERGE: self.outer_merge,
             KEY_INNER_MERGE: self.inner_merge,
@@ -170,10 +173,15 @@ def read_manifest(folder: str | Path, check_files: bool = True) -> Manifest:
             inner_merge=data[KEY_INNER_MERGE],
             assets=list(data[KEY_ASSETS]),
             validation=data.get(KEY_VALIDATION, {}),
+            attention=str(data.get(KEY_ATTENTION, "standard")),
             format_version=version,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{path} is missing or has a malformed field ({exc!r}); re-export the model.") from exc
+    from holitom.models.export_attention import FLAVORS
+
+    if manifest.attention not in FLAVORS:
+        raise ManifestError(f"{path} declares attention {manifest.attention!r}, which this toolkit does not know ({list(FLAVORS)}); re-export the model.")
     if check_files:
         _check_files(folder, manifest)
     return manifest

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--frames", type=int, default=32, help="frames of the example input used for tracing and validation")
     export.add_argument("--preset", action="append", default=None, help="merge preset(s) to build outer-merge graphs for (repeatable; default: all paper presets)")
     export.add_argument("--opset", type=int, default=None)
+    export.add_argument(
+        "--attention",
+        choices=["standard", "onnxruntime"],
+        default="standard",
+        help="decoder prefill attention in the graphs: standard ONNX ops (any runtime, TensorRT) or onnxruntime's "
+        "fused GroupQueryAttention (flash kernels; onnxruntime only). Default: standard",
+    )
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.add_argument("--no-validate", action="store_true", help="skip the stage-by-stage validation against PyTorch")
 
@@ -189,6 +196,7 @@ def _cmd_export(args) -> int:
         num_frames=args.frames,
         presets=tuple(args.preset) if args.preset else None,
         opset=args.opset,
+        attention=args.attention,
         validate=not args.no_validate,
         force=args.force,
     )

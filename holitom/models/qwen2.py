@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from holitom.models.config import TextConfig
+from holitom.models.export_attention import causal_prefill_attention
 from holitom.models.ops import ACTIVATIONS, RMSNorm, apply_rope, repeat_kv
 
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -57,16 +58,16 @@ class DecoderAttention(nn.Module):
         v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, hd)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
-        if past is not None:
-            k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S_past + S, hd)
-            v = torch.cat((past[1], v), dim=2)
-        k_all = repeat_kv(k, self.groups)  # (B, H, S_kv, hd)
-        v_all = repeat_kv(v, self.groups)
         if past is None:
             # Prefill: plain causal mask over the (possibly gapped) sequence order. A constant
             # is_causal (also right for S=1) keeps symbolic-shape export from seeing a SymBool.
-            out = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True, scale=self.scale)
-        elif s == 1:
+            # Exports may write it as onnxruntime's fused GQA op (holitom.models.export_attention).
+            return self.o_proj(causal_prefill_attention(q, k, v, self.scale)), (k, v), q
+        k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S_past + S, hd)
+        v = torch.cat((past[1], v), dim=2)
+        k_all = repeat_kv(k, self.groups)  # (B, H, S_kv, hd)
+        v_all = repeat_kv(v, self.groups)
+        if s == 1:
             # One decode token sees the whole cache; no mask needed.
             out = F.scaled_dot_product_attention(q, k_all, v_all, scale=self.scale)
         else:

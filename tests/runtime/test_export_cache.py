@@ -54,3 +54,22 @@ def test_real_digest_covers_the_graph_packages():
     for name in loader._GRAPH_SOURCES:
         assert any(Path(importlib.import_module(name).__file__).parent.rglob("*.py")), name
     assert loader._graph_code_digest() == loader._graph_code_digest()
+
+
+def test_own_exports_use_the_fused_attention(tmp_path, monkeypatch):
+    import holitom.export
+    from holitom.runtime.sources import ModelSource
+
+    monkeypatch.setenv("HOLITOM_CACHE", str(tmp_path / "cache"))
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    seen = {}
+
+    def fake_export(model, out, config):
+        seen.update(model=model, out=out, attention=config.attention)
+
+    monkeypatch.setattr(holitom.export, "export_model", fake_export)
+    out = loader.ensure_export(ModelSource("checkpoint", checkpoint))
+    assert seen == {"model": str(checkpoint), "out": out, "attention": "onnxruntime"}
+    assert loader.OWN_EXPORT_ATTENTION == "onnxruntime" and out.parent == tmp_path / "cache" / "exports"

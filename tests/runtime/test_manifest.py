@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from holitom import contracts as C
-from holitom.errors import ExportError, ManifestError
+from holitom.errors import ConfigError, ExportError, ManifestError
 from holitom.export import ExportConfig, export_model
 from holitom.export.manifest import FORMAT_VERSION, MANIFEST_NAME, read_manifest
 from holitom.export.onnx_io import graph_io
@@ -87,6 +87,21 @@ def test_other_major_version_is_refused(default_export, tmp_path):
     with pytest.raises(ManifestError, match="format version '2.0'.*re-export"):
         load_pipeline(folder, RuntimeConfig(backend="onnxruntime"))
 
+
+
+def test_attention_form_is_recorded_and_checked(default_export, tmp_path):
+    assert read_manifest(default_export).attention == "standard"  # the default export form
+    folder = _copy(default_export, tmp_path / "e")
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    del data["attention"]  # a 1.0 manifest predates the field: its graphs are standard
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+    assert read_manifest(folder).attention == "standard"
+    data["attention"] = "flash"
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"declares attention 'flash'.*re-export"):
+        read_manifest(folder)
+    with pytest.raises(ConfigError, match=r"attention='flash' is not an export attention form"):
+        ExportConfig(attention="flash")
 
 def test_missing_graph_file_is_refused(default_export, tmp_path):
     folder = _copy(default_export, tmp_path / "e")

@@ -5,6 +5,8 @@ cache folder keyed by the checkpoint's files, the toolkit version, the source of
 the code that writes the graphs and the torch / onnx versions, so
 `holitom run --backend onnxruntime --model default` works in one step and a
 changed exporter (an editable install keeps its version) never serves stale graphs.
+Those exports write the decoder's prefill attention as onnxruntime's fused
+GroupQueryAttention op (``OWN_EXPORT_ATTENTION``, see holitom.models.export_attention).
 """
 
 from __future__ import annotations
@@ -46,12 +48,22 @@ def session_from_file(path: Path, providers: list[str]):
     ort = _import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own pybind exception types (Fail, InvalidGraph, ...)
+        reason = str(exc).strip().rstrip(".")
+        raise BackendError(
+            f"onnxruntime {ort.__version__} could not load '{path}': {reason}. Re-export the model with this toolkit; "
+            "an export made with --attention onnxruntime also needs a build with the com.microsoft contrib ops."
+        ) from exc
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("HOLITOM_CACHE", Path.home() / ".cache" / "holitom"))
 
+
+# The backend's own exports run only here, so they take onnxruntime's fused attention op.
+OWN_EXPORT_ATTENTION = "onnxruntime"
 
 # Packages whose source decides what the exported graphs hold.
 _GRAPH_SOURCES = ("holitom.models", "holitom.merge", "holitom.export", "holitom.plugins_trt")
@@ -79,6 +91,7 @@ def export_cache_dir(checkpoint: Path) -> Path:
 
     h = hashlib.sha256(__version__.encode())
     h.update(_graph_code_digest().encode())
+    h.update(f"attention={OWN_EXPORT_ATTENTION}".encode())
     for f in sorted(checkpoint.iterdir()):
         if f.is_file():
             st = f.stat()
@@ -94,7 +107,7 @@ def ensure_export(source: ModelSource) -> Path:
     if not (out / "manifest.json").is_file():
         from holitom.export import ExportConfig, export_model
 
-        export_model(str(source.path), out, ExportConfig(force=True))
+        export_model(str(source.path), out, ExportConfig(force=True, attention=OWN_EXPORT_ATTENTION))
     return out
 
 

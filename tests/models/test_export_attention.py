@@ -1,0 +1,106 @@
+"""The two export forms of the decoder's causal prefill attention (holitom.models.export_attention).
+
+Eager results never depend on the form. The exported "onnxruntime" form is one
+com.microsoft.GroupQueryAttention node per attention and must give onnxruntime the
+outputs of eager PyTorch (float32, atol 1e-5) at sequence lengths other than the
+traced one; the "standard" form holds only ai.onnx ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from holitom.errors import ConfigError
+from holitom.models import export_attention as ea
+from holitom.models.config import TextConfig
+from holitom.models.ops import repeat_kv, rope_cos_sin
+from holitom.models.qwen2 import DecoderAttention
+
+ATOL = 1e-5
+
+
+def make_attention(heads: int = 4, kv_heads: int = 2, head_dim: int = 8) -> DecoderAttention:
+    cfg = TextConfig(vocab_size=16, hidden_size=heads * head_dim, intermediate_size=8, num_layers=1, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim)
+    torch.manual_seed(0)
+    return DecoderAttention(cfg).eval()
+
+
+class Prefill(torch.nn.Module):
+    """x (1, S, D) -> attention output (1, S, D), positions 0..S-1."""
+
+    def __init__(self, attn: DecoderAttention):
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, x):
+        positions = torch.arange(x.shape[1])[None]  # (1, S)
+        cos, sin = rope_cos_sin(positions, self.attn.head_dim, 10000.0, x.dtype)
+        return self.attn(x, cos, sin)[0]
+
+
+def export(module: torch.nn.Module, flavor: str):
+    x = torch.randn(1, 11, module.attn.q_proj.in_features)
+    with ea.export_attention(flavor), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, (x,), None, input_names=["x"], output_names=["out"], dynamic_shapes=({1: torch.export.Dim("seq", min=2, max=4096)},), dynamo=True, opset_version=18
+        )
+    return program.model_proto
+
+
+def op_types(model) -> set[tuple[str, str]]:
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    return {(n.domain, n.op_type) for n in nodes}
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(4, 2), (4, 4), (6, 1)])
+def test_eager_is_causal_sdpa_over_repeated_kv(heads, kv_heads):
+    g = torch.Generator().manual_seed(heads * 10 + kv_heads)
+    q = torch.randn(2, heads, 9, 8, generator=g)
+    k, v = (torch.randn(2, kv_heads, 9, 8, generator=g) for _ in range(2))
+    groups = heads // kv_heads
+    want = F.scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), is_causal=True, scale=0.3)
+    for flavor in ea.FLAVORS:  # outside an export the form changes nothing
+        with ea.export_attention(flavor):
+            got = ea.causal_prefill_attention(q, k, v, 0.3)
+        assert torch.equal(got, want.transpose(1, 2).reshape(2, 9, heads * 8))
+
+
+def test_flavor_is_checked_and_restored():
+    with pytest.raises(ConfigError, match=r"attention='flash' is not an export attention form; choose one of \['standard', 'onnxruntime'\]"):
+        with ea.export_attention("flash"):
+            pass
+    with pytest.raises(RuntimeError):
+        with ea.export_attention("onnxruntime"):
+            assert ea._active == "onnxruntime"
+            raise RuntimeError("boom")
+    assert ea._active == ea.DEFAULT_FLAVOR == "standard"
+
+
+def test_onnxruntime_form_is_one_fused_node_and_matches_eager():
+    module = Prefill(make_attention())
+    model = export(module, "onnxruntime")
+    ops = op_types(model)
+    assert ("com.microsoft", "GroupQueryAttention") in ops
+    assert ("", "Softmax") not in ops and ("", "Trilu") not in ops  # no (S, S) matrix anywhere
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for seq in (1, 5, 37):  # other lengths than the traced 11, including a single token
+        x = torch.randn(1, seq, module.attn.q_proj.in_features, generator=torch.Generator().manual_seed(seq))
+        with torch.no_grad():
+            want = module(x).numpy()
+        (got,) = session.run(None, {"x": x.numpy()})
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=ATOL)
+
+
+def test_standard_form_holds_only_onnx_ops():
+    model = export(Prefill(make_attention()), "standard")
+    assert {domain for domain, _ in op_types(model)} <= {""}
+    assert ("", "Softmax") in op_types(model)
