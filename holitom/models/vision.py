@@ -33,9 +33,18 @@ def key_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torc
     graphs (the frame count is symbolic) and other devices take the full tensor.
     """
     if torch.compiler.is_exporting() or q.device.type != "cpu":
-        probs = (torch.matmul(q, k.transpose(-1, -2)) * scale).softmax(dim=-1, dtype=torch.float32)  # (F, H, N, N)
-        return probs.mean(dim=1).mean(dim=1)  # (F, N)
+        return _key_scores(_full_probabilities(q, k, scale))
     return _blocked_attention(q, k, None, scale)[1]
+
+
+def _full_probabilities(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(F, H, N, N)`` float32 ``softmax(q k^T * scale)``: the exported and non-CPU form."""
+    return (torch.matmul(q, k.transpose(-1, -2)) * scale).softmax(dim=-1, dtype=torch.float32)
+
+
+def _key_scores(probs: torch.Tensor) -> torch.Tensor:
+    """``(F, H, N, N)`` probabilities -> ``(F, N)`` attention per key, averaged over heads, then queries."""
+    return probs.mean(dim=1).mean(dim=1)
 
 
 def attention_with_key_scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,8 +65,8 @@ def attention_with_key_scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     Eager on other devices it is SDPA (flash kernels) plus the full-softmax scores.
     """
     if torch.compiler.is_exporting():
-        probs = (torch.matmul(q, k.transpose(-1, -2)) * scale).softmax(dim=-1, dtype=torch.float32)  # (F, H, N, N)
-        return torch.matmul(probs.to(v.dtype), v), probs.mean(dim=1).mean(dim=1)  # (F, H, N, hd), (F, N)
+        probs = _full_probabilities(q, k, scale)  # (F, H, N, N)
+        return torch.matmul(probs.to(v.dtype), v), _key_scores(probs)  # (F, H, N, hd), (F, N)
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, scale=scale), key_attention_scores(q, k, scale)
     out, scores = _blocked_attention(q, k, v, scale)
