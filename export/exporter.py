@@ -7,24 +7,22 @@ failed export leaves nothing at the output path.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import io
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from holitom import contracts as C
+from holitom.bounds import DEFAULT_OPSET, check_frames, check_opset
 from holitom.errors import ConfigError, ExportError
 from holitom.export import wrappers as W
 from holitom.export.manifest import GraphEntry, Manifest, inner_merge_key
-from holitom.export.onnx_io import check_graph_io, check_model_file, name_dynamic_dims, save_model
+from holitom.export.onnx_io import check_graph_io, check_model_file, save_model
+from holitom.export.tracing import export_module
 
-DEFAULT_OPSET = 18
 PAPER_PRESETS = ("none", "r10", "r15", "r20", "r25")
 # Tokenizer, chat template and preprocessor files copied next to the graphs so the
 # export folder is self-contained (the runtime never reads the checkpoint).
@@ -52,13 +50,11 @@ class ExportConfig:
     presets: tuple[str, ...] | None = None
     opset: int | None = None
     attention: str = "standard"  # decoder prefill attention form, see holitom.models.export_attention
-    validate: bool = True
     force: bool = False
     progress: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.num_frames, int) or not 1 <= self.num_frames <= 512:
-            raise ConfigError(f"num_frames={self.num_frames!r} must be an integer in 1..512.")
+        check_frames("num_frames", self.num_frames)
         from holitom.merge import preset_names
 
         from holitom.merge import MergeConfig, get_preset
@@ -74,8 +70,8 @@ class ExportConfig:
         from holitom.models.export_attention import check_flavor
 
         check_flavor(self.attention)
-        if self.opset is not None and not 17 <= self.opset <= 23:
-            raise ConfigError(f"opset={self.opset} is not supported; use 17..23 (default {DEFAULT_OPSET}).")
+        if self.opset is not None:
+            check_opset("opset", self.opset)
 
     @property
     def preset_list(self) -> tuple[str, ...]:
@@ -103,43 +99,6 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def _export_module(module: torch.nn.Module, args: tuple, spec: C.StageSpec, opset: int):
-    """torch.onnx (dynamo) export with the contract's names and named dynamic axes; returns the ModelProto."""
-    dims: dict[str, torch.export.Dim] = {}
-
-    def dim(name: str):
-        if name not in dims:
-            dims[name] = torch.export.Dim(name)
-        return dims[name]
-
-    flat = [{axis: dim(n) for axis, n in t.dynamic_axes.items()} or None for t in spec.inputs]
-    # torch.export wants the structure of forward's signature: a *varargs parameter is one nested tuple.
-    params = list(inspect.signature(module.forward).parameters.values())
-    var_at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
-    dynamic_shapes = tuple(flat) if var_at is None else (*flat[:var_at], tuple(flat[var_at:]))
-    sink = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module,
-                args,
-                None,
-                input_names=spec.input_names,
-                output_names=spec.output_names,
-                dynamic_shapes=dynamic_shapes,
-                dynamo=True,
-                opset_version=opset,
-                optimize=True,
-                verbose=False,
-            )
-    except Exception as exc:  # the exporter raises many types; keep its message, add the stage
-        raise ExportError(f"exporting stage '{spec.name}' failed: {type(exc).__name__}: {exc}".strip()) from exc
-    model = program.model_proto
-    name_dynamic_dims(model, spec)
-    return model
-
-
 def _example_inputs(model, dims: C.ModelDims, dtype: torch.dtype) -> dict[str, tuple]:
     """Tracing inputs with every dynamic size >= 2 and distinct (so nothing is specialised)."""
     g = torch.Generator().manual_seed(0)
@@ -159,16 +118,28 @@ def _example_inputs(model, dims: C.ModelDims, dtype: torch.dtype) -> dict[str, t
     }
 
 
-def export_model(model: str | Path, out: str | Path, config: ExportConfig | None = None) -> ExportResult:
-    """Export ``model`` ('default' or a checkpoint folder) into ``out``; see the module docstring."""
+# (torch model, tokenizer, staged export folder, frames) -> the per-output checks; raises ExportError on a mismatch.
+Validator = Callable[[torch.nn.Module, object, Path, int], list]
+
+
+def export_model(
+    model: str | Path, out: str | Path, config: ExportConfig | None = None, *, validator: Validator | None = None
+) -> ExportResult:
+    """Export ``model`` ('default' or a checkpoint folder) into ``out``; see the module docstring.
+
+    ``validator`` (normally :func:`holitom.runtime.validate.validate_export`,
+    which runs the graphs, so it lives in the runtime layer above this one) checks
+    the staged folder before it is moved into place; its report goes into the
+    manifest. None skips validation.
+    """
     from tqdm.auto import tqdm
 
     from holitom.export.holitom_onnx import build_inner_merge_model, build_outer_merge_model
     from holitom.merge import get_preset
     from holitom.models.export_attention import export_attention
     from holitom.models.loading import load_llava
-    from holitom.runtime.backends.torch.loader import load_tokenizer, model_dims, split_layer, stop_token_ids
-    from holitom.runtime.sources import resolve_source
+    from holitom.models.facts import load_tokenizer, model_dims, split_layer, stop_token_ids
+    from holitom.sources import resolve_source
 
     config = config or ExportConfig()
     out = Path(out).expanduser()
@@ -211,7 +182,7 @@ def export_model(model: str | Path, out: str | Path, config: ExportConfig | None
             for stage, module in modules.items():
                 bar.set_postfix_str(stage)
                 with export_attention(config.attention):
-                    graph = _export_module(module, examples[stage], specs[stage], opset)
+                    graph = export_module(module, examples[stage], specs[stage], opset)
                 graphs[stage] = _write_graph(graph, tmp, f"{stage}.onnx", specs[stage])
                 bar.update()
             outer: dict[str, dict] = {}
@@ -259,11 +230,9 @@ def export_model(model: str | Path, out: str | Path, config: ExportConfig | None
             )
             manifest.write(tmp)
             report = []
-            if config.validate:
+            if validator is not None:
                 bar.set_postfix_str("validate")
-                from holitom.export.validate import validate_export
-
-                report = validate_export(torch_model, tokenizer, tmp, config.num_frames)
+                report = validator(torch_model, tokenizer, tmp, config.num_frames)
                 manifest.validation = {"frames": config.num_frames, "outputs": [r.to_dict() for r in report]}
                 manifest.write(tmp)
             bar.update()

@@ -1,42 +1,38 @@
 """The HoliTom merge stages as ONNX graphs that ONNX Runtime runs as they are.
 
-Two builders:
+- :func:`build_outer_merge_model` (stages I+II) and :func:`build_inner_merge_model`
+  (stage III) are exported by ``torch.onnx.export`` from the torch code of
+  :mod:`holitom.merge` (:func:`holitom.merge.outer.plan_tensors` /
+  ``apply_tensors``, :func:`holitom.merge.inner.plan_tensors` /
+  ``apply_tensors``), the same code the torch runtime runs: budgets,
+  placement, window means, assembly and the layout's newlines exist once.
+- The two custom ops (:mod:`holitom.plugins_trt.ops`: ``TemporalSegment``,
+  ``DensityPeakMerge``) appear in the outer graph as nodes of the custom domain
+  (emitted by :mod:`holitom.merge.custom_ops` during the export). The model
+  also carries an ONNX local function of each name whose body uses only
+  default-domain ops, so ONNX Runtime (which inlines local functions) runs the
+  very same file; a TensorRT build with the plugins registered swaps them in.
 
-- :func:`build_outer_merge_model`: stages I+II of DESIGN.md section 2 (temporal
-  segmentation, spatial merging, output ordering and newline insertion) for one
-  MergeConfig, grid and layout, with a dynamic ``frames`` axis.
-- :func:`build_inner_merge_model`: stage III (keep the top visual tokens by the
-  last token's attention, merge each dropped token into its most similar kept
-  token) for one ratio and mode, with a dynamic sequence.
+Hand-built graph code (``onnx.helper`` through the small node builder
+:class:`_Nodes`) remains for exactly these two function bodies, because they
+are the ops' own ONNX form and ``torch.onnx.export`` cannot produce them:
 
-plus :func:`build_custom_op_model` (one custom node and its function: the ONNX
-side of a plugin kernel's parity check and benchmark) and the I/O declarations
-(:func:`outer_merge_io`, :func:`inner_merge_io`) the files are checked against.
+- ``TemporalSegment``: the frame DP with its backtrack is a sequential Loop
+  whose trip count is the symbolic frame count; torch code of it is a Python
+  loop that an export unrolls for one fixed F.
+- ``DensityPeakMerge``: its torch reference (:func:`holitom.merge.dpc._dpc_core`)
+  takes the per-group cluster counts as host integers (top-k widths), which an
+  export would bake in; the function body computes the same decisions with
+  data-dependent TopK / masks.
 
-The heavy kernels of the outer merge appear as nodes of the custom domain
-:data:`holitom.plugins_trt.ops.DOMAIN` (``TemporalSegment``,
-``DensityPeakMerge``). The model also carries an ONNX local function of each
-name whose body uses only default-domain ops, so ONNX Runtime (which inlines
-local functions) runs the very same file; a TensorRT build with the plugins
-registered swaps them in for the nodes. Everything data-dependent in size (how
-many tokens survive) lives in the standard-op glue of the main graph, so the
-plugins only ever produce outputs whose shapes follow from their input shapes.
-
-The graphs are written with ``onnx.helper`` through a small node builder
-(:class:`_Nodes`) rather than onnxscript: every node, Loop body and attribute
-reference is spelled out, which keeps the emitted protos predictable across
-onnx / onnxscript releases.
-
-Numerics follow the PyTorch reference (:mod:`holitom.merge`) decision for
-decision: ONNX ``TopK`` puts the lower index first among equal values, ``Round``
-rounds half to even like Python's ``round``, and the budget arithmetic (r',
-ceil / round of the per-group budgets) runs in float64 like the reference's
-Python floats.
+Numerics follow the PyTorch reference decision for decision: ONNX ``TopK``
+puts the lower index first among equal values (the exporter's translation of a
+stable sort, :mod:`holitom.export.tracing`), ``Round`` rounds half to even like
+Python's ``round``, and the budget arithmetic runs in float64.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -44,15 +40,12 @@ import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from holitom import contracts as C
+from holitom.bounds import DEFAULT_OPSET, check_opset
 from holitom.export.onnx_io import check_graph_io
 from holitom.errors import ConfigError, ExportError
 from holitom.plugins_trt import ops as O
 
-DEFAULT_OPSET = 18  # the exporter's default; ORT >= 1.14, TensorRT 10
-MIN_OPSET = 17  # ScatterElements(reduction="add") needs 16, Loop and CumSum are older; 17 for TensorRT 8.x
 
-LAYOUTS = ("onevision", "llava_video")
-INNER_MODES = ("sequential", "mean")
 
 # Optional outputs of the outer-merge graph (``metadata=True``): where each
 # output row sits in the video, as in the reference plan's frame_index /
@@ -200,16 +193,10 @@ class _Nodes:
         return self.op("Constant", attr_refs=[ref])
 
     def reduce(self, op_type: str, x: str, axes: tuple[int, ...] | None, keepdims: int) -> str:
-        """``ReduceX`` over ``axes`` (None: all), spelled for this opset.
-
-        ReduceSum takes its axes as an input since opset 13, the other reductions
-        only since 18; opset 17 (TensorRT 8.x) still wants an attribute there.
-        """
+        """``ReduceX`` over ``axes`` (None: all); every reduction takes its axes as an input since opset 18."""
         if axes is None:
             return self.op(op_type, x, keepdims=keepdims)
-        if op_type == "ReduceSum" or self.opset >= 18:
-            return self.op(op_type, x, self.i64(*axes), keepdims=keepdims)
-        return self.op(op_type, x, axes=list(axes), keepdims=keepdims)
+        return self.op(op_type, x, self.i64(*axes), keepdims=keepdims)
 
     def sub(self, prefix: str) -> "_Nodes":
         """A builder for a nested scope (Loop body) of the same opset."""
@@ -534,38 +521,6 @@ FUNCTION_BUILDERS = {
     O.DENSITY_PEAK_MERGE: density_peak_merge_function,
 }
 
-def build_custom_op_model(name: str, opset: int = DEFAULT_OPSET, **attributes) -> onnx.ModelProto:
-    """A model holding one ``holitom`` custom node and its local function.
-
-    The ONNX side of a plugin kernel's parity check and benchmark: graph inputs
-    and outputs carry the contract's names, dtypes and symbolic dims; the node
-    gets ``attributes`` (unset ones take the function's defaults) plus the
-    TensorRT plugin attributes.
-    """
-    contract = O.get_contract(name)
-    opset = _check_opset(opset)
-    unknown = sorted(set(attributes) - set(contract.attribute_names))
-    if unknown:
-        raise ConfigError(f"{name} has no attribute(s) {unknown}; its attributes are {contract.attribute_names}.")
-
-    def value_infos(ports):
-        return [helper.make_tensor_value_info(p.name, _ONNX_DTYPES[p.dtype], list(p.shape)) for p in ports]
-
-    node = helper.make_node(
-        name, contract.input_names, contract.output_names, name=name, domain=contract.domain, **{**_plugin_attrs(), **attributes}
-    )
-    graph = helper.make_graph([node], f"holitom_{name}", value_infos(contract.inputs), value_infos(contract.outputs))
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(contract.domain, contract.version)],
-        functions=[FUNCTION_BUILDERS[name](opset)],
-        producer_name="holitom-deploy",
-        doc_string=contract.doc,
-    )
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -579,16 +534,6 @@ def _grid(grid) -> tuple[int, int]:
     if rows < 1 or cols < 1:
         raise ConfigError(f"grid={grid!r} must have positive sides.")
     return rows, cols
-
-
-def _check_opset(opset: int) -> int:
-    newest = onnx.defs.onnx_opset_version()
-    if not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= int(opset) <= newest:
-        raise ConfigError(
-            f"opset={opset!r} is not supported; the HoliTom graphs need an ONNX opset in {MIN_OPSET}..{newest} "
-            f"(default {DEFAULT_OPSET})."
-        )
-    return int(opset)
 
 
 def _check_hidden(hidden_size) -> int:
@@ -610,7 +555,14 @@ def build_outer_merge_model(
     image_newline: np.ndarray | None = None,
     metadata: bool = False,
 ) -> onnx.ModelProto:
-    """The HoliTom outer merge (stages I+II) as a self-contained ONNX model.
+    """The HoliTom outer merge (stages I+II) as a self-contained ONNX model, exported from the torch code.
+
+    ``torch.onnx.export`` traces :class:`holitom.export.wrappers.OuterMerge`,
+    i.e. :func:`holitom.merge.outer.plan_tensors` + ``apply_tensors`` (the code
+    the torch runtime runs); its two custom ops become ``holitom::`` nodes and
+    their local functions (:func:`temporal_segment_function`,
+    :func:`density_peak_merge_function`) are attached, so ONNX Runtime runs the
+    file as it is and a TensorRT build with the plugins swaps them in.
 
     Args:
         config: a ``holitom.merge.MergeConfig``; r, tau, beta, the contextual
@@ -619,8 +571,7 @@ def build_outer_merge_model(
             token in order with the layout's newlines (no custom ops).
         grid: the pooled grid of one frame, ``(rows, cols)`` or the side of a
             square one (14 for LLaVA-OneVision, 13 for LLaVA-Video).
-        layout: ``"onevision"`` (one newline after all video tokens) or
-            ``"llava_video"`` (a newline after every grid row that keeps a token).
+        layout: a registered layout name (:func:`holitom.merge.layout_names`).
         hidden_size: D, the LLM width of the projected features.
         opset: default-domain ONNX opset.
         image_newline: ``(D,)`` the model's newline embedding to bake in as an
@@ -631,9 +582,7 @@ def build_outer_merge_model(
         A model with inputs ``features (frames, P, D)``, ``attention (frames, P)``
         [, ``image_newline (D,)``] and outputs ``merged_tokens (tokens, D)``
         [, ``frame_index (tokens,)``, ``position_index (tokens,)``] (see
-        :func:`outer_merge_io`), equal to ``holitom.merge.outer_merge`` and its
-        plan's ``frame_index`` / ``position_index``. It passes ``onnx.checker``
-        (full check) and runs in ONNX Runtime without any custom-op library.
+        :func:`outer_merge_io`). It passes ``onnx.checker`` (full check).
 
     The graph does not validate values: the reference raises InputError on
     NaN / Inf features or attention, the graph propagates them (check inputs
@@ -643,47 +592,48 @@ def build_outer_merge_model(
         ConfigError: an unknown layout, a bad grid / hidden size / opset, or a
             newline of the wrong shape.
     """
+    import torch
+
+    from holitom.export.tracing import export_module
+    from holitom.export.wrappers import OuterMerge, OuterMergeNewlineInput
+    from holitom.merge import MergeConfig, get_layout
+
     rows, cols = _grid(grid)
     hidden = _check_hidden(hidden_size)
-    opset = _check_opset(opset)
-    if layout not in LAYOUTS:
-        raise ConfigError(f"layout={layout!r} is not supported; use one of {LAYOUTS}.")
-    params = _OuterParams.from_config(config)
-    newline_input = image_newline is None
-    initializers = []
-    if not newline_input:
-        newline_array = np.asarray(image_newline, dtype=np.float32)
-        if newline_array.shape != (hidden,):
-            raise ConfigError(f"image_newline has shape {newline_array.shape}; expected ({hidden},) = (hidden_size,).")
-        initializers.append(numpy_helper.from_array(newline_array, name="image_newline"))
-    spec = outer_merge_io((rows, cols), hidden, newline_input=newline_input, metadata=metadata)
-
-    g = _Nodes("om_", opset)
-    placed = _vanilla_placement(g) if params is None else _merge_placement(g, params, rows * cols)
-    outputs = _assemble_outputs(g, placed, rows, cols, layout, metadata)
-    graph = helper.make_graph(
-        g.nodes,
-        f"holitom_outer_merge_{layout}",
-        [_value_info(t) for t in spec.inputs],
-        [_value_info(t) for t in spec.outputs],
-        initializer=initializers,
-    )
-    for declared, value in zip(spec.output_names, outputs):  # bind computed values to the declared names
-        graph.node.append(helper.make_node("Identity", [value], [declared], name=f"om_output_{declared}"))
-    opsets = [helper.make_opsetid("", opset)]
-    functions = []
-    if params is not None:
-        opsets.append(helper.make_opsetid(O.DOMAIN, O.OP_VERSION))
-        functions = [temporal_segment_function(opset), density_peak_merge_function(opset)]
-    doc = f"HoliTom outer merge, layout={layout}, grid={rows}x{cols}, D={hidden}, "
-    if params is None:
-        doc += "vanilla config: every token in order, with the layout's newlines."
-    else:
-        doc += (
-            f"{params.describe()}. Custom ops {O.DOMAIN}::{O.TEMPORAL_SEGMENT} and {O.DOMAIN}::{O.DENSITY_PEAK_MERGE} "
-            "are ONNX local functions of standard ops; a TensorRT plugin of the same name may replace them."
+    opset = check_opset("opset", opset)
+    if not isinstance(config, MergeConfig):
+        raise ConfigError(
+            f"build_outer_merge_model needs a holitom.merge.MergeConfig (e.g. get_preset('r15')); got {type(config).__name__}."
         )
-    model = helper.make_model(graph, opset_imports=opsets, functions=functions, producer_name="holitom-deploy", doc_string=doc)
+    layout_obj = get_layout(layout)
+    newline = None
+    if image_newline is not None:
+        newline = torch.from_numpy(np.array(image_newline, dtype=np.float32))
+        if tuple(newline.shape) != (hidden,):
+            raise ConfigError(f"image_newline has shape {tuple(newline.shape)}; expected ({hidden},) = (hidden_size,).")
+    spec = outer_merge_io((rows, cols), hidden, newline_input=newline is None, metadata=metadata)
+
+    g = torch.Generator().manual_seed(0)
+    frames, positions = 3, rows * cols  # the frame axis is dynamic; any example traces the same graph
+    args = (torch.randn(frames, positions, hidden, generator=g), torch.rand(frames, positions, generator=g))
+    if newline is None:
+        args += (torch.zeros(hidden),)
+    module = (OuterMerge if newline is not None else OuterMergeNewlineInput)(config, (rows, cols), layout_obj, newline, metadata).eval()
+    model = export_module(module, args, spec, opset)
+    doc = f"HoliTom outer merge, layout={layout}, grid={rows}x{cols}, D={hidden}, "
+    if config.outer_enabled:
+        model.functions.extend([temporal_segment_function(opset), density_peak_merge_function(opset)])
+        window = config.max_window or "unbounded"
+        doc += (
+            f"r={config.retain_ratio}, tau={config.tau}, beta={config.beta}, contextual_frac={config.contextual_frac}, "
+            f"k_nn={config.k_nn}, max_window={window}. Custom ops {O.DOMAIN}::{O.TEMPORAL_SEGMENT} and "
+            f"{O.DOMAIN}::{O.DENSITY_PEAK_MERGE} are ONNX local functions of standard ops; a TensorRT plugin of the "
+            "same name may replace them."
+        )
+    else:
+        doc += "vanilla config: every token in order, with the layout's newlines."
+    model.doc_string = doc
+    model.producer_name = "holitom-deploy"
     _finish(model, spec)
     return model
 
@@ -697,291 +647,18 @@ def _finish(model: onnx.ModelProto, spec: C.StageSpec) -> None:
     check_model_io(model, spec)
 
 
-@dataclass(frozen=True)
-class _OuterParams:
-    """The MergeConfig values the outer-merge graph bakes in."""
-
-    retain_ratio: float
-    tau: float
-    beta: float
-    contextual_frac: float
-    k_nn: int
-    max_window: int  # 0: unbounded (the TemporalSegment attribute's convention)
-
-    @classmethod
-    def from_config(cls, config) -> "_OuterParams | None":
-        """The baked values of ``config``; None for a vanilla config (no outer merge)."""
-        from holitom.merge import MergeConfig  # lazy: holitom.merge imports torch
-
-        if not isinstance(config, MergeConfig):
-            raise ConfigError(
-                f"build_outer_merge_model needs a holitom.merge.MergeConfig (e.g. get_preset('r15')); "
-                f"got {type(config).__name__}."
-            )
-        if config.retain_ratio is None:
-            return None
-        return cls(
-            retain_ratio=float(config.retain_ratio),
-            tau=float(config.tau),
-            beta=float(config.beta),
-            contextual_frac=float(config.contextual_frac),
-            k_nn=int(config.k_nn),
-            max_window=0 if config.max_window is None else int(config.max_window),
-        )
-
-    def describe(self) -> str:
-        window = self.max_window or "unbounded"
-        return (
-            f"r={self.retain_ratio}, tau={self.tau}, beta={self.beta}, contextual_frac={self.contextual_frac}, "
-            f"k_nn={self.k_nn}, max_window={window}"
-        )
-
-
-@dataclass(frozen=True)
-class _Placement:
-    """Where output tokens sit, as graph value names (see :func:`_assemble_outputs`).
-
-    Every output token owns one *slot* (frame t, position p): a window's static
-    cluster sits at (window start, centre position), a kept dynamic token at its
-    own (t, p); the two never collide because a position is static or dynamic
-    for the whole window.
-    """
-
-    keep_dominant: str  # (F, P) bool: dynamic tokens copied from the features
-    keep_dynamic: str  # (F, P) bool: keep_dominant plus contextual cluster centres
-    keep_static: str | None = None  # (F, P) bool: static cluster centres at their window's first frame
-    static_table: str | None = None  # (rows_s, D) merged static tokens
-    static_rows: str | None = None  # (F, P) int64 row of static_table for a static centre placed at (t, p)
-    context_table: str | None = None  # (rows_c, D) merged contextual tokens
-    context_rows: str | None = None  # (F, P) int64 row of context_table for a contextual centre at (t, p)
-
-
-def _vanilla_placement(g: _Nodes) -> _Placement:
-    """Every token kept in place (``retain_ratio=None``)."""
-    every = g.op("ConstantOfShape", g.op("Shape", "attention"), value=_tensor(True, np.bool_))  # (F, P)
-    return _Placement(keep_dominant=every, keep_dynamic=every)
-
-
-def _merge_placement(g: _Nodes, params: _OuterParams, positions: int) -> _Placement:
-    """Stages I and II: which slots keep a token, and the merged tokens' values."""
-    f32, f64, i64, boolean = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64, TensorProto.BOOL
-    x, attention = "features", "attention"  # (F, P, D), (F, P)
-    zero = g.scalar(0, np.int64)
-    num_pos = g.scalar(positions, np.int64)
-
-    # Stage I (custom op): windows and their static positions.
-    window_start, window_end, static = g.op(
-        O.TEMPORAL_SEGMENT, x, n_out=3, domain=O.DOMAIN, tau=params.tau, max_window=params.max_window, **_plugin_attrs()
-    )  # (F,), (F,), (F, P)
-    frames = g.scalar_of(g.dim(x, 0))  # () F
-    fp_shape = g.op("Shape", attention)  # (2,) [F, P]
-    is_start = g.op("Equal", window_start, g.arange(frames))  # (F,)
-    multi = g.op("And", is_start, g.op("Greater", window_end, window_start))  # (F,) first frames of windows >= 2 frames
-    n_static = g.reduce("ReduceSum", g.cast(static, i64), (1,), keepdims=0)  # (F,) static positions of t's window
-
-    # Stage I step 5, in float64 like the reference's host arithmetic:
-    # r' = min(r * N / (N - R_total), 1); every frame after a window's first drops its static positions.
-    removed = g.reduce("ReduceSum", g.op("Where", is_start, zero, n_static), None, keepdims=0)  # () R_total
-    n_tokens = g.cast(g.op("Mul", frames, num_pos), f64)  # () N
-    r_eff = g.op(
-        "Min",
-        g.op("Div", g.op("Mul", g.scalar(params.retain_ratio, np.float64), n_tokens), g.op("Sub", n_tokens, g.cast(removed, f64))),
-        g.scalar(1.0, np.float64),
-    )  # () r'
-
-    # Stage II, dynamic tokens: b = ceil(n_dyn * r') per frame; the top round(b * (1 - D_frac)) by attention.
-    dynamic = g.op("Not", static)  # (F, P)
-    budget = g.cast(g.op("Ceil", g.op("Mul", g.cast(g.op("Sub", num_pos, n_static), f64), r_eff)), i64)  # (F,)
-    dominant = g.cast(g.op("Round", g.op("Mul", g.cast(budget, f64), g.scalar(1.0 - params.contextual_frac, np.float64))), i64)
-    score = g.op("Where", dynamic, attention, g.scalar(-np.inf, np.float32))  # (F, P) static positions rank last
-    _, order = g.op("TopK", score, g.i64(positions), axis=1, largest=1, sorted=1, n_out=2)  # (F, P) ties: lower p first
-    ranks = g.op("Expand", g.unsqueeze(g.arange(num_pos), 0), fp_shape)  # (F, P)
-    rank = g.op("ScatterElements", g.op("ConstantOfShape", fp_shape, value=_tensor(0, np.int64)), order, ranks, axis=1)
-    keep_dominant = g.op("And", dynamic, g.op("Less", rank, g.unsqueeze(dominant, 1)))  # (F, P)
-
-    keep_dynamic, context_table, context_rows = keep_dominant, None, None
-    if params.contextual_frac > 0.0:  # known at export: D_frac = 0 builds no contextual clustering
-        contextual = g.op("Sub", budget, dominant)  # (F,)
-        context_valid = g.op("And", dynamic, g.op("Not", keep_dominant))  # (F, P) dynamic tokens left after the top-k
-        context_table, context_rows, context_centre = _cluster_groups(g, params, x, context_valid, contextual)
-        keep_dynamic = g.op("Or", keep_dominant, context_centre)  # (F, P)
-
-    # Stage II, static tokens: per window of >= 2 frames, the window mean of its static positions
-    # clustered into round(n_st * r') tokens. Windows are compacted with NonZero (W <= F / 2).
-    starts = g.op("Squeeze", g.op("NonZero", multi), g.i64(0))  # (W,)
-    in_window = g.cast(g.op("Equal", g.unsqueeze(window_start, 0), g.unsqueeze(starts, 1)), f32)  # (W, F)
-    # Like the reference, the mean is a sum with per-frame weights 1 / len (one MatMul over frames).
-    mean_weights = g.op("Mul", in_window, g.op("Reciprocal", g.reduce("ReduceSum", in_window, (1,), keepdims=1)))  # (W, F)
-    window_shape = g.op("Concat", g.dim(starts, 0), g.i64(positions), g.dim(x, 2), axis=0)  # (3,) [W, P, D]
-    window_mean = g.op("Reshape", g.op("MatMul", mean_weights, g.op("Reshape", x, g.i64(0, -1))), window_shape)  # (W, P, D)
-    window_static = g.op("Gather", static, starts, axis=0)  # (W, P)
-    clusters = g.cast(g.op("Round", g.op("Mul", g.cast(g.op("Gather", n_static, starts, axis=0), f64), r_eff)), i64)  # (W,)
-    static_table, window_rows, window_centre = _cluster_groups(g, params, window_mean, window_static, clusters)
-    # Windows -> their first frames; ScatterND on int64 (bool scatter is not implemented by every runtime).
-    at_starts = g.unsqueeze(starts, 1)  # (W, 1)
-    zeros_fp = g.op("ConstantOfShape", fp_shape, value=_tensor(0, np.int64))
-    keep_static = g.cast(g.op("ScatterND", zeros_fp, at_starts, g.cast(window_centre, i64)), boolean)  # (F, P)
-    static_rows = g.op("ScatterND", zeros_fp, at_starts, window_rows)  # (F, P)
-    return _Placement(
-        keep_dominant=keep_dominant,
-        keep_dynamic=keep_dynamic,
-        keep_static=keep_static,
-        static_table=static_table,
-        static_rows=static_rows,
-        context_table=context_table,
-        context_rows=context_rows,
-    )
-
-
-def _cluster_groups(g: _Nodes, params: _OuterParams, tokens: str, valid: str, clusters: str) -> tuple[str, str, str]:
-    """DensityPeakMerge of groups whose valid slots are first packed to the front.
-
-    ``tokens (G, P, D)``, ``valid (G, P)``, ``clusters (G,)``. Packing the valid
-    positions (ascending, so every index-based tie rule is unchanged) into
-    ``n = max valid count`` slots shrinks the op's O(G n^2 D) work, e.g. to
-    (0.6)^2 of it when 60% of the positions are static, and matches the
-    reference, which clusters packed groups too.
-
-    Returns ``(table (G * n, D), rows (G, P) int64, centre (G, P) bool)``: the
-    merged tokens, the table row of each valid position's slot (0 elsewhere),
-    and which positions are cluster centres.
-    """
-    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
-    counts = g.reduce("ReduceSum", g.cast(valid, i64), (1,), keepdims=0)  # (G,)
-    width1 = g.reduce("ReduceMax", g.op("Concat", counts, g.i64(0), axis=0), (0,), keepdims=1)  # (1,) n; 0 if G = 0
-    positions1 = g.dim(valid, 1)  # (1,) P
-    # Valid positions first, each part ascending (TopK: the lower index first among equal keys).
-    _, order = g.op("TopK", g.cast(valid, f32), positions1, axis=1, largest=1, sorted=1, n_out=2)  # (G, P)
-    packed_pos = g.op("Slice", order, g.i64(0), width1, g.i64(1))  # (G, n) position of each slot
-    groups = g.arange(g.scalar_of(g.dim(valid, 0)))  # (G,)
-    flat_d = g.op("Concat", g.i64(-1), g.dim(tokens, 2), axis=0)  # (2,) [-1, D]
-    # Gather rows of the flattened tokens (an index per row, not per element as GatherElements needs).
-    token_rows = g.op("Add", g.unsqueeze(g.op("Mul", groups, g.scalar_of(positions1)), 1), packed_pos)  # (G, n)
-    packed = g.op("Gather", g.op("Reshape", tokens, flat_d), token_rows, axis=0)  # (G, n, D)
-    packed_valid = g.op("Less", g.unsqueeze(g.arange(g.scalar_of(width1)), 0), g.unsqueeze(counts, 1))  # (G, n)
-    merged, is_centre, _ = g.op(
-        O.DENSITY_PEAK_MERGE, packed, packed_valid, clusters, n_out=3, domain=O.DOMAIN,
-        k_nn=params.k_nn, beta=params.beta, **_plugin_attrs(),
-    )  # (G, n, D), (G, n), (G, n)
-    table = g.op("Reshape", merged, flat_d)  # (G * n, D)
-    # Unpack: the slot of each position (rank among its group's valid positions), and the centres.
-    shape_gp = g.op("Shape", valid)  # (2,) [G, P]
-    slot_of = g.op(
-        "ScatterElements", g.op("ConstantOfShape", shape_gp, value=_tensor(0, np.int64)), order,
-        g.op("Expand", g.unsqueeze(g.arange(g.scalar_of(positions1)), 0), shape_gp), axis=1,
-    )  # (G, P) rank of each position in the packing order (< n for valid positions)
-    rows = g.op("Add", g.unsqueeze(g.op("Mul", groups, g.scalar_of(width1)), 1), slot_of)  # (G, P)
-    # Invalid positions get row 0, so that gathering rows for every output stays in bounds.
-    rows = g.op("Where", valid, rows, g.scalar(0, np.int64))
-    centre = g.op(
-        "ScatterElements", g.op("ConstantOfShape", shape_gp, value=_tensor(0, np.int64)), packed_pos, g.cast(is_centre, i64), axis=1,
-    )  # (G, P)
-    return table, rows, g.cast(centre, TensorProto.BOOL)
-
-
-def _assemble_outputs(g: _Nodes, placed: _Placement, rows: int, cols: int, layout: str, metadata: bool) -> list[str]:
-    """Order the kept slots per layout, gather their values, add newlines.
-
-    The output order of both layouts is the row-major order of a boolean
-    selection tensor, so NonZero yields it without any sort:
-
-    - onevision: ``(F, 2, P)`` = per frame [static slots of the window starting
-      there, dynamic slots]; one newline appended after everything;
-    - llava_video: ``(F, rows, cols + 1)`` = per frame and grid row the kept
-      cells, then a newline cell that is on when the row kept anything.
-
-    Returns the value names of [merged_tokens] (+ [frame_index, position_index] with ``metadata``).
-    """
-    i64 = TensorProto.INT64
-    positions = rows * cols
-    x, newline = "features", "image_newline"
-    zero, two = g.scalar(0, np.int64), g.scalar(2, np.int64)
-    num_pos = g.scalar(positions, np.int64)
-
-    is_static_o = is_newline_o = None
-    if layout == "onevision":
-        parts = [placed.keep_dynamic] if placed.keep_static is None else [placed.keep_static, placed.keep_dynamic]
-        select = g.op("Concat", *(g.unsqueeze(p, 1) for p in parts), axis=1)  # (F, kinds, P)
-        index = g.op("NonZero", select)  # (3, N)
-        frame_o = g.op("Gather", index, zero, axis=0)  # (N,)
-        position_o = g.op("Gather", index, two, axis=0)  # (N,)
-        if placed.keep_static is not None:
-            is_static_o = g.op("Equal", g.op("Gather", index, g.scalar(1, np.int64), axis=0), zero)  # (N,) kind 0
-    else:
-        kept = placed.keep_dynamic if placed.keep_static is None else g.op("Or", placed.keep_static, placed.keep_dynamic)
-        kept = g.op("Reshape", kept, g.i64(0, rows, cols))  # (F, rows, cols)
-        row_used = g.cast(g.reduce("ReduceMax", g.cast(kept, i64), (2,), keepdims=1), TensorProto.BOOL)  # (F, rows, 1)
-        index = g.op("NonZero", g.op("Concat", kept, row_used, axis=2))  # (3, N) over (F, rows, cols + 1)
-        frame_o = g.op("Gather", index, zero, axis=0)  # (N,)
-        col_o = g.op("Gather", index, two, axis=0)
-        is_newline_o = g.op("Equal", col_o, g.scalar(cols, np.int64))  # (N,)
-        cell = g.op("Add", g.op("Mul", g.op("Gather", index, g.scalar(1, np.int64), axis=0), g.scalar(cols, np.int64)), col_o)
-        position_o = g.op("Where", is_newline_o, zero, cell)  # (N,) newlines read slot (t, 0) below, then masked
-        if placed.keep_static is not None:
-            static_flat = g.op("Reshape", placed.keep_static, g.i64(-1))  # (F * P,)
-            flat = g.op("Add", g.op("Mul", frame_o, num_pos), position_o)
-            is_static_o = g.op("And", g.op("Not", is_newline_o), g.op("Gather", static_flat, flat, axis=0))
-
-    # Dominant tokens copy features; every other row comes from one table
-    # [static clusters (W * P) | contextual clusters (F * P) | newline], the parts that exist.
-    flat_slot = g.op("Add", g.op("Mul", frame_o, num_pos), position_o)  # (N,) t * P + p
-    # A static slot is never dominant (its position is static in that window), so only newlines need masking.
-    from_features = g.op("Gather", g.op("Reshape", placed.keep_dominant, g.i64(-1)), flat_slot, axis=0)  # (N,)
-    if is_newline_o is not None:
-        from_features = g.op("And", from_features, g.op("Not", is_newline_o))
-    flat_d = g.op("Concat", g.i64(-1), g.dim(x, 2), axis=0)  # (2,) [-1, D]
-    tables, table_rows = [], zero  # () rows before the next part
-    static_row = None
-    if placed.static_table is not None:
-        tables.append(placed.static_table)
-        static_row = g.op("Gather", g.op("Reshape", placed.static_rows, g.i64(-1)), flat_slot, axis=0)  # (N,)
-        table_rows = g.scalar_of(g.dim(placed.static_table, 0))
-    if placed.context_table is not None:
-        tables.append(placed.context_table)
-        table_row = g.op("Add", table_rows, g.op("Gather", g.op("Reshape", placed.context_rows, g.i64(-1)), flat_slot, axis=0))
-        if is_newline_o is not None:
-            newline_row = g.op("Add", table_rows, g.scalar_of(g.dim(placed.context_table, 0)))  # () the last row
-            table_row = g.op("Where", is_newline_o, newline_row, table_row)
-    else:  # without contextual clusters every non-static, non-dominant row is the newline (the last row)
-        table_row = g.op("Expand", table_rows, g.op("Shape", flat_slot))  # (N,)
-    tables.append(g.unsqueeze(newline, 0))  # (1, D); also keeps the table non-empty when W = 0
-    if static_row is not None:
-        table_row = g.op("Where", is_static_o, static_row, table_row)
-    table = tables[0] if len(tables) == 1 else g.op("Concat", *tables, axis=0)  # (rows, D)
-    tokens = g.op(
-        "Where",
-        g.unsqueeze(from_features, 1),
-        g.op("Gather", g.op("Reshape", x, flat_d), flat_slot, axis=0),
-        g.op("Gather", table, table_row, axis=0),
-    )  # (N, D)
-
-    if layout == "onevision":  # one newline after all video tokens
-        tokens = g.op("Concat", tokens, g.unsqueeze(newline, 0), axis=0)  # (N + 1, D)
-    if not metadata:
-        return [tokens]
-    if layout == "onevision":  # the newline "closes" the last frame
-        frame_o = g.op("Concat", frame_o, g.op("Sub", g.dim(x, 0), g.i64(1)), axis=0)  # (N + 1,)
-        position_o = g.op("Concat", position_o, g.i64(NEWLINE_POSITION), axis=0)
-    else:
-        position_o = g.op("Where", is_newline_o, g.scalar(NEWLINE_POSITION, np.int64), position_o)
-    return [tokens, frame_o, position_o]
-
-
 # --------------------------------------------------------------------------- inner merge
 
 
 def build_inner_merge_model(mode: str, ratio: float, hidden_size: int, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """The HoliTom inner merge (stage III) as an ONNX model of standard ops only.
+    """The HoliTom inner merge (stage III) as an ONNX model of standard ops, exported from the torch code.
 
-    Keeps the top ``round(L_v * (1 - ratio))`` visual tokens by ``attn_row``
-    (lower index first among equal scores), assigns every dropped token to the
-    kept token of highest cosine similarity (lower kept index first among equal
-    similarities) and merges:
-
-    - ``"sequential"`` (official): for a kept token j with dropped members
-      i_1 < ... < i_m, the running average h_j <- (h_j + h_i) / 2 in ascending
-      order, in its closed form h_j / 2^m + sum_k h_{i_k} / 2^(m - k + 1);
-    - ``"mean"``: (h_j + sum_k h_{i_k}) / (m + 1).
+    ``torch.onnx.export`` traces :class:`holitom.export.wrappers.InnerMerge`,
+    i.e. :func:`holitom.merge.inner.plan_tensors` + ``apply_tensors``: keep the
+    top ``round(L_v * (1 - ratio))`` visual tokens by ``attn_row`` (lower index
+    first among equal scores), assign every dropped token to the kept token of
+    highest cosine similarity (lower kept index first among ties), merge
+    (``"sequential"``: the official running average; ``"mean"``).
 
     Args:
         mode: ``"sequential"`` or ``"mean"``.
@@ -996,122 +673,35 @@ def build_inner_merge_model(mode: str, ratio: float, hidden_size: int, opset: in
         prefix, the kept visual tokens in ascending order, the suffix; kept
         tokens keep their original position ids (see :func:`inner_merge_io`).
     """
+    import torch
+
+    from holitom.export.tracing import export_module
+    from holitom.export.wrappers import InnerMerge
+    from holitom.merge.config import INNER_MODES
+
     if mode not in INNER_MODES:
-        raise ConfigError(f"mode={mode!r} is not supported; use one of {INNER_MODES}.")
+        raise ConfigError(f"mode={mode!r} is not supported; use one of {list(INNER_MODES)}.")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0:
         raise ConfigError(f"ratio={ratio!r} must be a number in [0, 1) (the share of visual tokens merged away).")
     hidden = _check_hidden(hidden_size)
-    opset = _check_opset(opset)
+    opset = check_opset("opset", opset)
     spec = inner_merge_io(hidden)
-
-    g = _Nodes("im_", opset)
-    outputs = _inner_merge_graph(g, mode, float(ratio))
-    graph = helper.make_graph(
-        g.nodes,
-        f"holitom_inner_merge_{mode}",
-        [_value_info(t) for t in spec.inputs],
-        [_value_info(t) for t in spec.outputs],
-    )
-    for declared, value in zip(spec.output_names, outputs):
-        graph.node.append(helper.make_node("Identity", [value], [declared], name=f"im_output_{declared}"))
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", opset)],
-        producer_name="holitom-deploy",
-        doc_string=f"HoliTom inner merge, mode={mode}, ratio={float(ratio)}, D={hidden}.",
-    )
+    g = torch.Generator().manual_seed(0)
+    seq, start, end = 11, 2, 9  # every size distinct: nothing is specialised
+    args = (torch.randn(1, seq, hidden, generator=g), torch.rand(end - start, generator=g), torch.arange(seq)[None], torch.tensor([start, end]))
+    model = export_module(InnerMerge(float(ratio), mode).eval(), args, spec, opset)
+    model.doc_string = f"HoliTom inner merge, mode={mode}, ratio={float(ratio)}, D={hidden}."
+    model.producer_name = "holitom-deploy"
     _finish(model, spec)
     return model
-
-
-def _inner_merge_graph(g: _Nodes, mode: str, ratio: float) -> list[str]:
-    """Nodes of the inner merge; returns the value names of [merged_hidden_states, merged_position_ids].
-
-    Everything is one pass of dense ops over the visual span: TopK for the kept
-    set, NonZero for the ascending kept / dropped lists, one MatMul for the
-    similarities, a one-hot (L_d, L_k) matrix for the assignment, a reversed
-    CumSum over it for each member's rank (the sequential weights) and one
-    MatMul for the weighted sums.
-    """
-    f32, f64, i64 = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64
-    hidden_states, scores, position_ids, span = "hidden_states", "attn_row", "position_ids", "visual_span"
-    one = g.scalar(1, np.int64)
-
-    h = g.op("Squeeze", hidden_states, g.i64(0))  # (S, D)
-    positions = g.op("Squeeze", position_ids, g.i64(0))  # (S,)
-    start1, end1 = g.op("Slice", span, g.i64(0), g.i64(1)), g.op("Slice", span, g.i64(1), g.i64(2))  # (1,), (1,)
-    visual = g.op("Slice", h, start1, end1, g.i64(0))  # (L_v, D)
-    prefix, suffix = g.op("Slice", h, g.i64(0), start1, g.i64(0)), g.op("Slice", h, end1, g.i64(_INT64_MAX), g.i64(0))
-    visual_len1 = g.op("Sub", end1, start1)  # (1,) L_v
-
-    # Keep count round(L_v * (1 - R)) in float64, half to even (Python round), and at least one
-    # token when L_v >= 1 so that the dropped tokens have somewhere to go.
-    keep_count = g.cast(g.op("Round", g.op("Mul", g.cast(visual_len1, f64), g.scalar(1.0 - ratio, np.float64))), i64)  # (1,)
-    keep_count = g.op("Max", keep_count, g.op("Min", visual_len1, one))
-    _, top = g.op("TopK", scores, keep_count, axis=0, largest=1, sorted=1, n_out=2)  # (L_k,) ties: lower index first
-    keep_mask = g.cast(
-        g.op("ScatterElements", g.op("ConstantOfShape", visual_len1, value=_tensor(0, np.int64)), top, g.op("Expand", one, g.op("Shape", top)), axis=0),
-        TensorProto.BOOL,
-    )  # (L_v,)
-    kept = g.op("Squeeze", g.op("NonZero", keep_mask), g.i64(0))  # (L_k,) ascending
-    dropped = g.op("Squeeze", g.op("NonZero", g.op("Not", keep_mask)), g.i64(0))  # (L_d,) ascending
-    kept_h = g.op("Gather", visual, kept, axis=0)  # (L_k, D)
-    dropped_h = g.op("Gather", visual, dropped, axis=0)  # (L_d, D)
-
-    # Each dropped token joins the kept token of highest cosine similarity. Scaling a dropped
-    # row by its own norm cannot change its argmax, so (like the reference) only kept rows are normalised.
-    similarity = g.op("MatMul", dropped_h, g.op("Transpose", _unit_rows(g, kept_h), perm=[1, 0]))  # (L_d, L_k)
-    target = g.op("ArgMax", similarity, axis=1, keepdims=1)  # (L_d, 1) first maximum: lower kept index
-    kept_ids = g.unsqueeze(g.arange(g.scalar_of(g.op("Shape", kept))), 0)  # (1, L_k)
-    joins = g.cast(g.op("Equal", target, kept_ids), f32)  # (L_d, L_k) one-hot
-    members = g.reduce("ReduceSum", joins, (0,), keepdims=0)  # (L_k,) m_j
-
-    # merged_j = w_j h_j + sum over members i of w_i h_i
-    if mode == "sequential":
-        # Member i of j is averaged in after the members before it: w_i = 2^-(members of j at or after i),
-        # w_j = 2^-m_j (powers of two: exact, and underflowing to 0 like repeated halving).
-        later = g.op("CumSum", joins, g.scalar(0, np.int64), reverse=1)  # (L_d, L_k) [i, j]: members of j with index >= i
-        exponent = g.reduce("ReduceSum", g.op("Mul", later, joins), (1,), keepdims=1)  # (L_d, 1) m - k + 1
-        half = g.scalar(0.5, np.float32)
-        drop_weights = g.op("Mul", joins, g.op("Pow", half, exponent))  # (L_d, L_k)
-        kept_weight = g.op("Pow", half, members)  # (L_k,)
-    else:
-        kept_weight = g.op("Reciprocal", g.op("Add", members, g.scalar(1.0, np.float32)))  # (L_k,) 1 / (m + 1)
-        drop_weights = g.op("Mul", joins, g.unsqueeze(kept_weight, 0))  # (L_d, L_k)
-    merged = g.op(
-        "Add",
-        g.op("Mul", kept_h, g.unsqueeze(kept_weight, 1)),
-        g.op("MatMul", g.op("Transpose", drop_weights, perm=[1, 0]), dropped_h),
-    )  # (L_k, D)
-
-    merged_h = g.op("Concat", prefix, merged, suffix, axis=0)  # (S', D)
-    visual_pos = g.op("Slice", positions, start1, end1, g.i64(0))  # (L_v,)
-    merged_pos = g.op(
-        "Concat",
-        g.op("Slice", positions, g.i64(0), start1, g.i64(0)),
-        g.op("Gather", visual_pos, kept, axis=0),
-        g.op("Slice", positions, end1, g.i64(_INT64_MAX), g.i64(0)),
-        axis=0,
-    )  # (S',)
-    return [g.unsqueeze(merged_h, 0), g.unsqueeze(merged_pos, 0)]
-
-
-def _unit_rows(g: _Nodes, x: str) -> str:
-    """Rows scaled to unit L2 norm (norms clamped at 1e-8 like torch's cosine_similarity)."""
-    norm = g.op("Sqrt", g.reduce("ReduceSum", g.op("Mul", x, x), (-1,), keepdims=1))  # (n, 1)
-    return g.op("Div", x, g.op("Max", norm, g.scalar(1e-8, np.float32)))
 
 
 __all__ = [
     "DEFAULT_OPSET",
     "FRAME_INDEX",
     "FUNCTION_BUILDERS",
-    "INNER_MODES",
-    "LAYOUTS",
-    "MIN_OPSET",
     "NEWLINE_POSITION",
     "POSITION_INDEX",
-    "build_custom_op_model",
     "build_inner_merge_model",
     "build_outer_merge_model",
     "check_model_io",

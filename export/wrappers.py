@@ -78,3 +78,65 @@ class DecodeStep(nn.Module):
         past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(self.num_layers)]
         logits, present = self.model.decode_step(inputs_embeds, position_ids, past)
         return (logits.float(), *_flatten(present))
+
+
+class OuterMerge(nn.Module):
+    """features (F, P, D), attention (F, P) -> merged_tokens (N, D) [, frame_index, position_index].
+
+    Exactly :func:`holitom.merge.outer.plan_tensors` and
+    :func:`holitom.merge.outer.apply_tensors`, the code the torch runtime runs;
+    the custom ops inside become ``holitom::`` nodes. ``newline`` is the
+    model's embedding, baked in as a buffer (:class:`OuterMergeNewlineInput`
+    takes it as an input instead).
+    """
+
+    def __init__(self, config, grid: tuple[int, int], layout, newline: torch.Tensor | None, metadata: bool):
+        super().__init__()
+        self.config, self.grid, self.layout, self.metadata = config, grid, layout, metadata
+        if newline is not None:
+            self.register_buffer("newline", newline, persistent=False)
+
+    def forward(self, features, attention):
+        return self.merge(features, attention, self.newline)
+
+    def merge(self, features, attention, newline):
+        from holitom.merge.outer import apply_tensors, plan_tensors
+
+        x = features.float()
+        plan = plan_tensors(x, attention, self.config, self.grid, self.layout)
+        tokens = apply_tensors(x.reshape(-1, x.shape[2]), plan, newline)  # (N, D)
+        if self.metadata:
+            return tokens, plan.frame_index, plan.position_index
+        return tokens
+
+
+class OuterMergeNewlineInput(OuterMerge):
+    """:class:`OuterMerge` with ``image_newline (D,)`` as a third input."""
+
+    def forward(self, features, attention, image_newline):
+        return self.merge(features, attention, image_newline)
+
+
+class InnerMerge(nn.Module):
+    """hidden_states (1, S, D), attn_row (L_v,), position_ids (1, S), visual_span (2,) -> merged hidden states, positions.
+
+    Exactly :func:`holitom.merge.inner.plan_tensors` and
+    :func:`holitom.merge.inner.apply_tensors`, the code the torch runtime runs.
+    """
+
+    def __init__(self, ratio: float, mode: str):
+        super().__init__()
+        self.ratio, self.mode = ratio, mode
+
+    def forward(self, hidden_states, attn_row, position_ids, visual_span):
+        from holitom.merge.inner import InnerMergePlan, apply_tensors, plan_tensors
+
+        seq = hidden_states[0]  # (S, D)
+        num_visual = attn_row.shape[0]
+        start, end = visual_span[0].item(), visual_span[1].item()  # data-dependent sizes of the graph
+        torch._check(start >= 0)
+        torch._check(end <= seq.shape[0])
+        torch._check(end - start == num_visual)
+        keep, dropped, assign = plan_tensors(attn_row, seq[start:end], self.ratio)
+        out, kept_index = apply_tensors(seq, start, end, InnerMergePlan(keep, dropped, assign, num_visual), self.mode)
+        return out[None], position_ids[0].index_select(0, kept_index)[None]

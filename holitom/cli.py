@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from holitom.bounds import DTYPES
 from holitom.errors import EXIT_USAGE, run_reporting_errors
 
 
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompt", required=True, help="the question; put <video> in it to place the video, else it goes first")
     run.add_argument("--backend", default="torch", help="torch | onnxruntime")
     run.add_argument("--device", default="cpu")
-    run.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    run.add_argument("--dtype", default="float32", choices=DTYPES)
     run.add_argument("--frames", type=int, default=32)
     run.add_argument("--no-chat-template", action="store_true", help="send --prompt verbatim (it must contain exactly one <video>)")
     _add_merge_args(run)
@@ -191,16 +192,16 @@ def _cmd_demo(args) -> int:
 
 def _cmd_export(args) -> int:
     from holitom.export import ExportConfig, export_model
+    from holitom.runtime.validate import validate_export
 
     config = ExportConfig(
         num_frames=args.frames,
         presets=tuple(args.preset) if args.preset else None,
         opset=args.opset,
         attention=args.attention,
-        validate=not args.no_validate,
         force=args.force,
     )
-    result = export_model(args.model, args.out, config)
+    result = export_model(args.model, args.out, config, validator=None if args.no_validate else validate_export)
     print(result.summary())
     return 0
 

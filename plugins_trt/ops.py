@@ -25,7 +25,7 @@ imported when a reference op is called.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 DOMAIN = "holitom"  # ONNX domain of the custom nodes and of their local functions
 OP_VERSION = 1  # opset version of DOMAIN in the model's opset_import; plugin_version "1"
@@ -160,11 +160,13 @@ OP_CONTRACTS: dict[str, OpContract] = {
 
 
 def get_contract(name: str) -> OpContract:
-    """The contract of op ``name``; raises KeyError naming the known ops."""
+    """The contract of op ``name``; ConfigError naming the known ops otherwise."""
+    from holitom.errors import ConfigError
+
     try:
         return OP_CONTRACTS[name]
-    except KeyError:
-        raise KeyError(f"unknown HoliTom op '{name}'; known ops: {sorted(OP_CONTRACTS)}") from None
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown HoliTom op {name!r}; known ops: {sorted(OP_CONTRACTS)}.") from None
 
 
 # --------------------------------------------------------------------------- reference implementations
@@ -209,59 +211,36 @@ def density_peak_merge(
     plugin_version: str | None = None,
     plugin_namespace: str | None = None,
 ):
-    """Reference of ``DensityPeakMerge``: ``holitom.merge.plan_density_peaks`` + ``apply_density_peaks``.
+    """Reference of ``DensityPeakMerge``: ``holitom.merge.plan_density_peaks`` in the op's slot form.
 
-    The reference returns merged tokens in centre order and cluster indices;
-    the op's contract places each merged token at its centre's slot and names
-    the centre slot, so this scatters them back (no loop over groups or clusters).
+    The op names each token's centre slot and places each merged token at its
+    centre's slot: one weighted ``index_add`` (no loop over groups or clusters).
 
     Returns ``(merged (G, n, D) float32, is_centre (G, n) bool, assignment (G, n) int64)``.
     """
     import torch
 
-    from holitom.merge.dpc import apply_density_peaks, plan_density_peaks
+    from holitom.merge.custom_ops import centre_slots
+    from holitom.merge.dpc import plan_density_peaks, slot_weights
 
-    groups, slots, dim = tokens.shape
-    plan = plan_density_peaks(tokens, num_clusters, int(k_nn), valid)
-    merged_by_centre = apply_density_peaks(tokens, plan, float(beta))  # (G, M_max, D) centre order
-    m_max = plan.centres.shape[1]
-    # Padding centres (c >= M_g) go to a dummy slot n that is dropped afterwards.
-    centre_slot = torch.where(plan.centre_valid, plan.centres, slots)  # (G, M_max)
-    merged = tokens.new_zeros((groups, slots + 1, dim), dtype=torch.float32)
-    merged.scatter_(1, centre_slot[:, :, None].expand(groups, m_max, dim), merged_by_centre)
-    # assign indexes the centres; -1 (no cluster) reads the appended -1 column.
-    centres_or_none = torch.cat([plan.centres, plan.centres.new_full((groups, 1), -1)], 1)  # (G, M_max + 1)
-    assignment = centres_or_none.gather(1, torch.where(plan.assign >= 0, plan.assign, m_max))  # (G, n)
-    return merged[:, :slots], plan.is_centre, assignment
+    plan = plan_density_peaks(tokens, num_clusters, int(k_nn), valid)  # checks M and finiteness
+    is_centre, assignment = plan.is_centre, centre_slots(plan)  # (G, n), (G, n)
+    weight = slot_weights(is_centre, assignment, float(beta))  # (G, n)
+    x = tokens.float()
+    # The merged token of each centre slot: sum of weight * token over the slots that joined it.
+    groups, slots, dim = x.shape
+    offset = torch.arange(groups, device=x.device)[:, None] * slots  # (G, 1)
+    joined = assignment >= 0
+    merged = x.new_zeros((groups * slots, dim)).index_add(
+        0, (assignment + offset)[joined], x[joined] * weight[joined][:, None]
+    )  # (G * n, D)
+    return merged.view(groups, slots, dim), is_centre, assignment
 
 
 REFERENCE_OPS: dict[str, Callable] = {
     TEMPORAL_SEGMENT: temporal_segment,
     DENSITY_PEAK_MERGE: density_peak_merge,
 }
-
-
-def run_reference_op(name: str, inputs: Mapping, attributes: Mapping | None = None) -> dict:
-    """Run op ``name``'s reference as a backend: ``{input name: tensor}`` in, ``{output name: tensor}`` out.
-
-    Numpy arrays are accepted and converted to torch tensors. Unknown or missing
-    inputs and unknown attributes raise KeyError naming what the contract expects.
-    """
-    import numpy as np
-    import torch
-
-    contract = get_contract(name)
-    missing = [n for n in contract.input_names if n not in inputs]
-    extra = [n for n in inputs if n not in contract.input_names]
-    unknown_attrs = [a for a in (attributes or {}) if a not in contract.attribute_names]
-    if missing or extra or unknown_attrs:
-        raise KeyError(
-            f"{name}: missing inputs {missing}, unexpected inputs {extra}, unknown attributes {unknown_attrs}; "
-            f"the contract has inputs {contract.input_names} and attributes {contract.attribute_names}."
-        )
-    args = [torch.from_numpy(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for v in (inputs[n] for n in contract.input_names)]
-    outputs = REFERENCE_OPS[name](*args, **dict(attributes or {}))
-    return dict(zip(contract.output_names, outputs))
 
 
 __all__ = [
@@ -278,5 +257,4 @@ __all__ = [
     "OpContract",
     "PortSpec",
     "get_contract",
-    "run_reference_op",
 ]

@@ -21,12 +21,18 @@ def load_pipeline(model: str | Path, config: RuntimeConfig | None = None):
     The pipeline is returned inactive: use it as a context manager (or call ``activate()``).
     """
     from holitom.runtime.pipeline import Pipeline
-    from holitom.runtime.registry import get_backend
-    from holitom.runtime.sources import resolve_source
+    from holitom.runtime.registry import get_backend, runs_exports
+    from holitom.sources import ModelSource, resolve_source
 
     config = config or RuntimeConfig()
     source = resolve_source(model)
-    stages = get_backend(config.backend)(source, config)
+    factory = get_backend(config.backend)
+    if runs_exports(config.backend) and not source.is_export:
+        from holitom.export.cache import ensure_export
+        from holitom.runtime.validate import validate_export
+
+        source = ModelSource("export", ensure_export(source, validator=validate_export))
+    stages = factory(source, config)
     return Pipeline(stages)
 
 

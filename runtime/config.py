@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from holitom.bounds import check_dtype, check_frames
 from holitom.errors import ConfigError
 
 DEFAULT_PRESET = "r15"  # the paper's best accuracy/speed point: 99.7% of vanilla accuracy
@@ -27,10 +28,8 @@ class RuntimeConfig:
     check_inputs: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.num_frames, int) or not 1 <= self.num_frames <= 512:
-            raise ConfigError(f"num_frames={self.num_frames!r} must be an integer in 1..512.")
-        if self.dtype not in ("float32", "float16", "bfloat16"):
-            raise ConfigError(f"dtype={self.dtype!r} must be one of float32, float16, bfloat16.")
+        check_frames("num_frames", self.num_frames)
+        check_dtype("dtype", self.dtype)
         from holitom.runtime.registry import backend_names
 
         if self.backend not in backend_names():

@@ -1,8 +1,10 @@
 """Backends are registered by name; the CLI and the Python API look them up here.
 
-A backend is a factory ``(source, runtime_config) -> StageSet``. Registration is
-lazy: the factory's module (and its heavy imports: onnxruntime, tensorrt) is
-imported only when that backend is used.
+A backend is a factory ``(source, runtime_config) -> StageSet`` plus what it
+runs: checkpoints or export folders (:func:`holitom.runtime.load_pipeline`
+exports a checkpoint for a backend that runs exports; backends never call the
+exporter). Registration is lazy: the factory's module (and its heavy imports:
+onnxruntime, tensorrt) is imported only when that backend is used.
 """
 
 from __future__ import annotations
@@ -17,11 +19,22 @@ _BACKENDS: dict[str, str] = {
     "torch": "holitom.runtime.backends.torch:create_stages",
     "onnxruntime": "holitom.runtime.backends.onnxruntime:create_stages",
 }
+# Backends that run export folders (the others run checkpoints).
+_RUNS_EXPORTS: set[str] = {"onnxruntime"}
 
 
-def register_backend(name: str, target: str) -> None:
+def register_backend(name: str, target: str, *, runs_exports: bool = False) -> None:
     """Register a backend factory by import path ``"package.module:function"``."""
     _BACKENDS[name] = target
+    if runs_exports:
+        _RUNS_EXPORTS.add(name)
+    else:
+        _RUNS_EXPORTS.discard(name)
+
+
+def runs_exports(name: str) -> bool:
+    """Whether backend ``name`` runs export folders (a checkpoint is exported for it first)."""
+    return name in _RUNS_EXPORTS
 
 
 def backend_names() -> list[str]:

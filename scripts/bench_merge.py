@@ -6,7 +6,10 @@ Prints median (and min) wall-clock times over ``--repeats`` runs after ``--warmu
 - outer merge (stages I + II: plan + apply, ``holitom.merge.outer_merge``) and its
   plan / apply parts, for F frames x P tokens at each requested hidden size;
 - inner merge (stage III: plan + apply) for ``--visual`` tokens at the largest
-  hidden size, plus the last-token attention row it reads.
+  hidden size, plus the last-token attention row it reads;
+- the exported merge graphs (``holitom.export.holitom_onnx``, exported from the
+  same torch code) on onnxruntime's CPU provider, on the same inputs, beside
+  the torch times (``--no-onnxruntime`` skips them; exporting takes a while).
 
 Synthetic video features (seeded): scenes of ``--scene-len`` frames; in each
 scene a share ``--static-share`` of the positions hold a fixed vector plus small
@@ -41,6 +44,7 @@ import time
 import torch
 
 from holitom.errors import ConfigError
+from holitom.export.holitom_onnx import build_inner_merge_model, build_outer_merge_model
 from holitom.merge import (
     MergeConfig,
     apply_inner_merge,
@@ -83,6 +87,14 @@ def timed_ms(fn, device: torch.device, warmup: int, repeats: int) -> tuple[float
     return statistics.median(times), min(times)
 
 
+def ort_runner(model):
+    """A callable running ``model`` on onnxruntime's CPU provider (session options as the runtime's defaults)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)
+
+
 def fmt(t: tuple[float, float]) -> str:
     return f"{t[0]:.2f} ms (min {t[1]:.2f})"
 
@@ -122,6 +134,7 @@ def main() -> None:
     ap.add_argument("--text", type=non_negative_int, default=100, help="text tokens around the visual span (inner merge)")
     ap.add_argument("--warmup", type=non_negative_int, default=3)
     ap.add_argument("--repeats", type=positive_int, default=20)
+    ap.add_argument("--no-onnxruntime", action="store_true", help="skip timing the exported graphs on onnxruntime")
     args = ap.parse_args()
     try:
         config = get_preset(args.preset)
@@ -159,6 +172,11 @@ def main() -> None:
         outer_ms[dim] = total[0]
         plan_t = timed_ms(lambda: plan_outer_merge(x, attention, config, grid, args.layout), device, args.warmup, args.repeats)
         apply_t = timed_ms(lambda: apply_outer_merge(x, plan, newline), device, args.warmup, args.repeats)
+        if not args.no_onnxruntime:
+            run = ort_runner(build_outer_merge_model(config, grid, args.layout, dim, image_newline=newline.cpu().numpy()))
+            feeds = {"features": x.cpu().numpy(), "attention": attention.cpu().numpy()}
+            ort_t = timed_ms(lambda: run(feeds), torch.device("cpu"), args.warmup, args.repeats)
+            print(f"onnxruntime outer_merge graph D={dim}: {fmt(ort_t)} (torch outer_merge {total[0]:.2f} ms)")
         print(
             f"outer merge F={args.frames} P={positions} D={dim} float32: outer_merge {fmt(total)} "
             f"| plan_outer_merge {fmt(plan_t)} | apply_outer_merge {fmt(apply_t)}; {plan.windows.shape[0]} windows, "
@@ -193,6 +211,16 @@ def main() -> None:
         f"| attention row {fmt(attn_t)} | plan {fmt(plan_t)} | apply {fmt(apply_t)}; "
         f"{args.visual} -> {plan.num_keep} visual tokens"
     )
+    if not args.no_onnxruntime:
+        run = ort_runner(build_inner_merge_model(mode, ratio, dim))
+        feeds = {
+            "hidden_states": hidden.cpu().numpy()[None],
+            "attn_row": scores.cpu().numpy(),
+            "position_ids": torch.arange(seq)[None].numpy(),
+            "visual_span": torch.tensor(span).numpy(),
+        }
+        ort_t = timed_ms(lambda: run(feeds), torch.device("cpu"), args.warmup, args.repeats)
+        print(f"onnxruntime inner_merge graph L_v={args.visual} D={dim}: {fmt(ort_t)} (torch plan + apply {plan_t[0] + apply_t[0]:.2f} ms)")
     if args.frames == 32 and positions == 196 and 3584 in outer_ms:
         target = 2.0 if device.type == "cuda" else 20.0
         verdict = "met" if outer_ms[3584] <= target else "MISSED"

@@ -324,9 +324,9 @@ def default_vocab_floor() -> int:
 
 def cache_root() -> Path:
     """Where materialised checkpoints go: ``$HOLITOM_CACHE/bench/archs`` (the runtime's cache root)."""
-    from holitom.runtime.backends.onnxruntime.loader import cache_root as runtime_cache_root
+    from holitom.sources import cache_root as toolkit_cache_root
 
-    return runtime_cache_root() / "bench" / "archs"
+    return toolkit_cache_root() / "bench" / "archs"
 
 
 def materialize(spec: ArchSpec, seed: int = 0, root: Path | None = None, log: Callable[[str], None] | None = None) -> Path:

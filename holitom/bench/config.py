@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from holitom.bounds import check_dtype, check_frames
 from holitom.errors import ConfigError
 
 TRANSFORMERS = "transformers"
@@ -39,7 +40,6 @@ ALL_BACKENDS = (TRANSFORMERS, *RUNTIME_BACKENDS)
 PAPER_RATIOS = (0.10, 0.15, 0.20, 0.25)
 DEFAULT_METHODS = ("vanilla", "holitom-outer", "holitom")
 DEFAULT_PROMPT = "Describe what happens in this video."
-DTYPES = ("float32", "float16", "bfloat16")
 # A competing method's presets are named like HoliTom's, with a family prefix: "evs-r10".
 _COMPETITOR_PRESET = re.compile(r"^(?P<family>[A-Za-z][A-Za-z0-9_.]*)-r(?P<pct>\d{1,3})$")
 
@@ -184,8 +184,7 @@ class BenchConfig:
         positive("repeats", self.repeats, 1)
         positive("warmup", self.warmup, 0)
         positive("decode_tokens", self.decode_tokens, 2)
-        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or not 1 <= self.frames <= 512:
-            raise ConfigError(f"frames must be an integer in 1..512, got {self.frames!r}.")
+        check_frames("frames", self.frames)
         if self.threads is not None:
             positive("threads", self.threads, 1)
         for flag in ("count_flops", "measure_memory", "interleave"):
@@ -195,8 +194,7 @@ class BenchConfig:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}.")
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ConfigError("prompt must be a non-empty question about the video.")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype '{self.dtype}' is not one of {list(DTYPES)}.")
+        check_dtype("dtype", self.dtype)
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device '{self.device}' is not supported; use 'cpu' or 'cuda' (optionally 'cuda:N').")
 

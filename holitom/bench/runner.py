@@ -64,7 +64,7 @@ class ResolvedModel:
 def resolve_model(config: BenchConfig, log: Callable[[str], None]) -> ResolvedModel:
     from holitom.bench.archs import default_vocab_floor, get_arch, materialize
     from holitom.models.config import LlavaConfig
-    from holitom.runtime.sources import resolve_source
+    from holitom.sources import resolve_source
 
     if config.is_arch_preset:
         spec = get_arch(config.model).with_overrides(
@@ -102,14 +102,16 @@ def prepare_video(config: BenchConfig, folder: Path) -> tuple[Path, dict[str, An
 
 def ensure_export(checkpoint: Path, log: Callable[[str], None]) -> Path:
     """The runtime's own cached export of ``checkpoint`` (what `holitom run --backend onnxruntime` uses)."""
-    from holitom.runtime.backends.onnxruntime.loader import ensure_export as runtime_ensure_export
-    from holitom.runtime.backends.onnxruntime.loader import export_cache_dir
-    from holitom.runtime.sources import ModelSource
+    from holitom.export.cache import ensure_export as cached_export
+    from holitom.export.cache import export_cache_dir
+    from holitom.sources import MANIFEST_NAME, ModelSource
 
     out = export_cache_dir(checkpoint)
-    if not (out / "manifest.json").is_file():
+    if not (out / MANIFEST_NAME).is_file():
         log(f"exporting {checkpoint} to ONNX once (cached in {out}) ...")
-    return runtime_ensure_export(ModelSource("checkpoint", checkpoint))
+    from holitom.runtime.validate import validate_export
+
+    return cached_export(ModelSource("checkpoint", checkpoint), validator=validate_export)
 
 
 def environment(config: BenchConfig) -> dict[str, Any]:

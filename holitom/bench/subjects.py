@@ -37,7 +37,6 @@ from holitom.bench.config import TRANSFORMERS, BenchConfig, RowSpec
 from holitom.errors import ConfigError
 
 TIMING_PARTS = ("decode_video", "vision", "merge", "prefill")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Stages whose graphs do not depend on the merge preset (one session each serves every row).
 _SHARED_STAGES = (C.VISION, C.EMBED, C.DECODER_HEAD, C.DECODER_TAIL, C.DECODE_STEP)
 
@@ -271,11 +270,11 @@ class BenchSession:
 
     def _torch_parts(self):
         if self._torch is None:
-            from holitom.models.loading import load_llava
-            from holitom.runtime.backends.torch.loader import load_tokenizer
+            from holitom.models.loading import TORCH_DTYPES, load_llava
+            from holitom.models.facts import load_tokenizer
             from holitom.video.preprocess import VideoPreprocessor
 
-            model = load_llava(self.checkpoint, dtype=DTYPES[self.config.dtype], device=self.device)
+            model = load_llava(self.checkpoint, dtype=TORCH_DTYPES[self.config.dtype], device=self.device)
             self._torch = (model, load_tokenizer(self.checkpoint), VideoPreprocessor.from_pretrained(self.checkpoint))
         return self._torch
 
@@ -303,7 +302,7 @@ class BenchSession:
     def _ort_pipeline(self, row: RowSpec):
         from holitom.runtime.pipeline import Pipeline
         from holitom.runtime.registry import get_backend
-        from holitom.runtime.sources import ModelSource
+        from holitom.sources import ModelSource
 
         if self.export_dir is None:
             raise ConfigError("onnxruntime rows need an export folder; the benchmark runner exports the checkpoint first.")
@@ -316,8 +315,9 @@ class BenchSession:
     def _baseline_model(self):
         if self._baseline is None:
             from holitom.models.baseline import TransformersBaseline
+            from holitom.models.loading import TORCH_DTYPES
 
-            self._baseline = TransformersBaseline.from_pretrained(self.checkpoint, dtype=DTYPES[self.config.dtype], device=self.device)
+            self._baseline = TransformersBaseline.from_pretrained(self.checkpoint, dtype=TORCH_DTYPES[self.config.dtype], device=self.device)
         return self._baseline
 
     # ---- subjects ------------------------------------------------------------------------
@@ -337,7 +337,7 @@ class BenchSession:
         return subject
 
     def _tokenizer_and_preprocessor(self):
-        from holitom.runtime.backends.torch.loader import load_tokenizer
+        from holitom.models.facts import load_tokenizer
         from holitom.video.preprocess import VideoPreprocessor
 
         if self._torch is not None:

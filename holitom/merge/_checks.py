@@ -1,9 +1,9 @@
 """Input checks shared by the merge stages (typed errors, never ``assert``).
 
 Shape and dtype checks are free (host metadata). Finiteness needs the values: on
-CUDA that is a device sync, so the outer merge folds its finiteness flags into
-the one copy it makes for the DP anyway (see ``outer._plan_video``), and the
-stand-alone entry points that check finiteness say so in their docstrings.
+CUDA that is a device sync, so stage I folds the features' finiteness flag into
+the one copy it makes for the DP anyway (``temporal.plan_temporal``), and the
+entry points that check finiteness say so in their docstrings.
 """
 
 from __future__ import annotations

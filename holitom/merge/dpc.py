@@ -195,6 +195,22 @@ def _weights(plan: DPCPlan, beta: float) -> torch.Tensor:
     return torch.where(plan.is_centre, centre_w, torch.where(plan.assign >= 0, member_w, 0.0))
 
 
+def slot_weights(is_centre: torch.Tensor, assignment: torch.Tensor, beta: float) -> torch.Tensor:
+    """``(G, n)`` float32 coefficient of each slot in the merged token of the centre it joined.
+
+    ``beta`` for a centre with members, 1 for a centre without, ``(1 - beta) /
+    members`` for a member, 0 for a slot in no cluster: DESIGN.md's merged token
+    ``beta * x_centre + (1 - beta) * mean(members)`` as a weighted sum.
+    """
+    groups, slots = assignment.shape
+    member = (assignment >= 0) & ~is_centre  # (G, n)
+    count = torch.zeros((groups, slots + 1), dtype=torch.float32, device=assignment.device)
+    count = count.scatter_add(1, torch.where(member, assignment, slots), member.float())  # (G, n + 1) members per centre slot
+    centre_w = torch.where(count[:, :slots] > 0, beta, 1.0)  # (G, n)
+    member_w = (1.0 - beta) / count.gather(1, assignment.clamp_min(0)).clamp_min(1.0)  # (G, n)
+    return torch.where(is_centre, centre_w, torch.where(member, member_w, 0.0))
+
+
 def _merge(x: torch.Tensor, plan: DPCPlan, beta: float) -> torch.Tensor:
     """Batched ``(G, M_max, D)`` float32 merged tokens (zeros at padding slots).
 
@@ -319,4 +335,4 @@ def apply_density_peaks(x: torch.Tensor, plan: DPCPlan, beta: float) -> torch.Te
     return _merge(x[None], _batched_plan(plan), beta)[0]
 
 
-__all__ = ["DPCPlan", "apply_density_peaks", "density_peak_weights", "plan_density_peaks"]
+__all__ = ["DPCPlan", "apply_density_peaks", "density_peak_weights", "plan_density_peaks", "slot_weights"]

@@ -62,17 +62,44 @@ class InnerMergePlan:
         return int(self.keep.shape[0])
 
 
+def _keep_count(num_visual: torch.Tensor, ratio: float) -> torch.Tensor:
+    """``k = round(L_v * (1 - R))`` (half to even), at least 1 when ``L_v >= 1``; ``()`` float64 in, int64 out."""
+    # 1 - R as a float64 tensor: an export would store a Python scalar as float32.
+    kept_share = torch.tensor(1.0 - ratio, dtype=torch.float64, device=num_visual.device)
+    return torch.maximum(torch.round(num_visual * kept_share), num_visual.clamp(max=1.0)).long()
+
+
 def inner_keep_count(num_visual: int, ratio: float) -> int:
-    """``k = round(L_v * (1 - R))`` (half to even), at least 1 when ``L_v >= 1``."""
-    if num_visual == 0:
-        return 0
-    return max(round(num_visual * (1.0 - ratio)), 1)
+    """``k`` of :func:`_keep_count` for a host count (token accounting, tests)."""
+    return int(_keep_count(torch.tensor(float(num_visual), dtype=torch.float64), ratio))
 
 
 def _check_ratio(ratio: float) -> float:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0:
         raise ConfigError(f"the inner merge ratio R must be a real number in [0, 1), got {ratio!r}.")
     return float(ratio)
+
+
+def plan_tensors(scores: torch.Tensor, hidden_visual: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The plan as tensor code (no host number derived from the data), exported as it is by the inner-merge graph.
+
+    ``scores (L_v,)``, ``hidden_visual (L_v, D)`` -> ``keep (k,)``, ``dropped
+    (L_v - k,)`` ascending and ``assign (L_v - k,)`` (an index into ``keep``).
+    """
+    k = _keep_count(torch.ones_like(scores, dtype=torch.float64).sum(), ratio)  # () from L_v
+    order = torch.sort(scores.float(), descending=True, stable=True).indices  # (L_v,) lower index first on ties
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.shape[0], device=order.device))  # (L_v,)
+    kept = rank < k  # (L_v,)
+    keep = torch.nonzero(kept)[:, 0]  # (k,) ascending
+    dropped = torch.nonzero(~kept)[:, 0]  # (L_v - k,) ascending
+    h = hidden_visual.float()
+    kept_unit = h.index_select(0, keep)
+    kept_unit = kept_unit / torch.linalg.vector_norm(kept_unit, dim=-1, keepdim=True).clamp_min(COSINE_EPS)  # (k, D)
+    # Dividing by the dropped token's own norm would not change its argmax, so it is skipped.
+    sim = h.index_select(0, dropped) @ kept_unit.T  # (L_v - k, k)
+    # A -inf column keeps argmax defined when nothing is kept (then nothing is dropped either).
+    sim = torch.cat([sim, sim.new_full((sim.shape[0], 1), float("-inf"))], 1)
+    return keep, dropped, sim.argmax(-1)  # first maximum = the lower kept index
 
 
 def plan_inner_merge(
@@ -103,20 +130,8 @@ def plan_inner_merge(
     if validate:
         check_finite("scores", scores)
         check_finite("hidden_visual", hidden_visual)
-    k = inner_keep_count(num_visual, ratio)
     with torch.no_grad():
-        order = torch.sort(scores.float(), descending=True, stable=True).indices  # (L_v,) lower index first on ties
-        keep = order[:k].sort().values  # (k,)
-        dropped = order[k:].sort().values  # (L_v - k,)
-        h = hidden_visual.float()
-        kept_unit = h.index_select(0, keep)
-        kept_unit = kept_unit / torch.linalg.vector_norm(kept_unit, dim=-1, keepdim=True).clamp_min(COSINE_EPS)
-        # Dividing by the dropped token's own norm would not change its argmax, so it is skipped.
-        sim = h.index_select(0, dropped) @ kept_unit.T  # (L_v - k, k)
-        if k > 0 and dropped.numel() > 0:
-            assign = sim.argmax(-1)  # first maximum = lower kept index
-        else:
-            assign = dropped.new_zeros(dropped.shape)
+        keep, dropped, assign = plan_tensors(scores, hidden_visual, ratio)
     return InnerMergePlan(keep=keep, dropped=dropped, assign=assign, num_visual=num_visual)
 
 
@@ -131,9 +146,10 @@ def inner_merge_weights(plan: InnerMergePlan, mode: str) -> tuple[torch.Tensor, 
         keep_w = 1.0 / (members + 1).to(torch.float32)
         return keep_w, keep_w[plan.assign]
     # Rank of each dropped token among its cluster's members, ascending by index
-    # (plan.dropped is ascending, so a stable sort by cluster keeps that order).
+    # (plan.dropped is ascending, so a stable sort by cluster keeps that order);
+    # a cluster's members start after those of the clusters before it.
     by_cluster = torch.sort(plan.assign, stable=True)
-    first = torch.searchsorted(by_cluster.values, by_cluster.values)  # first member of each one's cluster
+    first = (members.cumsum(0) - members)[by_cluster.values]  # first sorted place of each one's cluster
     rank_sorted = torch.arange(plan.assign.shape[0], device=device) - first
     rank = torch.empty_like(rank_sorted).scatter_(0, by_cluster.indices, rank_sorted)  # 0-based k - 1
     m = members[plan.assign]
@@ -141,6 +157,23 @@ def inner_merge_weights(plan: InnerMergePlan, mode: str) -> tuple[torch.Tensor, 
     drop_w = torch.exp2(-(m - rank).to(torch.float32))  # 1 / 2^(m - k + 1)
     keep_w = torch.exp2(-members.to(torch.float32))  # 1 / 2^m
     return keep_w, drop_w
+
+
+def apply_tensors(seq: torch.Tensor, start, end, plan: InnerMergePlan, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The apply step as tensor code (no checks), exported as it is: ``seq (S, D)`` -> ``(S', D)``, ``kept_index (S',)``.
+
+    ``start``, ``end``: the visual span, ints (unbacked sizes in an export).
+    """
+    keep_w, drop_w = inner_merge_weights(plan, mode)
+    visual = seq[start:end].float()  # (L_v, D)
+    merged = visual.index_select(0, plan.keep) * keep_w[:, None]  # (k, D)
+    merged = merged.index_add(0, plan.assign, visual.index_select(0, plan.dropped) * drop_w[:, None])
+    out = torch.cat([seq[:start], merged.to(seq.dtype), seq[end:]], 0)  # (S', D)
+    device = seq.device
+    kept_index = torch.cat(
+        [torch.arange(start, device=device), plan.keep.to(device) + start, torch.arange(end, seq.shape[0], device=device)]
+    )  # (S',)
+    return out, kept_index
 
 
 def apply_inner_merge(
@@ -174,21 +207,9 @@ def apply_inner_merge(
             f"visual_span {tuple(visual_span)} covers {end - start} tokens but the plan was made for "
             f"{plan.num_visual} visual tokens; pass the span the scores were sliced with."
         )
-    keep_w, drop_w = inner_merge_weights(plan, mode)
     with torch.no_grad():
-        visual = seq[start:end].float()  # (L_v, D)
-        merged = visual.index_select(0, plan.keep) * keep_w[:, None]  # (k, D)
-        merged.index_add_(0, plan.assign, visual.index_select(0, plan.dropped) * drop_w[:, None])
-        out = torch.cat([seq[:start], merged.to(seq.dtype), seq[end:]], 0)  # (S', D)
-        device = seq.device
-        kept_index = torch.cat(
-            [
-                torch.arange(start, device=device),
-                plan.keep.to(device) + start,
-                torch.arange(end, seq.shape[0], device=device),
-            ]
-        )
+        out, kept_index = apply_tensors(seq, start, end, plan, mode)
     return (out[None] if hidden.dim() == 3 else out), kept_index
 
 
-__all__ = ["InnerMergePlan", "apply_inner_merge", "inner_keep_count", "inner_merge_weights", "plan_inner_merge"]
+__all__ = ["InnerMergePlan", "apply_inner_merge", "apply_tensors", "plan_tensors", "inner_keep_count", "inner_merge_weights", "plan_inner_merge"]

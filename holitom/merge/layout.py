@@ -19,6 +19,11 @@ Registered layouts (:func:`get_layout`, :func:`register_layout`):
 
 Since windows are contiguous frame ranges, "frame by frame" is "window after
 window" as DESIGN.md words it.
+
+This registry is the one definition of a model family's newline layout: the
+HoliTom plan (:mod:`.outer`, and so the exported outer-merge graph), the
+competing methods and the unmerged video (:func:`place_tokens`) all read it;
+``holitom.models.config.VARIANTS`` names each family's layout.
 """
 
 from __future__ import annotations
@@ -59,15 +64,13 @@ class Layout:
 
     ``slots(static_at, dynamic_at, grid)`` gets two ``(F, P)`` bool masks (a
     merged static token / a dynamic token is placed at ``(t, p)``; never both)
-    and the ``(rows, cols)`` grid. ``fixed_rows(num_tokens, F, grid, every_cell)``
-    returns the output row count when it follows from host-known numbers
-    (``every_cell``: every ``(t, p)`` holds a token, as in a vanilla plan), or
-    None when it depends on the data (then the planner reads it back: a sync).
+    and the ``(rows, cols)`` grid. ``unmerged_rows(F, grid)``: the rows of a
+    video that keeps every token (what transformers expands the placeholder to).
     """
 
     name: str
     slots: SlotFn
-    fixed_rows: Callable[[int, int, tuple[int, int], bool], int | None]
+    unmerged_rows: Callable[[int, tuple[int, int]], int]
     description: str
 
 
@@ -141,19 +144,53 @@ def check_grid(grid: object, num_pos: int) -> tuple[int, int]:
     return rows, cols
 
 
-def _onevision_rows(num_tokens: int, num_frames: int, grid: tuple[int, int], every_cell: bool) -> int:
-    return num_tokens + 1
+def place_tokens(
+    layout: Layout,
+    tokens: torch.Tensor,
+    frame_index: torch.Tensor,
+    position_index: torch.Tensor,
+    num_frames: int,
+    grid: tuple[int, int],
+    newline: torch.Tensor,
+) -> torch.Tensor:
+    """Lay out kept tokens with ``layout``'s newline rows.
 
+    Args:
+        tokens: ``(N, D)`` sorted by (frame, position).
+        frame_index, position_index: ``(N,)`` where each token sits.
+        num_frames: F.
+        grid: ``(rows, cols)`` of the pooled grid.
+        newline: ``(D,)`` the model's newline embedding.
 
-def _grid_rows(num_tokens: int, num_frames: int, grid: tuple[int, int], every_cell: bool) -> int | None:
-    return num_frames * grid[0] * (grid[1] + 1) if every_cell else None
+    Returns:
+        ``(N_out, D)`` in ``tokens``' dtype: the tokens in the layout's order, newlines included.
+    """
+    num_pos = grid[0] * grid[1]
+    placed = torch.zeros(num_frames * num_pos, dtype=torch.bool, device=tokens.device)
+    placed[frame_index * num_pos + position_index] = True
+    placed = placed.view(num_frames, num_pos)  # (F, P)
+    slots = layout.slots(torch.zeros_like(placed), placed, grid)
+    row_of_slot = slots.occupied.long().cumsum(0) - 1  # (S,)
+    out = newline.to(tokens.dtype).expand(int(slots.occupied.sum()), tokens.shape[1]).clone()  # (N_out, D)
+    out[row_of_slot[slots.token_slot[frame_index, position_index]]] = tokens
+    return out
 
 
 register_layout(
-    Layout("onevision", _onevision_slots, _onevision_rows, "LLaVA-OneVision: one newline after all video tokens.")
+    Layout(
+        "onevision",
+        _onevision_slots,
+        lambda frames, grid: frames * grid[0] * grid[1] + 1,
+        "LLaVA-OneVision: one newline after all video tokens.",
+    )
 )
 register_layout(
-    Layout("llava_video", _grid_slots, _grid_rows, "LLaVA-Video: a newline after each non-empty grid row of each frame.")
+    Layout(
+        "llava_video",
+        _grid_slots,
+        lambda frames, grid: frames * grid[0] * (grid[1] + 1),
+        "LLaVA-Video: a newline after each non-empty grid row of each frame.",
+    )
 )
 
-__all__ = ["Layout", "SlotGrid", "check_grid", "get_layout", "layout_names", "register_layout"]
+__all__ = ["Layout", "SlotGrid", "check_grid", "get_layout", "layout_names", "place_tokens", "register_layout"]

@@ -33,6 +33,7 @@ from holitom.errors import ConfigError
 from holitom.merge.baselines import BaselineConfig, apply_fastv, apply_reduction, plan_fastv
 from holitom.merge.config import PAPER_INNER_LAYER_FRAC, MergeConfig, register_preset, register_preset_type
 from holitom.merge.inner import apply_inner_merge, plan_inner_merge
+from holitom.merge.layout import get_layout, place_tokens
 from holitom.merge.outer import outer_merge
 
 PAPER_RATIOS = (10, 15, 20, 25)
@@ -98,33 +99,12 @@ class HoliTomReduction(Reduction):
         return self.config.replace(inner=None)
 
 
-def insert_newlines(tokens: torch.Tensor, frame_index: torch.Tensor, position_index: torch.Tensor, grid, layout: str, newline) -> torch.Tensor:
-    """Add the layout's newline rows to tokens sorted by (frame, position).
-
-    ``onevision``: one newline after all tokens. ``llava_video``: a newline after
-    the last token of each (frame, grid row) that holds a token.
-    """
-    if layout == "onevision":
-        return torch.cat([tokens, newline.to(tokens.dtype)[None]], dim=0)  # (N + 1, D)
-    if layout != "llava_video":
-        raise ConfigError(f"unknown layout {layout!r}; expected 'onevision' or 'llava_video'.")
-    rows, cols = grid
-    key = frame_index * rows + torch.div(position_index, cols, rounding_mode="floor")  # (N,) (frame, grid row)
-    row_ends = torch.ones_like(key, dtype=torch.bool)
-    row_ends[:-1] = key[1:] != key[:-1]  # (N,) last token of its row
-    before = torch.cumsum(row_ends.long(), 0) - row_ends.long()  # newlines emitted before each token
-    token_rows = torch.arange(tokens.shape[0], device=tokens.device) + before  # (N,)
-    out = newline.to(tokens.dtype).expand(tokens.shape[0] + int(row_ends.sum()), -1).clone()  # (N + rows, D)
-    out[token_rows] = tokens
-    return out
-
-
 @register_method(BaselineConfig)
 class BaselineReduction(Reduction):
     def outer(self, features, attention, grid, layout, newline):
         plan = self.config.plan(features, attention, grid)
         tokens = apply_reduction(features, plan)  # (N, D), frame then position order
-        return insert_newlines(tokens, plan.frame_index, plan.position_index, grid, layout, newline)
+        return place_tokens(get_layout(layout), tokens, plan.frame_index, plan.position_index, features.shape[0], grid, newline)
 
     def inner_layer(self, num_layers):
         return self.config.fastv_layer(num_layers)
@@ -164,4 +144,4 @@ def _register_competitors() -> None:
 
 _register_competitors()
 
-__all__ = ["COMPETITORS", "BaselineReduction", "HoliTomReduction", "Reduction", "insert_newlines", "reduction_for", "register_method"]
+__all__ = ["COMPETITORS", "BaselineReduction", "HoliTomReduction", "Reduction", "reduction_for", "register_method"]

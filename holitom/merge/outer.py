@@ -24,29 +24,32 @@ equivalently, ``zeros(N_out, D).index_add_(0, dst_index, weight[:, None] *
 X_flat[src_index])`` -- the form the ONNX graph and the TensorRT plugins
 implement. Both are registered in :data:`APPLY_METHODS` and tested equal.
 
-Host syncs are deliberate and batched over all videos of a call: one copy of
-the DP tables (which also carries the finiteness flags of the features and the
-attention), and, for the ``llava_video`` layout only, one copy of the output row
-counts (how many grid rows keep a token is data-dependent). Vanilla configs
-(``retain_ratio=None``) skip stage I and need no sync.
+One definition: :func:`plan_tensors` and :func:`apply_tensors` compute one
+video with tensor ops only, through the two custom ops of
+:mod:`.custom_ops` (``TemporalSegment``, ``DensityPeakMerge``), and are what
+``torch.onnx.export`` turns into the outer-merge graph
+(:class:`holitom.export.wrappers.OuterMerge`); :func:`plan_outer_merge` wraps
+them for eager use (input checks, several videos, edges sorted by row, host
+metadata).
 
-Budget arithmetic (host, float64, exactly DESIGN.md): ``N = F * P``,
-``r' = min(r * N / (N - R_total), 1)``; per window ``b = ceil(n_dyn * r')``
-dynamic tokens per frame, ``dominant = round(b * (1 - D_frac))`` (Python
-round: half to even), ``contextual = b - dominant``, and
-``M = round(n_st * r')`` static clusters (0 for single-frame windows). Dominant
-tokens are the top ``dominant`` by attention among the frame's dynamic tokens,
-the lower position first among equal attention (stable sort).
+Budget arithmetic (float64 tensors, exactly DESIGN.md): ``N = F * P``,
+``r' = min(r / ((N - R_total) / N), 1)``; per window ``b = ceil(n_dyn * r')``
+dynamic tokens per frame, ``dominant = round(b * (1 - D_frac))`` (half to
+even), ``contextual = b - dominant``, and ``M = round(n_st * r')`` static
+clusters (0 for single-frame windows). Dominant tokens are the top
+``dominant`` by attention among the frame's dynamic tokens, the lower position
+first among equal attention (stable sort).
 
-DPC batching: the static groups of every multi-frame window of every video
-are padded to one slot count (the largest static count) and clustered in one
-batched call, likewise the contextual groups of every frame; no Python loop
-over windows, clusters or tokens. Chosen over a loop per window because the
-work is one batched Gram matrix (``bmm``) plus a few ``(G, n, n)`` element-wise
-ops either way, and a loop would multiply the per-op overhead (and the kernel
-launches on a GPU) by the number of windows; the price is the padding up to
-the largest group. The window means of static tokens are one
-``embedding_bag`` per video.
+DPC batching: the static groups (one per multi-frame window with ``M > 0``)
+are packed to one slot count (the largest static count) and clustered in one
+batched call, likewise the contextual groups (one per frame); no Python loop
+over windows, clusters or tokens. The window means of the static tokens are one
+``(W, F) @ (F, P * D)`` matmul.
+
+Host syncs (free on the CPU, a device sync on a GPU, an unbacked size in an
+export): the DP's table copy inside ``TemporalSegment``'s reference, the
+number of windows with clusters, the packed group width and the output row
+count. Vanilla configs (``retain_ratio=None``) skip stage I.
 """
 
 from __future__ import annotations
@@ -54,16 +57,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from holitom.errors import ConfigError, InputError
-from holitom.merge._checks import check_tensor, raise_non_finite
+from holitom.merge._checks import all_finite, check_tensor, raise_non_finite
 from holitom.merge.config import MergeConfig
-from holitom.merge.dpc import DPCPlan, _dpc_core, _weights
-from holitom.merge.layout import Layout, SlotGrid, check_grid, get_layout
-from holitom.merge.temporal import TemporalPlan, _finish_temporal, _stage1_device, check_features
+from holitom.merge.custom_ops import density_peak_decisions, temporal_segment
+from holitom.merge.dpc import slot_weights
+from holitom.merge.layout import Layout, check_grid, get_layout
+from holitom.merge.temporal import TemporalPlan, check_features
 
 LayoutName = Literal["onevision", "llava_video"]
 
@@ -135,386 +138,206 @@ class OuterMergeResult:
     plan: OuterMergePlan
 
 
-# --------------------------------------------------------------------------- small vectorised helpers
+# --------------------------------------------------------------------------- the plan as tensor code
+#
+# One video at a time, written with tensor ops only (no host numbers derived
+# from the data, no Python loop over windows, tokens or clusters), so that
+# ``torch.onnx.export`` turns exactly this code into the outer-merge graph
+# (:mod:`holitom.export.merge_graphs`). Sizes that depend on the data (how many
+# windows hold static clusters, how many slots a group needs, how many rows come
+# out) come from ``nonzero`` / ``.item()``: free on the CPU, a sync on a GPU,
+# unbacked sizes in an export. Empty cases (no window with clusters, no valid
+# slot) are handled by one padding row or column instead of a branch, because
+# an export cannot branch on a size it does not know.
 
 
-def _true_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices of the True entries of a flat bool ``mask``, ascending, when their number is known on the host.
+@dataclass(frozen=True, eq=False)
+class PlanTensors:
+    """What :func:`plan_tensors` computes for one video: the export-visible part of a plan.
 
-    Unlike ``nonzero()`` this needs no device sync: positions come from a
-    cumulative sum and are scattered; False entries go to a dummy slot.
+    ``src``, ``dst``, ``weight``: ``(E,)`` edges in ascending ``src`` order;
+    ``frame_index``, ``position_index``: ``(N_out,)`` (position -1: newline);
+    ``budget``: ``(F,)`` dynamic tokens kept per frame; ``clusters``: ``(F,)``
+    static clusters of the window starting at each frame (0 elsewhere);
+    ``retain_ratio``: ``()`` float64 ``r'``; ``temporal``: the eager stage-I
+    plan. The last four are None for a vanilla config, ``temporal`` also in an export.
     """
-    target = torch.where(mask, mask.long().cumsum(0) - 1, count)  # (n,)
-    out = torch.empty(count + 1, dtype=torch.long, device=mask.device)
-    out.scatter_(0, target, torch.arange(mask.shape[0], device=mask.device))
-    return out[:count]
 
-
-def _scatter_flags(size: int, index: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``(size,)`` bool, True at ``index[keep]`` (dropped entries go to a dummy slot)."""
-    flags = torch.zeros(size + 1, dtype=torch.bool, device=index.device)
-    flags[torch.where(keep, index, size)] = True
-    return flags[:size]
-
-
-def _compact_positions(rows: torch.Tensor, width: int) -> torch.Tensor:
-    """``(G, width)`` the positions where each ``(G, P)`` bool row is True, ascending, padded after."""
-    order = torch.sort((~rows).to(torch.uint8), dim=1, stable=True).indices  # True first, ascending
-    return order[:, :width]
-
-
-# --------------------------------------------------------------------------- planning internals
-
-
-@dataclass
-class _Groups:
-    """Padded DPC groups (static windows or contextual frames) across all videos."""
-
-    video: np.ndarray  # (G,) video of each group
-    frame: np.ndarray  # (G,) first frame (static) or the frame (contextual)
-    length: np.ndarray  # (G,) frames averaged (1 for contextual)
-    count: np.ndarray  # (G,) valid tokens
-    clusters: list[int]  # (G,) M
-    positions: torch.Tensor | None = None  # (G, n) grid position of each slot
-    tokens: torch.Tensor | None = None  # (G, n, D) float32 scratch copies of the tokens to cluster (centred in place)
-    plan: DPCPlan | None = None
-    weights: torch.Tensor | None = None  # (G, n) float32 coefficient of each slot in its cluster
-
-    @property
-    def width(self) -> int:
-        return int(self.count.max()) if len(self.count) else 0
-
-    def of_video(self, v: int) -> np.ndarray:
-        return np.nonzero(self.video == v)[0]
-
-
-@dataclass
-class _Video:
-    """Per-video planning state."""
-
-    x: torch.Tensor  # (F, P, D) float32
-    attention: torch.Tensor | None  # (F, P)
+    src: torch.Tensor
+    dst: torch.Tensor
+    weight: torch.Tensor
+    frame_index: torch.Tensor
+    position_index: torch.Tensor
+    budget: torch.Tensor | None = None
+    clusters: torch.Tensor | None = None
+    retain_ratio: torch.Tensor | None = None
     temporal: TemporalPlan | None = None
-    retain_ratio: float | None = None
-    dominant_per_frame: np.ndarray | None = None
-    budget_per_frame: np.ndarray | None = None
-    static_clusters: np.ndarray | None = None
-    dominant: torch.Tensor | None = None  # (F, P) bool
-    static_src: torch.Tensor | None = None  # (E_s,) flat input index of each static (window, position, frame) entry
-    static_slot: torch.Tensor | None = None  # (E_s,) global (group, slot) row in the static groups
-    static_scale: torch.Tensor | None = None  # (E_s,) 1 / window length
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.x.shape)  # type: ignore[return-value]
 
 
-def _host_budgets(video: _Video, config: MergeConfig) -> None:
-    """Stage I step 5 and the stage II budgets, on the host in float64 (numpy), vectorised over windows."""
-    num_frames, num_pos, _ = video.shape
-    temporal = video.temporal
-    windows = temporal.windows.numpy()
-    lengths = windows[:, 1] - windows[:, 0] + 1
-    n_static = np.asarray(temporal.static_counts, dtype=np.int64)
-    total = num_frames * num_pos
-    # DESIGN.md: r' = min(r * N / (N - R_total), 1); N - R_total >= P > 0 always.
-    rp = min(config.retain_ratio * total / (total - temporal.removed), 1.0)
-    n_dynamic = num_pos - n_static
-    budget = np.ceil(n_dynamic * rp).astype(np.int64)
-    dominant = np.round(budget * (1.0 - config.contextual_frac)).astype(np.int64)
-    clusters = np.where(lengths > 1, np.round(n_static * rp), 0).astype(np.int64)
-    video.retain_ratio = rp
-    video.budget_per_frame = np.repeat(budget, lengths)
-    video.dominant_per_frame = np.repeat(dominant, lengths)
-    video.static_clusters = clusters
+def _data_size(value: torch.Tensor, upper: int) -> int:
+    """A data-dependent size as an int (unbacked when exporting), known to lie in ``0..upper``."""
+    size = value.item()
+    torch._check(size >= 0)
+    torch._check(size <= upper)
+    return size
 
 
-def _select_dominant(video: _Video) -> None:
-    """Top-``dominant`` dynamic tokens of each frame by attention; lower position first among ties."""
-    num_frames, num_pos, _ = video.shape
-    device = video.x.device
-    key = video.attention.float().masked_fill(video.temporal.static, float("-inf"))  # (F, P)
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices  # (F, P)
-    quota = torch.from_numpy(video.dominant_per_frame).to(device)  # (F,)
-    chosen = torch.arange(num_pos, device=device)[None, :] < quota[:, None]  # (F, P) by rank
-    video.dominant = torch.zeros((num_frames, num_pos), dtype=torch.bool, device=device).scatter_(1, order, chosen)
+def _rank_of(order: torch.Tensor) -> torch.Tensor:
+    """The inverse permutation of each row of ``order`` ``(G, n)``: the rank of each index."""
+    ranks = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, ranks)
 
 
-def _no_groups() -> _Groups:
-    empty = np.zeros(0, dtype=np.int64)
-    return _Groups(empty, empty, empty, empty, [])
+def _cluster_groups(
+    tokens: torch.Tensor, valid: torch.Tensor, clusters: torch.Tensor, config: MergeConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPC of ``G`` groups of ``P`` positions: ``tokens (G, P, D)``, ``valid (G, P)``, ``clusters (G,)``.
+
+    The valid positions are packed (ascending) into ``n = max valid count``
+    slots before the op, which shrinks its O(G n^2 D) work (to (0.6)^2 of it
+    when 60% of the positions are valid) and keeps every index-based tie rule.
+
+    Returns, per ``(G, P)`` position: the position of the centre it joined (-1:
+    none), its weight in that centre's merged token, and whether it is a centre.
+    """
+    groups, positions, dim = tokens.shape
+    device = tokens.device
+    counts = valid.sum(1)  # (G,)
+    width = _data_size(torch.cat([counts, counts.new_zeros(1)]).max(), positions)  # n (0 when G = 0)
+    order = torch.sort((~valid).long(), dim=1, stable=True).indices  # (G, P) valid positions first, ascending
+    packed_pos = order[:, :width]  # (G, n)
+    packed = tokens.gather(1, packed_pos[:, :, None].expand(groups, width, dim))  # (G, n, D) a fresh copy
+    packed_valid = torch.arange(width, device=device)[None, :] < counts[:, None]  # (G, n)
+    is_centre, assignment = density_peak_decisions(packed, packed_valid, clusters, config.k_nn, config.beta)
+    weight = slot_weights(is_centre, assignment, config.beta)  # (G, n)
+    centre_pos = torch.where(assignment >= 0, packed_pos.gather(1, assignment.clamp_min(0)), -1)  # (G, n)
+    # Unpack to positions through one padding slot (n), which also serves groups of zero width.
+    pad = torch.full((groups, 1), -1, dtype=torch.long, device=device)
+    slot = torch.where(valid, _rank_of(order), width)  # (G, P) the slot of each valid position, else the pad
+    centre_pos = torch.cat([centre_pos, pad], 1).gather(1, slot)  # (G, P)
+    weight = torch.cat([weight, pad.float() * 0.0], 1).gather(1, slot)  # (G, P)
+    is_centre = torch.cat([is_centre, pad >= 0], 1).gather(1, slot)  # (G, P)
+    return centre_pos, weight, is_centre
 
 
-def _make_groups(parts: list[np.ndarray]) -> _Groups | None:
-    """Stack per-video ``(G_v, 5)`` rows (video, frame, length, count, clusters); None if there are none."""
-    table = np.concatenate([p.reshape(-1, 5).astype(np.int64) for p in parts]) if parts else np.zeros((0, 5), np.int64)
-    if len(table) == 0:
-        return None
-    return _Groups(table[:, 0], table[:, 1], table[:, 2], table[:, 3], [int(m) for m in table[:, 4]])
+def plan_tensors(
+    x: torch.Tensor, attention: torch.Tensor | None, config: MergeConfig, grid: tuple[int, int], layout: Layout
+) -> PlanTensors:
+    """Stages I + II of one video (``x (F, P, D)`` float32, ``attention (F, P)``) as the edges of the linear map.
+
+    Budget arithmetic in float64, exactly as DESIGN.md words it: ``N = F * P``,
+    ``r' = min(r / ((N - R_total) / N), 1)`` (the official expression),
+    ``b = ceil(n_dyn * r')`` per frame, ``dominant = round(b * (1 - D_frac))``
+    (half to even), ``M = round(n_st * r')`` per multi-frame window.
+    """
+    num_frames, num_pos, dim = x.shape
+    device = x.device
+    frames = torch.arange(num_frames, device=device)  # (F,)
+    if not config.outer_enabled:
+        every = torch.ones((num_frames, num_pos), dtype=torch.bool, device=device)
+        return _edges(layout, grid, torch.zeros_like(every), every)
+
+    start, end, static, temporal = temporal_segment(x, config.tau, config.max_window)  # (F,), (F,), (F, P)
+    is_start = start == frames  # (F,)
+    n_static = static.sum(1)  # (F,) static positions of each frame's window
+    removed = torch.where(is_start, 0, n_static).sum()  # () R_total: frames after a window's first drop its statics
+    total = torch.ones_like(n_static, dtype=torch.float64).sum() * num_pos  # () N = F * P
+    # Host numbers enter as float64 tensors: an export would store a Python scalar as float32, and
+    # `float / tensor` computes `float * reciprocal(tensor)`, off in the last bit.
+    ratio = torch.tensor(config.retain_ratio, dtype=torch.float64, device=device)
+    retain = torch.clamp(ratio / ((total - removed) / total), max=1.0)  # () r'
+    budget = torch.ceil((num_pos - n_static).double() * retain).long()  # (F,) b
+    dominant_share = torch.tensor(1.0 - config.contextual_frac, dtype=torch.float64, device=device)
+    dominant = torch.round(budget.double() * dominant_share).long()  # (F,)
+    clusters = torch.where(is_start & (end > start), torch.round(n_static.double() * retain).long(), 0)  # (F,) M
+
+    # Dominant tokens: the top `dominant` dynamic tokens of each frame by attention, the lower p first among ties.
+    score = attention.float().masked_fill(static, float("-inf"))  # (F, P) static positions rank last
+    rank = _rank_of(torch.sort(score, dim=1, descending=True, stable=True).indices)  # (F, P)
+    keep_dominant = ~static & (rank < dominant[:, None])  # (F, P)
+
+    # Contextual clusters (D_frac > 0, a config value: the graph holds them or not): the
+    # dynamic tokens of each frame left after the top-k, clustered per frame.
+    context = None
+    dynamic_at = keep_dominant
+    if config.contextual_frac > 0.0:
+        context = _cluster_groups(x, ~static & ~keep_dominant, budget - dominant, config)
+        dynamic_at = keep_dominant | context[2]
+
+    # Static clusters: one group per window with M > 0, its static positions' window means.
+    firsts = torch.nonzero(clusters > 0)[:, 0]  # (W,) first frames of those windows
+    num_groups = firsts.shape[0]
+    length = (end - start + 1).float()  # (F,) frames in each frame's window
+    mean_weights = (start[None, :] == firsts[:, None]).float() / length.index_select(0, firsts)[:, None]  # (W, F)
+    means = (mean_weights @ x.reshape(num_frames, num_pos * dim)).view(num_groups, num_pos, dim)  # (W, P, D)
+    centre, weight, is_centre = _cluster_groups(means, static.index_select(0, firsts), clusters.index_select(0, firsts), config)
+    static_at = torch.zeros_like(static).index_copy(0, firsts, is_centre)  # (F, P) centres sit at the window's first frame
+    # Each frame reads its window's group row; frames of windows without clusters read a padding row (no centre).
+    group_row = torch.full_like(frames, num_groups).index_copy(0, firsts, torch.arange(num_groups, device=device))  # (F,)
+    row = group_row.index_select(0, start)  # (F,)
+    centre = torch.cat([centre, centre.new_full((1, num_pos), -1)]).index_select(0, row)  # (F, P)
+    weight = torch.cat([weight, weight.new_zeros((1, num_pos))]).index_select(0, row) / length[:, None]  # (F, P)
+    edges = _edges(layout, grid, static_at, dynamic_at, keep_dominant, context, (start, centre, weight))
+    return PlanTensors(
+        edges.src, edges.dst, edges.weight, edges.frame_index, edges.position_index, budget, clusters, retain, temporal
+    )
 
 
-def _static_groups(videos: list[_Video]) -> _Groups:
-    """Every multi-frame window with static clusters (M > 0), across videos, with its window-mean tokens."""
-    parts = []
-    for v, video in enumerate(videos):
-        windows = video.temporal.windows.numpy()
-        sel = np.nonzero(video.static_clusters > 0)[0]  # windows of >= 2 frames with M > 0
-        n_static = np.asarray(video.temporal.static_counts, dtype=np.int64)[sel]
-        length = windows[sel, 1] - windows[sel, 0] + 1
-        parts.append(np.stack([np.full(len(sel), v), windows[sel, 0], length, n_static, video.static_clusters[sel]], 1))
-    groups = _make_groups(parts)
-    if groups is None:
-        return _no_groups()
-    width = groups.width
-    means, positions = [], []
-    slot_base = 0
-    for v, video in enumerate(videos):  # one embedding_bag per video (each has its own feature table)
-        ids = groups.of_video(v)
-        if len(ids) == 0:
-            continue
-        num_frames, num_pos, dim = video.shape
-        device = video.x.device
-        first = torch.from_numpy(groups.frame[ids]).to(device)  # (G_v,)
-        length = torch.from_numpy(groups.length[ids]).to(device)  # (G_v,)
-        count = torch.from_numpy(groups.count[ids]).to(device)  # (G_v,)
-        pos = _compact_positions(video.temporal.static.index_select(0, first), width)  # (G_v, n)
-        max_len = int(groups.length[ids].max())
-        slot = torch.arange(width, device=device)
-        step = torch.arange(max_len, device=device)
-        # Entries (group, slot, frame offset) of real static tokens, in bag order (group, slot).
-        real = (slot[None, :, None] < count[:, None, None]) & (step[None, None, :] < length[:, None, None])
-        num_entries = int((groups.count[ids] * groups.length[ids]).sum())
-        flat = _true_indices(real.reshape(-1), num_entries)  # (E_s,)
-        g = flat // (width * max_len)
-        j = (flat // max_len) % width
-        u = flat % max_len
-        src = (first[g] + u) * num_pos + pos[g, j]  # (E_s,) flat input index
-        scale = 1.0 / length[g].to(torch.float32)
-        bag_size = torch.where(slot[None, :] < count[:, None], length[:, None], 0).reshape(-1)  # (G_v * n,)
-        offsets = bag_size.cumsum(0) - bag_size
-        mean = F.embedding_bag(src, video.x.reshape(-1, dim), offsets, mode="sum", per_sample_weights=scale)
-        means.append(mean.view(len(ids), width, dim))  # (G_v, n, D) window means, zeros at padding
-        positions.append(pos)
-        video.static_src = src
-        video.static_slot = (g + slot_base) * width + j
-        video.static_scale = scale
-        slot_base += len(ids)
-    groups.positions = torch.cat(positions) if len(positions) > 1 else positions[0]
-    groups.tokens = torch.cat(means) if len(means) > 1 else means[0]  # (G, n, D)
-    return groups
-
-
-def _contextual_groups(videos: list[_Video]) -> _Groups:
-    """Every frame with contextual clusters (D_frac > 0): its dynamic tokens left after the top-k."""
-    parts = []
-    for v, video in enumerate(videos):
-        ctx = video.budget_per_frame - video.dominant_per_frame
-        lengths = (video.temporal.windows[:, 1] - video.temporal.windows[:, 0] + 1).numpy()
-        n_static = np.repeat(np.asarray(video.temporal.static_counts, dtype=np.int64), lengths)
-        rest = video.shape[1] - n_static - video.dominant_per_frame  # dynamic tokens left after the top-k
-        sel = np.nonzero(ctx > 0)[0]
-        parts.append(np.stack([np.full(len(sel), v), sel, np.ones(len(sel), dtype=np.int64), rest[sel], ctx[sel]], 1))
-    groups = _make_groups(parts)
-    if groups is None:
-        return _no_groups()
-    width = groups.width
-    tokens, positions = [], []
-    for v, video in enumerate(videos):
-        ids = groups.of_video(v)
-        if len(ids) == 0:
-            continue
-        num_frames, num_pos, dim = video.shape
-        frame = torch.from_numpy(groups.frame[ids]).to(video.x.device)
-        rest = ~video.temporal.static.index_select(0, frame) & ~video.dominant.index_select(0, frame)  # (G_v, P)
-        pos = _compact_positions(rest, width)  # (G_v, n)
-        tokens.append(video.x.reshape(-1, dim).index_select(0, (frame[:, None] * num_pos + pos).reshape(-1)).view(len(ids), width, dim))
-        positions.append(pos)
-    groups.positions = torch.cat(positions) if len(positions) > 1 else positions[0]
-    groups.tokens = torch.cat(tokens) if len(tokens) > 1 else tokens[0]  # (G, n, D)
-    return groups
-
-
-def _cluster(groups: _Groups, config: MergeConfig) -> None:
-    if len(groups.clusters) == 0:
-        return
-    device = groups.positions.device
-    valid = torch.arange(groups.width, device=device)[None, :] < torch.from_numpy(groups.count).to(device)[:, None]
-    # groups.tokens is this module's own scratch (embedding_bag / index_select output): centre it in place.
-    groups.plan, _, _ = _dpc_core(groups.tokens, valid, groups.clusters, config.k_nn, scratch=True)
-    groups.weights = _weights(groups.plan, config.beta)
-
-
-def _centre_positions(groups: _Groups) -> torch.Tensor:
-    """``(G, M_max)`` grid position of each cluster centre."""
-    return groups.positions.gather(1, groups.plan.centres)
-
-
-def _placements(video: _Video, v: int, static: _Groups, contextual: _Groups) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(F, P)`` masks: where a merged static token / a dynamic token is placed."""
-    num_frames, num_pos, _ = video.shape
-    size = num_frames * num_pos
-    device = video.x.device
-    static_at = torch.zeros(size, dtype=torch.bool, device=device)
-    dynamic_at = video.dominant.reshape(-1).clone()
-    for groups, target in ((static, static_at), (contextual, dynamic_at)):
-        ids = groups.of_video(v)
-        if len(ids) == 0:
-            continue
-        sel = torch.from_numpy(ids).to(device)
-        frame = torch.from_numpy(groups.frame[ids]).to(device)
-        flat = frame[:, None] * num_pos + _centre_positions(groups).index_select(0, sel)  # (G_v, M_max)
-        target |= _scatter_flags(size, flat.reshape(-1), groups.plan.centre_valid.index_select(0, sel).reshape(-1))
-    return static_at.view(num_frames, num_pos), dynamic_at.view(num_frames, num_pos)
-
-
-Edges = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (src, dst, weight)
-
-
-def _dynamic_edges(video: _Video, v: int, contextual: _Groups, row_flat: torch.Tensor) -> Edges:
-    """Edges of the kept dominant tokens (weight 1) and of the contextual clusters."""
-    num_pos = video.shape[1]
-    device = video.x.device
-    n_dominant = int(video.dominant_per_frame.sum())
-    src = [_true_indices(video.dominant.reshape(-1), n_dominant)]
-    dst = [row_flat[src[0]]]
-    weight = [torch.ones(n_dominant, dtype=torch.float32, device=device)]
-    ids = contextual.of_video(v)
-    if len(ids):
-        width = contextual.width
-        sel = torch.from_numpy(ids).to(device)
-        count = torch.from_numpy(contextual.count[ids]).to(device)
-        real = torch.arange(width, device=device)[None, :] < count[:, None]  # (G_v, n)
-        flat = _true_indices(real.reshape(-1), int(contextual.count[ids].sum()))
-        g = sel[flat // width]
-        j = flat % width
-        frame = torch.from_numpy(contextual.frame).to(device)[g]
-        centre = _centre_positions(contextual)[g, contextual.plan.assign[g, j]]
-        src.append(frame * num_pos + contextual.positions[g, j])
-        dst.append(row_flat[frame * num_pos + centre])
-        weight.append(contextual.weights[g, j])
-    return torch.cat(src), torch.cat(dst), torch.cat(weight)
-
-
-def _static_edges(video: _Video, static: _Groups, row_flat: torch.Tensor) -> Edges:
-    """Edges of the static clusters: every frame of every static position, weight w_cluster / window length."""
-    num_pos = video.shape[1]
-    width = static.width
-    g = video.static_slot // width
-    j = video.static_slot % width
-    cluster = static.plan.assign[g, j]  # (E_s,) always >= 0: windows with M = 0 form no group
-    centre = _centre_positions(static)[g, cluster]
-    first = torch.from_numpy(static.frame).to(video.x.device)[g]
-    return video.static_src, row_flat[first * num_pos + centre], static.weights[g, j] * video.static_scale
-
-
-def _sorted_by_row(edges: Edges, num_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Edges sorted by output row (sources stay ascending within a row) and each row's first edge."""
-    src, dst, weight = edges
-    order = torch.sort(dst, stable=True).indices
-    src, dst, weight = src[order], dst[order], weight[order]
-    return src, dst, weight, torch.searchsorted(dst, torch.arange(num_rows, device=dst.device))
-
-
-def _finish_plans(
-    videos: list[_Video],
+def _edges(
     layout: Layout,
     grid: tuple[int, int],
-    static: _Groups,
-    contextual: _Groups,
-) -> list[OuterMergePlan]:
-    slot_grids: list[SlotGrid] = []
-    for v, video in enumerate(videos):
-        if video.temporal is None:
-            full = torch.ones(video.shape[:2], dtype=torch.bool, device=video.x.device)
-            slot_grids.append(layout.slots(torch.zeros_like(full), full, grid))
-        else:
-            slot_grids.append(layout.slots(*_placements(video, v, static, contextual), grid))
-    num_tokens = [int(video.budget_per_frame.sum() + video.static_clusters.sum()) for video in videos]
-    rows = [layout.fixed_rows(n, video.shape[0], grid, video.temporal is None) for n, video in zip(num_tokens, videos)]
-    unknown = [v for v, r in enumerate(rows) if r is None]
-    if unknown:  # deliberate sync: the grid layout's newline count depends on which rows kept a token
-        counts = torch.stack([slot_grids[v].occupied.sum() for v in unknown]).cpu().tolist()
-        for v, c in zip(unknown, counts):
-            rows[v] = int(c)
+    static_at: torch.Tensor,
+    dynamic_at: torch.Tensor,
+    keep_dominant: torch.Tensor | None = None,
+    context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> PlanTensors:
+    """Order the placed tokens by the layout; every input token becomes at most one edge.
 
-    plans = []
-    for v, (video, slots, num_rows) in enumerate(zip(videos, slot_grids, rows)):
-        num_frames, num_pos, _ = video.shape
-        device = video.x.device
-        row_of_slot = slots.occupied.long().cumsum(0) - 1  # (S,)
-        row_flat = row_of_slot[slots.token_slot].reshape(-1)  # (F*P,) output row of a token placed at (t, p)
-        out_slots = _true_indices(slots.occupied, num_rows)  # (N_out,)
-        position = slots.slot_position[out_slots]
-        newline_index = _true_indices(position < 0, num_rows - num_tokens[v])
-        if video.temporal is None:
-            dynamic = (
-                torch.arange(num_frames * num_pos, device=device),
-                row_flat,
-                torch.ones(num_frames * num_pos, dtype=torch.float32, device=device),
-            )
-        else:
-            dynamic = _dynamic_edges(video, v, contextual, row_flat)
-        edges = dynamic
-        if video.static_src is not None:
-            edges = tuple(torch.cat(pair) for pair in zip(dynamic, _static_edges(video, static, row_flat)))
-        src, dst, weight, offsets = _sorted_by_row(edges, num_rows)
-        plans.append(
-            OuterMergePlan(
-                num_frames=num_frames,
-                tokens_per_frame=num_pos,
-                grid=grid,
-                layout=layout.name,
-                temporal=video.temporal,
-                retain_ratio=video.retain_ratio,
-                frame_budget=tuple(int(b) for b in video.budget_per_frame),
-                static_clusters=tuple(int(m) for m in video.static_clusters),
-                src_index=src,
-                dst_index=dst,
-                weight=weight,
-                offsets=offsets,
-                frame_index=slots.slot_frame[out_slots],
-                position_index=position,
-                newline_index=newline_index,
-            )
-        )
-    return plans
+    ``static_at`` / ``dynamic_at``: ``(F, P)`` where a merged static token / a
+    dynamic token sits. ``keep_dominant``: tokens copied as they are (default:
+    ``dynamic_at``). ``context``: per ``(F, P)`` the contextual centre position
+    in the same frame and the weight; ``static``: each frame's window start and
+    per ``(F, P)`` the static centre position and the weight (already / length).
+    """
+    keep_dominant = dynamic_at if keep_dominant is None else keep_dominant
+    slots = layout.slots(static_at, dynamic_at, grid)
+    row_of_slot = slots.occupied.long().cumsum(0) - 1  # (S,) output row of each occupied slot
+    out_slots = torch.nonzero(slots.occupied)[:, 0]  # (N_out,)
+    token_row = row_of_slot[slots.token_slot]  # (F, P) the row of a token placed at (t, p)
+
+    dst = torch.where(keep_dominant, token_row, -1)  # (F, P)
+    weight = keep_dominant.float()  # (F, P)
+    if context is not None:  # a contextual token joins its centre's row in its own frame
+        centre, w, _ = context
+        dst = torch.where(centre >= 0, token_row.gather(1, centre.clamp_min(0)), dst)
+        weight = torch.where(centre >= 0, w, weight)
+    if static is not None:  # a static token joins its cluster's row at its window's first frame
+        start, centre, w = static
+        first_rows = token_row.index_select(0, start)  # (F, P)
+        dst = torch.where(centre >= 0, first_rows.gather(1, centre.clamp_min(0)), dst)
+        weight = torch.where(centre >= 0, w, weight)
+    dst = dst.reshape(-1)  # (F*P,)
+    src = torch.nonzero(dst >= 0)[:, 0]  # (E,) ascending
+    return PlanTensors(
+        src=src,
+        dst=dst.index_select(0, src),
+        weight=weight.reshape(-1).index_select(0, src),
+        frame_index=slots.slot_frame.index_select(0, out_slots),
+        position_index=slots.slot_position.index_select(0, out_slots),
+    )
 
 
-def _plan_videos(videos: list[_Video], config: MergeConfig, grid: tuple[int, int], layout: Layout) -> list[OuterMergePlan]:
-    if not config.outer_enabled:
-        for video in videos:
-            num_frames, num_pos, _ = video.shape
-            video.budget_per_frame = np.full(num_frames, num_pos, dtype=np.int64)
-            video.dominant_per_frame = video.budget_per_frame
-            video.static_clusters = np.zeros(num_frames, dtype=np.int64)
-        return _finish_plans(videos, layout, grid, _no_groups(), _no_groups())
+def _weighted_scatter(x_flat: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """``(rows, D)``: ``out[dst[e]] += weight[e] * x_flat[src[e]]`` (Gather -> Mul -> ScatterElements(add) in ONNX)."""
+    out = x_flat.new_zeros((rows, x_flat.shape[1]))
+    return out.index_add(0, dst, x_flat.index_select(0, src) * weight[:, None])
 
-    # Stage I on the device for every video, then ONE host copy of all DP tables + finiteness flags.
-    stage1 = [_stage1_device(video.x, config.tau, config.max_window) for video in videos]
-    payload = []
-    for video, dev in zip(videos, stage1):
-        payload += [dev.table.reshape(-1), dev.finite.long().view(1), torch.isfinite(video.attention).all().long().view(1)]
-    host = torch.cat(payload).cpu().numpy()  # the deliberate sync
-    offset = 0
-    for v, (video, dev) in enumerate(zip(videos, stage1)):
-        num_frames = video.shape[0]
-        table = host[offset : offset + num_frames * num_frames].reshape(num_frames, num_frames)
-        features_ok, attention_ok = host[offset + num_frames * num_frames : offset + num_frames * num_frames + 2]
-        offset += num_frames * num_frames + 2
-        suffix = f"[{v}]" if len(videos) > 1 else ""
-        if not features_ok:
-            raise_non_finite(f"features{suffix}")
-        if not attention_ok:
-            raise_non_finite(f"attention{suffix}")
-        video.temporal = _finish_temporal(dev, table, config.max_window)
-        _host_budgets(video, config)
-        _select_dominant(video)
 
-    static = _static_groups(videos)
-    _cluster(static, config)
-    contextual = _contextual_groups(videos) if config.contextual_frac > 0 else _no_groups()
-    _cluster(contextual, config)
-    return _finish_plans(videos, layout, grid, static, contextual)
+def apply_tensors(x_flat: torch.Tensor, plan: PlanTensors, newline: torch.Tensor) -> torch.Tensor:
+    """``(N_out, D)`` float32: one weighted scatter of the edges, then the newline rows (the exported apply)."""
+    out = _weighted_scatter(x_flat, plan.src, plan.dst, plan.weight, plan.frame_index.shape[0])  # (N_out, D)
+    return torch.where((plan.position_index < 0)[:, None], newline.to(out.dtype)[None, :], out)
 
 
 # --------------------------------------------------------------------------- input handling
@@ -592,10 +415,50 @@ def plan_outer_merge(
     if len({s[0] for s in shapes}) != 1:
         raise InputError(f"all videos must share P (tokens per frame); got shapes {sorted(shapes)}.")
     grid = check_grid(grid, feats[0].shape[1])
-    with torch.no_grad():
-        videos = [_Video(x=x.float(), attention=a) for x, a in zip(feats, attns)]
-        plans = _plan_videos(videos, config, grid, layout_obj)
+    plans = []
+    for v, (x, a) in enumerate(zip(feats, attns)):  # one video at a time: the exported graph's unit
+        suffix = f"[{v}]" if batched else ""
+        if a is not None and config.outer_enabled and not all_finite(a):
+            raise_non_finite(f"attention{suffix}")
+        with torch.no_grad():
+            try:
+                tensors = plan_tensors(x.float(), a, config, grid, layout_obj)
+            except InputError as exc:  # the stage-I reference names "features"; say which video
+                raise InputError(str(exc).replace("features", f"features{suffix}", 1)) from None
+        plans.append(_eager_plan(tensors, x.shape, grid, layout_obj))
     return plans if batched else plans[0]
+
+
+def _eager_plan(tensors: PlanTensors, shape: torch.Size, grid: tuple[int, int], layout: Layout) -> OuterMergePlan:
+    """The :class:`OuterMergePlan` of :func:`plan_tensors`' output: edges sorted by row, host metadata."""
+    num_frames, num_pos, _ = shape
+    order = torch.sort(tensors.dst, stable=True).indices  # by output row; sources stay ascending within a row
+    dst = tensors.dst[order]
+    num_rows = int(tensors.frame_index.shape[0])
+    temporal = tensors.temporal
+    if temporal is None:  # vanilla: every token, single-frame windows
+        budget, clusters, retain = (num_pos,) * num_frames, (0,) * num_frames, None
+    else:
+        budget = tuple(tensors.budget.tolist())
+        clusters = tuple(tensors.clusters[temporal.windows[:, 0].to(tensors.clusters.device)].tolist())
+        retain = float(tensors.retain_ratio)
+    return OuterMergePlan(
+        num_frames=num_frames,
+        tokens_per_frame=num_pos,
+        grid=grid,
+        layout=layout.name,
+        temporal=temporal,
+        retain_ratio=retain,
+        frame_budget=budget,
+        static_clusters=clusters,
+        src_index=tensors.src[order],
+        dst_index=dst,
+        weight=tensors.weight[order],
+        offsets=torch.searchsorted(dst, torch.arange(num_rows, device=dst.device)),
+        frame_index=tensors.frame_index,
+        position_index=tensors.position_index,
+        newline_index=torch.nonzero(tensors.position_index < 0)[:, 0],
+    )
 
 
 # --------------------------------------------------------------------------- apply
@@ -607,9 +470,8 @@ def _apply_embedding_bag(x_flat: torch.Tensor, plan: OuterMergePlan) -> torch.Te
 
 
 def _apply_index_add(x_flat: torch.Tensor, plan: OuterMergePlan) -> torch.Tensor:
-    # The export-shaped form: Gather -> Mul -> ScatterElements(reduction="add").
-    out = x_flat.new_zeros((plan.num_rows, x_flat.shape[1]))
-    return out.index_add_(0, plan.dst_index, x_flat.index_select(0, plan.src_index) * plan.weight[:, None])
+    # The export-shaped form (what apply_tensors runs).
+    return _weighted_scatter(x_flat, plan.src_index, plan.dst_index, plan.weight, plan.num_rows)
 
 
 APPLY_METHODS: dict[str, Callable[[torch.Tensor, OuterMergePlan], torch.Tensor]] = {

@@ -6,7 +6,7 @@ Submodules:
 - ``llava``: :class:`LlavaModel` with encode_video / splice_video / decoder_head /
   decoder_tail / decode_step / prefill.
 - ``loading``: :func:`read_state_dict`, :func:`load_llava` (safetensors only).
-- ``generate``: :func:`greedy_generate`, the unmerged reference loop.
+- ``facts``: split layer, stage dimensions, stop tokens, tokenizer loading (shared by export and runtime).
 - ``baseline``: :class:`TransformersBaseline` (imports transformers lazily).
 
 Names are resolved lazily so ``import holitom.models.config`` does not import torch.
@@ -28,7 +28,6 @@ _EXPORTS = {
     "TailOutput": "holitom.models.llava",
     "read_state_dict": "holitom.models.loading",
     "load_llava": "holitom.models.loading",
-    "greedy_generate": "holitom.models.generate",
     "TransformersBaseline": "holitom.models.baseline",
 }
 

@@ -183,7 +183,7 @@ class TransformersBaseline:
         ids = ids.to(self.device)
         pixels = pixels.to(self.device, self.model.dtype)
         inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if self.config.variant_spec.newline == "once":
+        if self.config.layout == "onevision":  # transformers lays out OneVision videos itself
             inputs["pixel_values_videos"] = pixels
         else:
             inputs["mm_encoder_outputs"] = {"video": self._llava_video_tokens(pixels[0])}
@@ -227,7 +227,7 @@ class TransformersBaseline:
 
         The checkpoint's ``generation_config.json`` is not consulted: sampling is off
         and EOS is exactly ``eos_token_ids`` (None: never stop early), as in
-        :func:`holitom.models.generate.greedy_generate`.
+        the tests' greedy loop over our model (tests/models/greedy.py).
         """
         if max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")

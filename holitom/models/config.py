@@ -32,19 +32,20 @@ class VariantSpec:
     """How one model family turns the patch grid into video tokens.
 
     ``pooling`` names a pooler in :data:`holitom.models.pooling.POOLERS`;
-    ``newline`` is ``"once"`` (one newline after all video tokens) or ``"per_row"``
-    (a newline after every pooled grid row of every frame).
+    ``layout`` names the token layout (order and newlines) in the registry of
+    :mod:`holitom.merge.layout`, which every path (unmerged, HoliTom, competing
+    methods, exported graphs) reads.
     """
 
     name: str
     pooling: str
-    newline: str
+    layout: str
 
 
 # Registry keyed by the variant name used in configs, manifests and the CLI.
 VARIANTS: dict[str, VariantSpec] = {
-    "onevision": VariantSpec(name="onevision", pooling="bilinear", newline="once"),
-    "llava_video": VariantSpec(name="llava_video", pooling="avg", newline="per_row"),
+    "onevision": VariantSpec(name="onevision", pooling="bilinear", layout="onevision"),
+    "llava_video": VariantSpec(name="llava_video", pooling="avg", layout="llava_video"),
 }
 DEFAULT_VARIANT = "onevision"
 VARIANT_CONFIG_KEY = "holitom_variant"
@@ -259,8 +260,8 @@ class LlavaConfig:
 
     @property
     def layout(self) -> str:
-        """Token layout name the merge library dispatches on: ``"onevision"`` or ``"llava_video"``."""
-        return self.variant
+        """The family's token layout, a name in :mod:`holitom.merge.layout`'s registry."""
+        return self.variant_spec.layout
 
     @property
     def pooling(self) -> str:
@@ -303,10 +304,9 @@ class LlavaConfig:
         """Video tokens of an unmerged video (features plus newlines), as transformers expands the placeholder."""
         if num_frames <= 0:
             raise ConfigError(f"num_frames must be positive, got {num_frames}.")
-        h, w = self.pooled_grid
-        if self.variant_spec.newline == "once":
-            return num_frames * h * w + 1
-        return num_frames * h * (w + 1)
+        from holitom.merge.layout import get_layout
+
+        return get_layout(self.layout).unmerged_rows(num_frames, tuple(self.pooled_grid))
 
     # ---- (de)serialisation -------------------------------------------------------------
 

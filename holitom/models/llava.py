@@ -27,7 +27,6 @@ from torch import nn
 from holitom.errors import InputError
 from holitom.merge.attention import last_token_attention
 from holitom.models.config import LlavaConfig
-from holitom.models.layout import unmerged_video_tokens
 from holitom.models.ops import rope_cos_sin
 from holitom.models.pooling import pool_tokens
 from holitom.models.qwen2 import KV, Decoder
@@ -151,7 +150,17 @@ class LlavaModel(nn.Module):
 
     def unmerged_video_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """All video tokens with this variant's newlines: ``(F, P, D) -> (N, D)`` (vanilla path, no merge)."""
-        return unmerged_video_tokens(features, self.image_newline, self.grid, self.config.variant_spec.newline)
+        from holitom.merge.layout import get_layout, place_tokens
+
+        rows, cols = self.grid
+        if features.dim() != 3 or features.shape[1] != rows * cols:
+            raise InputError(f"features must be (F, {rows * cols}, D) for grid {self.grid}, got {tuple(features.shape)}.")
+        frames, positions, dim = features.shape
+        device = features.device
+        frame_index = torch.arange(frames, device=device).repeat_interleave(positions)  # (F*P,) frame-major order
+        position_index = torch.arange(positions, device=device).repeat(frames)  # (F*P,)
+        tokens = features.reshape(frames * positions, dim)
+        return place_tokens(get_layout(self.config.layout), tokens, frame_index, position_index, frames, self.grid, self.image_newline)
 
     # ---- text embedding --------------------------------------------------------------
 

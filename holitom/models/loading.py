@@ -35,7 +35,9 @@ from holitom.models.llava import LlavaModel
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# The torch dtype of each name in holitom.bounds.DTYPES.
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SUPPORTED_DTYPES = tuple(TORCH_DTYPES.values())
 
 # Checkpoint key prefix -> canonical prefix, first match wins.
 _CHECKPOINT_PREFIXES: tuple[tuple[str, str], ...] = (

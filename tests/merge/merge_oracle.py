@@ -218,7 +218,8 @@ def outer_merge(
     table = count_table(s, num_frames, num_pos, tau, max_window)
     windows, removed = segment(table, num_frames, max_window)
     total = num_frames * num_pos
-    rp = min(retain_ratio * total / (total - removed), 1.0)
+    # DESIGN.md step 5, the official expression in this order (r * N / (N - R) differs in the last bit).
+    rp = min(retain_ratio / ((total - removed) / total), 1.0)
 
     static_tokens = {}  # window start -> [(position, vector)]
     dynamic_tokens = {}  # frame -> [(position, vector)]

@@ -28,12 +28,16 @@ def test_tiny_run_prints_every_stage():
     for line in outer:
         tokens = re.search(r"36 -> (\d+) tokens \+ (\d+) newline", line)
         assert tokens and 1 <= int(tokens.group(1)) < 36 and tokens.group(2) == "1", line
-    assert re.search(r"^inner merge L_v=12 D=16 R=0\.5 .* 12 -> 6 visual tokens$", lines[-1], re.M)
+    assert re.search(r"^inner merge L_v=12 D=16 R=0\.5 .* 12 -> 6 visual tokens$", proc.stdout, re.M)
+    # The exported graphs on onnxruntime, beside the torch times, at every size.
+    for dim in (8, 16):
+        assert re.search(rf"^onnxruntime outer_merge graph D={dim}: [\d.]+ ms .*\(torch outer_merge [\d.]+ ms\)$", proc.stdout, re.M)
+    assert re.search(r"^onnxruntime inner_merge graph L_v=12 D=16: [\d.]+ ms .*\(torch plan \+ apply [\d.]+ ms\)$", proc.stdout, re.M)
     assert "target:" not in proc.stdout  # only for the issue's shape (F=32, P=196, D=3584)
 
 
 def test_issue_shape_prints_the_target_verdict():
-    proc = run("--dims", "3584", *QUICK)
+    proc = run("--dims", "3584", "--no-onnxruntime", *QUICK)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^target: outer merge F=32 P=196 D=3584 <= 20 ms on cpu: [\d.]+ ms, (met|MISSED)$", proc.stdout, re.M)
 

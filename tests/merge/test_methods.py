@@ -8,7 +8,8 @@ import torch
 from holitom.errors import ConfigError
 from holitom.merge import MergeConfig, get_preset, preset_names, reduction_for, register_preset
 from holitom.merge.baselines import BaselineConfig, apply_reduction, token_budget
-from holitom.merge.methods import BaselineReduction, HoliTomReduction, insert_newlines
+from holitom.merge.layout import get_layout, place_tokens
+from holitom.merge.methods import BaselineReduction, HoliTomReduction
 
 
 def _newlines_oracle(tokens, frames, positions, grid, newline):
@@ -32,7 +33,7 @@ def test_grid_newlines_match_a_loop(seed):
     frame_index, position_index = keep.nonzero(as_tuple=True)  # sorted by (frame, position)
     tokens = torch.randn(len(frame_index), 3, generator=g)
     newline = torch.full((3,), 9.0)
-    got = insert_newlines(tokens, frame_index, position_index, (rows, cols), "llava_video", newline)
+    got = place_tokens(get_layout("llava_video"), tokens, frame_index, position_index, frames_n, (rows, cols), newline)
     if len(tokens):
         assert torch.equal(got, _newlines_oracle(tokens, frame_index, position_index, (rows, cols), newline))
     else:
@@ -41,10 +42,10 @@ def test_grid_newlines_match_a_loop(seed):
 
 def test_onevision_gets_one_newline_and_unknown_layout_is_refused():
     tokens = torch.randn(5, 2)
-    out = insert_newlines(tokens, torch.zeros(5, dtype=torch.long), torch.arange(5), (2, 3), "onevision", torch.ones(2))
+    out = place_tokens(get_layout("onevision"), tokens, torch.zeros(5, dtype=torch.long), torch.arange(5), 1, (2, 3), torch.ones(2))
     assert torch.equal(out[:5], tokens) and torch.equal(out[5], torch.ones(2))
-    with pytest.raises(ConfigError, match="unknown layout 'grid'"):
-        insert_newlines(tokens, torch.zeros(5, dtype=torch.long), torch.arange(5), (2, 3), "grid", torch.ones(2))
+    with pytest.raises(ConfigError, match="unknown token layout 'grid'"):
+        get_layout("grid")
 
 
 def test_dispatch_by_config_type():

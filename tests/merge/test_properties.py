@@ -55,7 +55,7 @@ def expected_tokens(plan, config: MergeConfig) -> int:
     if not config.outer_enabled:
         return num_frames * num_pos
     total = num_frames * num_pos
-    rp = min(config.retain_ratio * total / (total - plan.temporal.removed), 1.0)
+    rp = min(config.retain_ratio / ((total - plan.temporal.removed) / total), 1.0)  # DESIGN.md step 5's expression
     assert plan.retain_ratio == rp
     count = 0
     for (a, e), n_static in zip(plan.windows.tolist(), plan.temporal.static_counts):

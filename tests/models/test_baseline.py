@@ -9,7 +9,7 @@ import torch
 
 from holitom.errors import CheckpointError, InputError
 from holitom.models.baseline import TransformersBaseline
-from holitom.models.generate import greedy_generate
+from greedy import greedy_generate
 from holitom.models.loading import load_llava
 from tiny_llava import VIDEO_TOKEN, frames, max_diff, prompt_ids
 

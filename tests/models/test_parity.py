@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from holitom.models.baseline import TransformersBaseline
-from holitom.models.generate import greedy_generate
+from greedy import greedy_generate
 from holitom.models.loading import load_llava
 from tiny_llava import VIDEO_TOKEN, frames, max_diff, prompt_ids, write_checkpoint
 

@@ -73,8 +73,9 @@ def llava_video_checkpoint(tmp_path_factory) -> Path:
 
 def _export(model, out: Path) -> Path:
     from holitom.export import ExportConfig, export_model
+    from holitom.runtime.validate import validate_export
 
-    export_model(str(model), out, ExportConfig(num_frames=4, presets=EXPORT_PRESETS, progress=False))
+    export_model(str(model), out, ExportConfig(num_frames=4, presets=EXPORT_PRESETS, progress=False), validator=validate_export)
     return out
 
 

@@ -1,4 +1,4 @@
-"""The onnxruntime backend's export cache key: it must change with whatever changes the graphs."""
+"""The export cache (for the onnxruntime backend): its key must change with whatever changes the graphs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from holitom.runtime.backends.onnxruntime import loader
+from holitom.export import cache as loader
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_real_digest_covers_the_graph_packages():
 
 def test_own_exports_use_the_fused_attention(tmp_path, monkeypatch):
     import holitom.export
-    from holitom.runtime.sources import ModelSource
+    from holitom.sources import ModelSource
 
     monkeypatch.setenv("HOLITOM_CACHE", str(tmp_path / "cache"))
     checkpoint = tmp_path / "ckpt"

@@ -1,25 +1,19 @@
 """Build the onnxruntime stage set from an export folder's manifest.
 
-A checkpoint (or 'default') passed to this backend is exported first into a
-cache folder keyed by the checkpoint's files, the toolkit version, the source of
-the code that writes the graphs and the torch / onnx versions, so
-`holitom run --backend onnxruntime --model default` works in one step and a
-changed exporter (an editable install keeps its version) never serves stale graphs.
-Those exports write the decoder's prefill attention as onnxruntime's fused
-GroupQueryAttention op (``OWN_EXPORT_ATTENTION``, see holitom.models.export_attention).
+This backend runs export folders only; :func:`holitom.runtime.load_pipeline`
+exports a checkpoint first (:mod:`holitom.export.cache`), so a backend never
+calls the exporter.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from functools import partial
 from pathlib import Path
 
 from holitom import contracts as C
 from holitom.errors import BackendError, ManifestError, MissingDependencyError
 from holitom.runtime.backends.onnxruntime.runner import OnnxrtRunner
-from holitom.runtime.sources import ModelSource
+from holitom.sources import ModelSource
 from holitom.runtime.stages import StageSet
 
 
@@ -58,65 +52,17 @@ def session_from_file(path: Path, providers: list[str]):
         ) from exc
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("HOLITOM_CACHE", Path.home() / ".cache" / "holitom"))
-
-
-# The backend's own exports run only here, so they take onnxruntime's fused attention op.
-OWN_EXPORT_ATTENTION = "onnxruntime"
-
-# Packages whose source decides what the exported graphs hold.
-_GRAPH_SOURCES = ("holitom.models", "holitom.merge", "holitom.export", "holitom.plugins_trt")
-
-
-def _graph_code_digest() -> str:
-    """sha256 over the graph-writing packages' ``.py`` files and the torch / onnx versions."""
-    import importlib
-
-    import onnx
-    import torch
-
-    h = hashlib.sha256(f"torch {torch.__version__} onnx {onnx.__version__}".encode())
-    for name in _GRAPH_SOURCES:
-        package = Path(importlib.import_module(name).__file__).parent
-        for f in sorted(package.rglob("*.py")):
-            h.update(f"{name}/{f.relative_to(package).as_posix()}".encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def export_cache_dir(checkpoint: Path) -> Path:
-    """A folder name that changes when the checkpoint's files, the toolkit version or the exporter's code change."""
-    from holitom import __version__
-
-    h = hashlib.sha256(__version__.encode())
-    h.update(_graph_code_digest().encode())
-    h.update(f"attention={OWN_EXPORT_ATTENTION}".encode())
-    for f in sorted(checkpoint.iterdir()):
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-    h.update(str(checkpoint.resolve()).encode())
-    return cache_root() / "exports" / f"{checkpoint.name}-{h.hexdigest()[:16]}"
-
-
-def ensure_export(source: ModelSource) -> Path:
-    if source.is_export:
-        return source.path
-    out = export_cache_dir(source.path)
-    if not (out / "manifest.json").is_file():
-        from holitom.export import ExportConfig, export_model
-
-        export_model(str(source.path), out, ExportConfig(force=True, attention=OWN_EXPORT_ATTENTION))
-    return out
-
-
 def create_stages(source: ModelSource, config) -> StageSet:
     from holitom.export.manifest import inner_merge_key, read_manifest
     from holitom.merge import MergeConfig
     from holitom.video.preprocess import VideoPreprocessor
 
-    folder = ensure_export(source)
+    if not source.is_export:
+        raise BackendError(
+            f"the onnxruntime backend runs export folders, got the checkpoint '{source.path}'; load it with "
+            "holitom.runtime.load_pipeline (or `holitom run`), which exports it first, or run `holitom export`."
+        )
+    folder = source.path
     manifest = read_manifest(folder)
     if config.dtype != manifest.precision:
         raise BackendError(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
 from holitom import contracts as C
-from holitom.contracts import ModelDims
 from holitom.errors import BackendError
 from holitom.runtime.backends.torch.runner import (
     DecodeStepRunner,
@@ -18,44 +16,10 @@ from holitom.runtime.backends.torch.runner import (
     OuterMergeRunner,
     VisionRunner,
 )
-from holitom.runtime.sources import ModelSource
+from holitom.models.facts import load_tokenizer, model_dims, split_layer, stop_token_ids
+from holitom.sources import ModelSource
 from holitom.runtime.stages import StageSet
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def split_layer(merge_config, num_layers: int) -> int:
-    """K: the method's inner layer, or the paper's depth fraction when the method has no inner step."""
-    from holitom.merge import InnerMergeConfig, reduction_for
-
-    k = reduction_for(merge_config).inner_layer(num_layers)
-    return InnerMergeConfig().resolve_layer(num_layers) if k is None else k
-
-
-def model_dims(model_config, inner_layer: int) -> ModelDims:
-    text = model_config.text
-    return ModelDims(
-        num_layers=model_config.num_layers,
-        inner_layer=inner_layer,
-        hidden_size=model_config.hidden_size,
-        num_kv_heads=text.num_kv_heads,
-        head_dim=text.head_dim,
-        vocab_size=text.vocab_size,
-        image_size=model_config.vision.image_size,
-        tokens_per_frame=model_config.tokens_per_frame,
-    )
-
-
-def stop_token_ids(tokenizer) -> tuple[int, ...]:
-    """End of sequence plus ChatML's end of turn, when the tokenizer has them."""
-    ids = []
-    if tokenizer.eos_token_id is not None:
-        ids.append(int(tokenizer.eos_token_id))
-    for tok in ("<|im_end|>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid not in ids:
-            ids.append(tid)
-    return tuple(ids)
 
 
 def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str, device: torch.device, check_inputs: bool = True) -> StageSet:
@@ -94,14 +58,8 @@ def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str
     )
 
 
-def load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(folder)
-
-
 def create_stages(source: ModelSource, config) -> StageSet:
-    from holitom.models.loading import load_llava
+    from holitom.models.loading import TORCH_DTYPES, load_llava
     from holitom.video.preprocess import VideoPreprocessor
 
     if source.is_export:
@@ -112,7 +70,7 @@ def create_stages(source: ModelSource, config) -> StageSet:
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(f"device '{config.device}' was asked but torch sees no CUDA device; use --device cpu.")
-    model = load_llava(source.path, dtype=DTYPES[config.dtype], device=device)
+    model = load_llava(source.path, dtype=TORCH_DTYPES[config.dtype], device=device)
     return build_torch_stages(
         model,
         load_tokenizer(source.path),

@@ -1,6 +1,6 @@
 """Plain greedy decoding on :class:`LlavaModel`: prefill, then one ``decode_step`` per token.
 
-This is the unmerged reference loop used by parity tests and vanilla runs; the
+The unmerged reference loop of the parity tests (test code only); the
 runtime's pipeline drives decoder_head / decoder_tail / decode_step itself.
 """
 

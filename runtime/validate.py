@@ -1,5 +1,8 @@
 """Stage-by-stage validation of an export against the PyTorch path (optimum-style report).
 
+It runs the graphs through the runtime's runners, so it lives in the runtime
+layer; :func:`holitom.export.export_model` takes it as its ``validator``.
+
 The torch reference pipeline runs once on a generated clip; every stage's exact
 inputs and outputs are recorded, the same inputs are fed to the ONNX Runtime
 runner of that stage, and each output is compared with an explicit tolerance.

@@ -1,13 +1,19 @@
-"""Resolve what the user passed as ``--model``: the embedded default, a checkpoint, or an export."""
+"""Resolve what the user passed as ``--model`` (the embedded default, a checkpoint, or an export), and the cache folder."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from holitom.errors import CheckpointError
 
 MANIFEST_NAME = "manifest.json"
+
+
+def cache_root() -> Path:
+    """The toolkit's cache folder: ``$HOLITOM_CACHE`` or ``~/.cache/holitom``."""
+    return Path(os.environ.get("HOLITOM_CACHE", Path.home() / ".cache" / "holitom"))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,72 @@
+"""The toolkit's own exports of checkpoints, cached for the onnxruntime backend.
+
+A checkpoint (or 'default') that is to run on onnxruntime is exported once into
+a cache folder keyed by the checkpoint's files, the toolkit version, the source
+of the code that writes the graphs and the torch / onnx versions, so
+`holitom run --backend onnxruntime --model default` works in one step and a
+changed exporter (an editable install keeps its version) never serves stale
+graphs. :func:`holitom.runtime.load_pipeline` decides when to call
+:func:`ensure_export`; no backend calls the exporter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from holitom.sources import MANIFEST_NAME, ModelSource, cache_root
+
+# These exports are only run by the onnxruntime backend, so they take onnxruntime's fused attention op.
+OWN_EXPORT_ATTENTION = "onnxruntime"
+
+# Packages whose source decides what the exported graphs hold.
+_GRAPH_SOURCES = ("holitom.models", "holitom.merge", "holitom.export", "holitom.plugins_trt")
+
+
+def _graph_code_digest() -> str:
+    """sha256 over the graph-writing packages' ``.py`` files and the torch / onnx versions."""
+    import importlib
+
+    import onnx
+    import torch
+
+    h = hashlib.sha256(f"torch {torch.__version__} onnx {onnx.__version__}".encode())
+    for name in _GRAPH_SOURCES:
+        package = Path(importlib.import_module(name).__file__).parent
+        for f in sorted(package.rglob("*.py")):
+            h.update(f"{name}/{f.relative_to(package).as_posix()}".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def export_cache_dir(checkpoint: Path) -> Path:
+    """A folder name that changes when the checkpoint's files, the toolkit version or the exporter's code change."""
+    from holitom import __version__
+
+    h = hashlib.sha256(__version__.encode())
+    h.update(_graph_code_digest().encode())
+    h.update(f"attention={OWN_EXPORT_ATTENTION}".encode())
+    for f in sorted(checkpoint.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    h.update(str(checkpoint.resolve()).encode())
+    return cache_root() / "exports" / f"{checkpoint.name}-{h.hexdigest()[:16]}"
+
+
+def ensure_export(source: ModelSource, validator=None) -> Path:
+    """The export folder of ``source``: itself for an export, else the cached export of the checkpoint (made once).
+
+    ``validator``: as for :func:`holitom.export.export_model`.
+    """
+    if source.is_export:
+        return source.path
+    out = export_cache_dir(source.path)
+    if not (out / MANIFEST_NAME).is_file():
+        from holitom.export import ExportConfig, export_model
+
+        export_model(str(source.path), out, ExportConfig(force=True, attention=OWN_EXPORT_ATTENTION), validator=validator)
+    return out
+
+
+__all__ = ["OWN_EXPORT_ATTENTION", "ensure_export", "export_cache_dir"]
