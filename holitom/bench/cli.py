@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
-def _split(value: str | None, what: str) -> tuple[str, ...] | None:
+def split_list(value: str | None, what: str) -> tuple[str, ...] | None:
     if value is None:
         return None
     items = tuple(v.strip() for v in value.split(",") if v.strip())
@@ -60,8 +60,8 @@ def _split(value: str | None, what: str) -> tuple[str, ...] | None:
     return items
 
 
-def _floats(value: str | None) -> tuple[float, ...] | None:
-    items = _split(value, "ratios")
+def parse_ratios(value: str | None) -> tuple[float, ...] | None:
+    items = split_list(value, "ratios")
     if items is None:
         return None
     try:
@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace):
     )
     if args.prompt is not None:
         kwargs["prompt"] = args.prompt
-    for key, value in (("backends", _split(args.backends, "backends")), ("methods", _split(args.methods, "methods")), ("ratios", _floats(args.ratios))):
+    for key, value in (("backends", split_list(args.backends, "backends")), ("methods", split_list(args.methods, "methods")), ("ratios", parse_ratios(args.ratios))):
         if value is not None:
             kwargs[key] = value
     return BenchConfig(**kwargs)
@@ -138,4 +138,4 @@ def main(argv: list[str] | None = None, prog: str = "bench_latency") -> int:
     return run_reporting_errors(prog, lambda: run_from_args(args))
 
 
-__all__ = ["EXAMPLES", "add_arguments", "build_parser", "config_from_args", "main", "run_from_args"]
+__all__ = ["EXAMPLES", "add_arguments", "build_parser", "config_from_args", "main", "parse_ratios", "run_from_args", "split_list"]
