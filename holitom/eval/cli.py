@@ -1,0 +1,93 @@
+"""Command-line front end of the evaluation, shared by ``holitom eval`` and ``scripts/eval_fidelity.py``.
+
+Same flag style as ``holitom bench``: flags fill an :class:`~holitom.eval.config.EvalConfig`,
+which refuses bad values with one line and exit status 2. Importing this module is light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from holitom.bench.cli import parse_ratios, split_list
+from holitom.errors import run_reporting_errors
+
+EXAMPLES = """\
+examples:
+  holitom eval                                         # embedded default model, 140 held-out items, every row
+  holitom eval --items 14 --methods vanilla,holitom --ratios 0.1 --backends torch
+  holitom eval --model /path/to/export --backends onnxruntime --out eval-out
+  holitom eval --json > eval.json
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="'default', a llava-hf checkpoint folder, or a holitom export folder (onnxruntime only)")
+    p.add_argument("--split", default="test", help="benchmark split: test (held out, default), val or train")
+    p.add_argument("--items", type=int, default=None, help="items to evaluate (default 140: 20 per question type)")
+    p.add_argument("--start", type=int, default=0, help="index of the first item")
+    p.add_argument("--frames", type=int, default=None, help="frames sampled per clip (default 8, what the default model was trained on)")
+    p.add_argument("--backends", default=None, help="comma list of torch, onnxruntime (default: both; an export: onnxruntime)")
+    p.add_argument("--methods", default=None, help="comma list of vanilla, holitom-outer, holitom and the competing methods (default: all)")
+    p.add_argument("--ratios", default=None, help="comma list of retain ratios r (default 0.1,0.15,0.2,0.25)")
+    p.add_argument("--max-new-tokens", type=int, default=8, help="answer length limit")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", default=None, help="folder for eval.json and accuracy_vs_flops.png")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (instead of the table)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def config_from_args(args: argparse.Namespace):
+    from holitom.eval.config import EvalConfig
+
+    kwargs = dict(model=args.model, split=args.split, start=args.start, max_new_tokens=args.max_new_tokens, threads=args.threads)
+    for key, value in (
+        ("items", args.items),
+        ("frames", args.frames),
+        ("backends", split_list(args.backends, "backends")),
+        ("methods", split_list(args.methods, "methods")),
+        ("ratios", parse_ratios(args.ratios)),
+    ):
+        if value is not None:
+            kwargs[key] = value
+    return EvalConfig(**kwargs)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from holitom.eval.report import print_table, write_outputs
+    from holitom.eval.runner import run_eval
+
+    config = config_from_args(args)
+    log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    result = run_eval(config, log=log)
+    if args.out:
+        written = write_outputs(result, args.out)
+        if not args.quiet:
+            print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eval_fidelity",
+        description="HoliTom fidelity: accuracy on the generated video-QA benchmark for vanilla, HoliTom and the competing methods.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "eval_fidelity") -> int:
+    parser = build_parser()
+    parser.prog = prog
+    args = parser.parse_args(argv)
+    return run_reporting_errors(prog, lambda: run_from_args(args))
+
+
+__all__ = ["EXAMPLES", "add_arguments", "build_parser", "config_from_args", "main", "run_from_args"]
