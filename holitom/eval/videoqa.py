@@ -399,6 +399,7 @@ __all__ = [
     "FPS",
     "FRAME_SIZE",
     "Item",
+    "LETTERS",
     "NUM_FRAMES",
     "QA",
     "QUESTION_TYPES",
