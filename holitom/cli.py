@@ -79,27 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the merge presets")
 
-    from holitom.bench.cli import EXAMPLES as BENCH_EXAMPLES
-    from holitom.bench.cli import add_arguments as add_bench_arguments
+    import importlib
 
-    bench = sub.add_parser(
-        "bench",
-        help="latency benchmark: TTFT breakdown, decode speed, memory and FLOPs vs the transformers baseline",
-        epilog=BENCH_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_bench_arguments(bench)
-
-    from holitom.eval.cli import EXAMPLES as EVAL_EXAMPLES
-    from holitom.eval.cli import add_arguments as add_eval_arguments
-
-    evaluate = sub.add_parser(
-        "eval",
-        help="fidelity: held-out accuracy of vanilla, HoliTom and the competing methods on the generated video-QA benchmark",
-        epilog=EVAL_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_eval_arguments(evaluate)
+    for name, module, help_text in (
+        ("bench", "holitom.bench.cli", "latency benchmark: TTFT breakdown, decode speed, memory and FLOPs vs the transformers baseline"),
+        ("eval", "holitom.eval.cli", "fidelity: held-out accuracy of vanilla, HoliTom and the competing methods on the generated video-QA benchmark"),
+    ):
+        tool = importlib.import_module(module)  # light: no torch until a command runs
+        tool.add_arguments(sub.add_parser(name, help=help_text, epilog=tool.EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Callable
 
 from holitom.errors import ConfigError, run_reporting_errors
 
@@ -101,14 +102,13 @@ def config_from_args(args: argparse.Namespace):
     return BenchConfig(**kwargs)
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the benchmark for parsed flags; HolitomError propagates (the callers print it as one line)."""
-    from holitom.bench.report import print_table, write_outputs
-    from holitom.bench.runner import run_bench
+def run_and_report(args: argparse.Namespace, run: Callable, config, print_table: Callable, write_outputs: Callable) -> int:
+    """Run ``run(config, log=...)`` and report it as the flags ask (table or --json, files with --out, progress unless --quiet).
 
-    config = config_from_args(args)
+    Shared by ``holitom bench`` and ``holitom eval``.
+    """
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    result = run_bench(config, log=log)
+    result = run(config, log=log)
     if args.out:
         written = write_outputs(result, args.out)
         if not args.quiet:
@@ -120,22 +120,38 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bench_latency",
-        description="HoliTom latency benchmark: TTFT breakdown, decode speed, memory and FLOPs against the transformers baseline.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    return parser
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed flags; HolitomError propagates (the callers print it as one line)."""
+    from holitom.bench.report import print_table, write_outputs
+    from holitom.bench.runner import run_bench
+
+    return run_and_report(args, run_bench, config_from_args(args), print_table, write_outputs)
+
+
+def script_main(argv: list[str] | None, prog: str, description: str, examples: str, add: Callable, run: Callable) -> int:
+    """A script's entry point: parse ``argv`` with the flags ``add`` declares, ``run`` them, errors as one line (exit 2)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add(parser)
+    args = parser.parse_args(argv)
+    return run_reporting_errors(prog, lambda: run(args))
+
+
+DESCRIPTION = "HoliTom latency benchmark: TTFT breakdown, decode speed, memory and FLOPs against the transformers baseline."
 
 
 def main(argv: list[str] | None = None, prog: str = "bench_latency") -> int:
-    parser = build_parser()
-    parser.prog = prog
-    args = parser.parse_args(argv)
-    return run_reporting_errors(prog, lambda: run_from_args(args))
+    return script_main(argv, prog, DESCRIPTION, EXAMPLES, add_arguments, run_from_args)
 
 
-__all__ = ["EXAMPLES", "add_arguments", "build_parser", "config_from_args", "main", "parse_ratios", "run_from_args", "split_list"]
+__all__ = [
+    "DESCRIPTION",
+    "EXAMPLES",
+    "add_arguments",
+    "config_from_args",
+    "main",
+    "parse_ratios",
+    "run_and_report",
+    "run_from_args",
+    "script_main",
+    "split_list",
+]

@@ -7,11 +7,8 @@ which refuses bad values with one line and exit status 2. Importing this module 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
-from holitom.bench.cli import parse_ratios, split_list
-from holitom.errors import run_reporting_errors
+from holitom.bench.cli import parse_ratios, run_and_report, script_main, split_list
 
 EXAMPLES = """\
 examples:
@@ -55,39 +52,18 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """Run the evaluation for parsed flags; HolitomError propagates (the callers print it as one line)."""
     from holitom.eval.report import print_table, write_outputs
     from holitom.eval.runner import run_eval
 
-    config = config_from_args(args)
-    log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    result = run_eval(config, log=log)
-    if args.out:
-        written = write_outputs(result, args.out)
-        if not args.quiet:
-            print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
-    return 0
+    return run_and_report(args, run_eval, config_from_args(args), print_table, write_outputs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="eval_fidelity",
-        description="HoliTom fidelity: accuracy on the generated video-QA benchmark for vanilla, HoliTom and the competing methods.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    return parser
+DESCRIPTION = "HoliTom fidelity: accuracy on the generated video-QA benchmark for vanilla, HoliTom and the competing methods."
 
 
 def main(argv: list[str] | None = None, prog: str = "eval_fidelity") -> int:
-    parser = build_parser()
-    parser.prog = prog
-    args = parser.parse_args(argv)
-    return run_reporting_errors(prog, lambda: run_from_args(args))
+    return script_main(argv, prog, DESCRIPTION, EXAMPLES, add_arguments, run_from_args)
 
 
-__all__ = ["EXAMPLES", "add_arguments", "build_parser", "config_from_args", "main", "run_from_args"]
+__all__ = ["DESCRIPTION", "EXAMPLES", "add_arguments", "config_from_args", "main", "run_from_args"]
