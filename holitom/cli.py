@@ -154,8 +154,7 @@ def _cmd_run(args) -> int:
     return 0
 
 
-# The demo's clip and question: an item of the benchmark's held-out split (a moving
-# shape; the shipped model answers it correctly with and without HoliTom).
+# The demo's clip and question: an item of the benchmark's held-out split (a moving shape).
 DEMO_ITEM = ("test", 1)
 
 
