@@ -6,7 +6,8 @@ per type), ``rows`` (per backend x method x ratio: ``accuracy``, ``correct``,
 ``total``, ``per_type``, ``per_form``, ``pct_of_vanilla``, mean ``tokens``
 entering the LLM and after the inner step, ``flops`` with the paper's formula
 and its ``pct_of_vanilla``, and every ``answers``), ``agreement`` (torch vs
-onnxruntime answers per method and ratio) and ``environment``.
+onnxruntime answers per method and ratio), ``skipped`` (rows whose method cannot meet
+the budget at this geometry, with the reason) and ``environment``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
     header, cells = table_rows(result)
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     previous = None
     for c in cells:
@@ -71,6 +72,8 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
     bench = result["benchmark"]
     title = f"held-out accuracy: {s['source']['path']} on the '{bench['split']}' split, {len(bench['items'])} items, {s['frames']} frames"
     notes = ["tokens: visual tokens entering the LLM (> after the inner step); FLOPs %: the paper's prefill formula vs vanilla"]
+    for skip in result.get("skipped", []):
+        notes.append(f"skipped {skip['id']}: {skip['reason']}")
     for a in result["agreement"]:
         ratio = "" if a["ratio"] is None else f"@r{a['ratio']:.2f}"
         notes.append(f"torch vs onnxruntime, {a['method']}{ratio}: same answer on {a['same']}/{a['total']} items")

@@ -54,12 +54,18 @@ def plan(config: EvalConfig, source) -> list[RowSpec]:
     return rows
 
 
-def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clips: dict[str, Path], log) -> dict[str, list[dict]]:
-    """Per row id, one record per item: the answer and the visual-token counts it ran with."""
+def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clips: dict[str, Path], log) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Per row id, one record per item (the answer and the visual-token counts it ran with), and the rows skipped.
+
+    A row whose method cannot meet its budget at this geometry (EVS keeps all of
+    frame 0, so r * F < 1 is infeasible) raises ConfigError on its first item: it
+    is reported as skipped with that message, not run.
+    """
     from holitom.runtime import GenerationConfig, RuntimeConfig, load_pipeline
 
     generation = GenerationConfig(max_new_tokens=config.max_new_tokens)
     records: dict[str, list[dict]] = {row.id: [] for row in rows}
+    skipped: dict[str, str] = {}
     for backend in dict.fromkeys(row.backend for row in rows):
         group = [row for row in rows if row.backend == backend]
         log(f"[{backend}] loading {len(group)} pipelines")
@@ -75,7 +81,14 @@ def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clip
             for n, item in enumerate(items):
                 encoded = encoder.encode_video(clips[item.item_id], config.frames)
                 for row in group:
-                    result = pipelines[row.id].run(encoded, item.prompt, config.frames, generation)
+                    if row.id in skipped:
+                        continue
+                    try:
+                        result = pipelines[row.id].run(encoded, item.prompt, config.frames, generation)
+                    except ConfigError as exc:
+                        skipped[row.id] = str(exc)
+                        log(f"[{backend}] skipping {row.id}: {exc}")
+                        continue
                     records[row.id].append(
                         {"answer": result.answer, "after_outer": result.tokens.after_outer, "after_inner": result.tokens.after_inner}
                     )
@@ -84,7 +97,7 @@ def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clip
         finally:
             for pipeline in pipelines.values():
                 pipeline.deactivate()
-    return records
+    return records, skipped
 
 
 def _row_result(row: RowSpec, items: list[Item], recs: list[dict], text, frames: int) -> dict[str, Any]:
@@ -145,8 +158,8 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] | None = _stderr_log
     with tempfile.TemporaryDirectory(prefix="holitom-eval-") as tmp:
         clips = {item.item_id: write_clip(item, tmp) for item in items}
         log(f"rendered {len(items)} clips ({config.split} split, items {config.start}..{config.start + len(items) - 1}); {len(rows)} rows")
-        records = _answer_all(config, rows, items, clips, log)
-    results = [_row_result(row, items, records[row.id], text, config.frames) for row in rows]
+        records, skipped = _answer_all(config, rows, items, clips, log)
+    results = [_row_result(row, items, records[row.id], text, config.frames) for row in rows if row.id not in skipped]
     _relative(results)
     return {
         "schema": SCHEMA,
@@ -157,6 +170,7 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] | None = _stderr_log
             "per_type_counts": {t: sum(i.qtype == t for i in items) for t in QUESTION_TYPES},
         },
         "rows": results,
+        "skipped": [{"id": row_id, "reason": reason} for row_id, reason in skipped.items()],
         "agreement": _agreement(results),
         "environment": {
             "torch": torch.__version__,

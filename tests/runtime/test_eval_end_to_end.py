@@ -62,3 +62,17 @@ def test_bad_settings_are_refused(default_export):
         EvalConfig(ratios=(0.3,))
     proc = subprocess.run([sys.executable, "-m", "holitom.cli", "eval", "--split", "dev"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "split 'dev'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_method_that_cannot_meet_the_budget_is_reported_as_skipped():
+    import io
+
+    from holitom.eval.report import print_table
+
+    result = run_eval(EvalConfig(items=1, backends=("torch",), methods=("vanilla", "evs"), ratios=(0.1,)), log=None)
+    assert [r["id"] for r in result["rows"]] == ["torch/vanilla"]
+    assert [s["id"] for s in result["skipped"]] == ["torch/evs@r10"]  # EVS keeps frame 0: 196 > 0.1 * 8 * 196
+    assert "frame 0" in result["skipped"][0]["reason"]
+    text = io.StringIO()
+    print_table(result, file=text)
+    assert "skipped torch/evs@r10" in text.getvalue()
