@@ -145,7 +145,7 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] | None = _stderr_log
     """Evaluate ``config.model`` on the benchmark; returns the result object (see :mod:`holitom.eval.report`)."""
     import torch
 
-    from holitom.runtime.sources import resolve_source
+    from holitom.sources import resolve_source
 
     log = log or (lambda message: None)
     if config.threads is not None:
