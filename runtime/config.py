@@ -27,8 +27,10 @@ class RuntimeConfig:
     check_inputs: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.num_frames, int) or not 1 <= self.num_frames <= 512:
-            raise ConfigError(f"num_frames={self.num_frames!r} must be an integer in 1..512.")
+        from holitom.limits import MAX_FRAMES, MIN_FRAMES, check_device, check_int
+
+        check_int(self.num_frames, "num_frames", MIN_FRAMES, MAX_FRAMES)
+        check_device(self.device)
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype={self.dtype!r} must be one of float32, float16, bfloat16.")
         from holitom.runtime.registry import backend_names
@@ -39,6 +41,14 @@ class RuntimeConfig:
 
         if self.preset not in preset_names():
             raise ConfigError(f"unknown preset '{self.preset}'; choose one of {preset_names()}.")
+        if self.backend != "torch":
+            from holitom.merge import MergeConfig, get_preset
+
+            if not isinstance(get_preset(self.preset), MergeConfig):
+                raise ConfigError(
+                    f"preset '{self.preset}' is a competing method, which runs on the torch backend only; pass "
+                    f"--backend torch with a checkpoint folder (or 'default'), or a HoliTom preset (none, r10..r25, r10-outer..r25-outer)."
+                )
 
     def merge_config(self):
         """The preset's config (HoliTom or a competing method), without its inner step when ``inner_merge`` is off."""
