@@ -39,7 +39,8 @@ def _identity(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _record_path(folder: Path) -> Path:
+def record_path(folder: Path) -> Path:
+    """Where the verification record of an export folder lives: in the cache, keyed by the folder's real path."""
     from holitom.paths import cache_root
 
     key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
@@ -74,8 +75,8 @@ def verify_files(folder: Path, files: dict[str, dict], manifest_path: Path, fix:
     Raises ManifestError naming the first file that is missing, of another size
     or of other content; ``fix`` is the advice appended to the message.
     """
-    record_path = _record_path(folder)
-    record = _load_record(record_path)
+    where = record_path(folder)
+    record = _load_record(where)
     hashed = 0
     changed = False
     for name, want in files.items():
@@ -111,8 +112,8 @@ def verify_files(folder: Path, files: dict[str, dict], manifest_path: Path, fix:
         record[name] = {"identity": _identity(st), DIGEST_ALGORITHM: digest}
         changed = True
     if changed:
-        _save_record(record_path, {k: v for k, v in record.items() if k in files})
+        _save_record(where, {k: v for k, v in record.items() if k in files})
     return hashed
 
 
-__all__ = ["DIGEST_ALGORITHM", "file_digest", "verify_files"]
+__all__ = ["DIGEST_ALGORITHM", "file_digest", "record_path", "verify_files"]

@@ -157,36 +157,38 @@ def check_output_dir(value: str | os.PathLike, what: str, replace: bool = False,
 def check_writable_dir(value: str | os.PathLike, what: str) -> Path:
     """A folder that files will be written into: an existing writable folder, or one that can be created."""
     out = expand_user(value, what, OutputError)
-    try:
-        st = os.stat(out)
-    except (FileNotFoundError, NotADirectoryError):
-        check_writable_parent(out, what)
-        return out
-    except OSError as exc:
-        raise OutputError(f"{what} '{out}' cannot be used: {describe_os_error(exc)}.") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise OutputError(f"{what} '{out}' exists and is {_kind(st.st_mode)}, not a folder; pass a folder path.")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} '{out}' is not writable by this user; choose another folder.")
+    _writable_folder_at_or_above(Path(os.path.abspath(out)), out, what)
     return out
 
 
 def check_writable_parent(out: Path, what: str) -> Path:
     """The nearest existing folder above ``out`` must be a writable folder (``out``'s parents are created)."""
-    parent = Path(os.path.abspath(out)).parent
+    return _writable_folder_at_or_above(Path(os.path.abspath(out)).parent, out, what)
+
+
+def _writable_folder_at_or_above(start: Path, out: Path, what: str) -> Path:
+    """The nearest existing path from ``start`` upwards, checked to be a folder this user can write into."""
+    folder = start
     while True:
         try:
-            st = os.stat(parent)
+            st = os.stat(folder)
             break
-        except FileNotFoundError:
-            parent = parent.parent
+        except (FileNotFoundError, NotADirectoryError):
+            folder = folder.parent
         except OSError as exc:
-            raise OutputError(f"{what} '{out}' cannot be created: {describe_os_error(exc)} ('{parent}').") from None
+            raise OutputError(f"{what} '{out}' cannot be used: {describe_os_error(exc)} ('{folder}').") from None
+    here = folder == Path(os.path.abspath(out))
     if not stat.S_ISDIR(st.st_mode):
-        raise OutputError(f"{what} '{out}' cannot be created: '{parent}' is {_kind(st.st_mode)}, not a folder.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} '{out}' cannot be created: the folder '{parent}' is not writable by this user; choose another place.")
-    return parent
+        raise OutputError(
+            f"{what} '{out}' exists and is {_kind(st.st_mode)}, not a folder; pass a folder path." if here
+            else f"{what} '{out}' cannot be created: '{folder}' is {_kind(st.st_mode)}, not a folder."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"{what} '{out}' is not writable by this user; choose another folder." if here
+            else f"{what} '{out}' cannot be created: the folder '{folder}' is not writable by this user; choose another place."
+        )
+    return folder
 
 
 def _try_lock(fd: int) -> bool:
@@ -301,11 +303,14 @@ def move_into_place(tmp: Path, out: Path, replace: bool, what: str, keep_existin
         return True
     try:
         os.rename(tmp, out)
-    except OSError:
-        if out.is_dir() and (keep_existing or replace):  # lost a race to another complete copy
+    except OSError as exc:
+        if not out.is_dir():  # not a lost race: the file system refused the rename itself
             shutil.rmtree(tmp, ignore_errors=True)
+            raise OutputError(f"{what} '{out}' cannot be created: {describe_os_error(exc)}.") from None
+        shutil.rmtree(tmp, ignore_errors=True)  # lost a race: another process put its copy there first
+        if keep_existing or replace:
             return False
-        raise
+        raise OutputError(f"{what} '{out}' appeared while this command ran; nothing was replaced, run it again with --force to replace it.") from None
     return True
 
 
