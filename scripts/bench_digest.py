@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="holitom-bench-digest-"))
-    os.environ["HOLITOM_CACHE"] = str(work / "cache")  # a private cache: its verification records start empty
+    with tempfile.TemporaryDirectory(prefix="holitom-bench-digest-") as work:
+        os.environ["HOLITOM_CACHE"] = str(Path(work) / "cache")  # a private cache: its verification records start empty
+        return _measure(args, Path(work))
 
+
+def _measure(args, work: Path) -> int:
     from holitom.export import ExportConfig, export_model
     from holitom.export.digests import record_path, verify_files
     from holitom.export.manifest import MANIFEST_NAME, read_manifest
