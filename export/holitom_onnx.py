@@ -40,7 +40,7 @@ import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from holitom import contracts as C
-from holitom.bounds import DEFAULT_OPSET, check_opset
+from holitom.limits import DEFAULT_OPSET, check_opset
 from holitom.export.onnx_io import check_graph_io
 from holitom.errors import ConfigError, ExportError
 from holitom.plugins_trt import ops as O
@@ -600,7 +600,7 @@ def build_outer_merge_model(
 
     rows, cols = _grid(grid)
     hidden = _check_hidden(hidden_size)
-    opset = check_opset("opset", opset)
+    opset = check_opset(opset)
     if not isinstance(config, MergeConfig):
         raise ConfigError(
             f"build_outer_merge_model needs a holitom.merge.MergeConfig (e.g. get_preset('r15')); got {type(config).__name__}."
@@ -684,7 +684,7 @@ def build_inner_merge_model(mode: str, ratio: float, hidden_size: int, opset: in
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0:
         raise ConfigError(f"ratio={ratio!r} must be a number in [0, 1) (the share of visual tokens merged away).")
     hidden = _check_hidden(hidden_size)
-    opset = check_opset("opset", opset)
+    opset = check_opset(opset)
     spec = inner_merge_io(hidden)
     g = torch.Generator().manual_seed(0)
     seq, start, end = 11, 2, 9  # every size distinct: nothing is specialised

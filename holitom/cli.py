@@ -13,8 +13,35 @@ import sys
 import tempfile
 from pathlib import Path
 
-from holitom.bounds import DTYPES
 from holitom.errors import EXIT_USAGE, run_reporting_errors
+from holitom.limits import DTYPES, MAX_FRAMES, MAX_OPSET, MAX_SEED, MIN_FRAMES, MIN_OPSET, MIN_SEED
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one stderr line (exit 2), like every other error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def int_flag(low: int, high: int | None = None):
+    """An argparse ``type``: an integer in ``low..high``, checked while parsing (before anything loads)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}" + (f" and <= {high}" if high is not None else "") + f", got {text}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+FRAMES = int_flag(MIN_FRAMES, MAX_FRAMES)
+SEED = int_flag(MIN_SEED, MAX_SEED)
 
 
 def _add_model_args(p: argparse.ArgumentParser, allow_export: bool = True) -> None:
@@ -28,24 +55,24 @@ def _add_merge_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int_flag(1), default=32, help="at most this many tokens (also bounded by the model's context length)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-k", type=int_flag(0), default=0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="holitom", description="HoliTom video-token merging: export and run fast video LLMs.")
+    parser = OneLineParser(prog="holitom", description="HoliTom video-token merging: export and run fast video LLMs.")
     parser.add_argument("--version", action="store_true", help="print the toolkit version and exit")
     sub = parser.add_subparsers(dest="command")
 
     demo = sub.add_parser("demo", help="embedded default model on a generated clip: answer, token counts and TTFT with and without HoliTom")
     demo.add_argument("--backend", default="torch")
-    demo.add_argument("--frames", type=int, default=16)
+    demo.add_argument("--frames", type=FRAMES, default=16)
     demo.add_argument("--preset", default=None, help="HoliTom preset to compare with vanilla (default r15)")
-    demo.add_argument("--max-new-tokens", type=int, default=16)
+    demo.add_argument("--max-new-tokens", type=int_flag(1), default=16)
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     run = sub.add_parser("run", help="answer a question about a video")
@@ -55,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="torch", help="torch | onnxruntime")
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=DTYPES)
-    run.add_argument("--frames", type=int, default=32)
+    run.add_argument("--frames", type=FRAMES, default=32)
     run.add_argument("--no-chat-template", action="store_true", help="send --prompt verbatim (it must contain exactly one <video>)")
     _add_merge_args(run)
     _add_generation_args(run)
@@ -64,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export a checkpoint to ONNX graphs plus a manifest")
     _add_model_args(export, allow_export=False)
     export.add_argument("--out", required=True, help="output folder (must not exist unless --force)")
-    export.add_argument("--frames", type=int, default=32, help="frames of the example input used for tracing and validation")
+    export.add_argument("--frames", type=FRAMES, default=32, help="frames of the example input used for tracing and validation")
     export.add_argument("--preset", action="append", default=None, help="merge preset(s) to build outer-merge graphs for (repeatable; default: all paper presets)")
-    export.add_argument("--opset", type=int, default=None)
+    export.add_argument("--opset", type=int_flag(MIN_OPSET, MAX_OPSET), default=None)
     export.add_argument(
         "--attention",
         choices=["standard", "onnxruntime"],
@@ -114,9 +141,11 @@ def _cmd_presets(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from holitom.prompting import check_text
     from holitom.runtime import RuntimeConfig, load_pipeline
     from holitom.runtime.config import DEFAULT_PRESET
 
+    check_text(args.prompt, "prompt (--prompt)")  # before anything loads
     config = RuntimeConfig(
         backend=args.backend,
         preset=args.preset or DEFAULT_PRESET,
@@ -164,13 +193,14 @@ def _cmd_demo(args) -> int:
 
     preset = args.preset or DEFAULT_PRESET
     generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    # Every config is built (validated) before the clip is generated: nothing is allocated for a refused run.
+    configs = [RuntimeConfig(backend=args.backend, preset=name, num_frames=args.frames) for name in ("none", preset)]
     question = "What moves in this video?"
     results = []
     with tempfile.TemporaryDirectory(prefix="holitom-demo-") as tmp:
         clip = Path(tmp) / "demo.mp4"
         write_video(clip, make_frames(max(args.frames * 2, 8), 256, 320, seed=0, scene_cut_at=args.frames), fps=8)
-        for name in ("none", preset):
-            config = RuntimeConfig(backend=args.backend, preset=name, num_frames=args.frames)
+        for config in configs:
             with load_pipeline("default", config) as pipeline:
                 pipeline.run(clip, question, args.frames, GenerationConfig(max_new_tokens=2))  # warm-up
                 results.append(pipeline.run(clip, question, args.frames, generation))

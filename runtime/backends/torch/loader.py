@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from holitom import contracts as C
 from holitom.errors import BackendError
+from holitom.models.checkpoint import load_tokenizer
 from holitom.runtime.backends.torch.runner import (
     DecodeStepRunner,
     DecoderHeadRunner,
@@ -16,10 +16,9 @@ from holitom.runtime.backends.torch.runner import (
     OuterMergeRunner,
     VisionRunner,
 )
-from holitom.models.facts import load_tokenizer, model_dims, split_layer, stop_token_ids
+from holitom.models.facts import model_dims, split_layer, stop_token_ids
 from holitom.sources import ModelSource
 from holitom.runtime.stages import StageSet
-
 
 
 def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str, device: torch.device, check_inputs: bool = True) -> StageSet:
@@ -53,6 +52,7 @@ def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str
         video_token_id=cfg.video_token_id,
         stop_token_ids=stop_token_ids(tokenizer),
         inner_merge_enabled=has_inner,
+        context_length=cfg.text.max_position_embeddings,
         device=device,
         compute_dtype=dtype,
     )
@@ -67,9 +67,11 @@ def create_stages(source: ModelSource, config) -> StageSet:
             f"'{source.path}' is an export folder; the torch backend runs checkpoints. Pass the checkpoint folder "
             "(or 'default') with --backend torch, or use --backend onnxruntime for the export."
         )
-    device = torch.device(config.device)
+    device = torch.device(config.device)  # RuntimeConfig checked the spelling: cpu, cuda or cuda:N
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(f"device '{config.device}' was asked but torch sees no CUDA device; use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BackendError(f"device '{config.device}' was asked but torch sees {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
     model = load_llava(source.path, dtype=TORCH_DTYPES[config.dtype], device=device)
     return build_torch_stages(
         model,
