@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from holitom.contracts import ModelDims, StageSpec
-from holitom.errors import ManifestError
+from holitom.errors import EngineMismatchError, ManifestError
+from holitom.plugins_trt.tensorrt_env import EngineTarget
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "holitom-export"
 # major.minor: a runtime reads any minor of its own major and refuses other majors.
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 
 KEY_FORMAT = "format"
 KEY_FORMAT_VERSION = "format_version"
@@ -39,6 +40,7 @@ KEY_OUTER_MERGE = "outer_merge"
 KEY_INNER_MERGE = "inner_merge"
 KEY_ASSETS = "assets"
 KEY_VALIDATION = "validation"
+KEY_ENGINES = "engines"  # TensorRT engines built beside the graphs (absent before 1.2 and until built)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,67 @@ class GraphEntry:
         return [t["name"] for t in self.outputs]
 
 
+@dataclass(frozen=True)
+class EngineEntry:
+    """One serialized TensorRT engine built from one of the export's ONNX files."""
+
+    file: str  # engine file, beside the graph
+    size: int  # bytes
+    precision: str  # builder precision it was built with (fp32 | fp16 | bf16; + int8 for Q/DQ graphs)
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "size": self.size, "precision": self.precision}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EngineEntry":
+        return cls(file=str(d["file"]), size=int(d["size"]), precision=str(d["precision"]))
+
+
+@dataclass(frozen=True)
+class EngineSet:
+    """The export's TensorRT engines: the target they are tied to, how they were built, one per graph."""
+
+    target: EngineTarget
+    plugins: str  # "aot" | "jit" | "none" (see holitom.export.engines)
+    profile: dict  # named dimension -> [min, opt, max] used for the optimization profiles
+    files: dict[str, EngineEntry]  # ONNX file name -> its engine
+
+    def to_dict(self) -> dict:
+        return {
+            **self.target.to_dict(),
+            "plugins": self.plugins,
+            "profile": self.profile,
+            "files": {k: v.to_dict() for k, v in self.files.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EngineSet":
+        return cls(
+            target=EngineTarget.from_dict(d),
+            plugins=str(d["plugins"]),
+            profile={k: list(v) for k, v in d["profile"].items()},
+            files={k: EngineEntry.from_dict(v) for k, v in d["files"].items()},
+        )
+
+    def check_target(self, current: EngineTarget, folder) -> None:
+        """Refuse engines built for another TensorRT version or GPU: serialized engines are not portable."""
+        built = self.target
+        wrong = [
+            f"{what} {have!r} (built for {want!r})"
+            for what, have, want in (
+                ("TensorRT", current.tensorrt_version, built.tensorrt_version),
+                ("GPU", current.device_name, built.device_name),
+                ("compute capability", current.compute_capability, built.compute_capability),
+            )
+            if have != want
+        ]
+        if wrong:
+            raise EngineMismatchError(
+                f"the TensorRT engines in '{folder}' do not fit this machine: {', '.join(wrong)}. Engines are tied to the "
+                f"TensorRT version and GPU they were built with; rebuild them here with `holitom build-engines {folder} --force`."
+            )
+
+
 @dataclass
 class Manifest:
     toolkit_version: str
@@ -98,6 +161,7 @@ class Manifest:
     assets: list[str]  # tokenizer / preprocessor files copied next to the graphs
     validation: dict = field(default_factory=dict)
     attention: str = "standard"  # decoder prefill attention form (holitom.models.export_attention); absent before 1.1
+    engines: EngineSet | None = None  # TensorRT engines, once `holitom build-engines` ran
     format_version: str = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,11 +184,16 @@ class Manifest:
             KEY_INNER_MERGE: self.inner_merge,
             KEY_ASSETS: list(self.assets),
             KEY_VALIDATION: self.validation,
+            **({KEY_ENGINES: self.engines.to_dict()} if self.engines is not None else {}),
         }
 
     def write(self, folder: Path) -> Path:
+        """Write ``folder/manifest.json`` by rename, so a reader never sees half a file (it is rewritten
+        when engines are added)."""
         path = Path(folder) / MANIFEST_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        tmp.replace(path)
         return path
 
     def all_graph_entries(self) -> list[GraphEntry]:
@@ -174,6 +243,7 @@ def read_manifest(folder: str | Path, check_files: bool = True) -> Manifest:
             assets=list(data[KEY_ASSETS]),
             validation=data.get(KEY_VALIDATION, {}),
             attention=str(data.get(KEY_ATTENTION, "standard")),
+            engines=EngineSet.from_dict(data[KEY_ENGINES]) if KEY_ENGINES in data else None,
             format_version=version,
         )
     except (KeyError, TypeError, ValueError) as exc:
