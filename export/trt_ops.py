@@ -78,7 +78,7 @@ def _attr(node, name, default=None):
 
 
 def _loop(node, constants) -> str | None:
-    has_scan_outputs = len(node.output) > len(node.input) - 1  # outputs: carried states then scan outputs
+    has_scan_outputs = len(node.output) > len(node.input) - 2  # inputs: M, cond, states; outputs: states, scans
     if has_scan_outputs and (not node.input or not node.input[0]):
         return "Loop has scan outputs but no trip count: their length would be dynamic"
     return None
