@@ -104,14 +104,13 @@ def _register_jit() -> None:
 
 
 def _compile_aot(name: str, inputs: tuple, attributes: dict, outputs: tuple):
-    """PTX of the op's one-launch kernel, its launch parameters and its int32 arguments."""
-    import triton
+    """PTX of the op's one-launch kernel, its launch parameters and its int32 arguments (symbolic sizes)."""
+    from holitom.plugins_trt.aot_compile import compile_aot_kernel
 
-    contract, spec = O.get_contract(name), S.AOT_KERNELS[name]
-    fn = getattr(_kernels(), spec.kernel)
-    source = triton.compiler.ASTSource(fn=fn, signature=S.aot_signature(contract, spec), constexprs=S.aot_constexprs(spec, attributes))
-    compiled = triton.compile(source, options={"num_warps": spec.num_warps})
+    spec = S.AOT_KERNELS[name]
+    compiled = compile_aot_kernel(getattr(_kernels(), spec.kernel), name, attributes)
     launch = trtp.KernelLaunchParams()
+    launch.grid_x = 1
     if spec.grid is not None:
         i, axis = next((i, axis) for dim, i, axis in spec.dims if dim == spec.grid)
         launch.grid_x = inputs[i].shape_expr[axis]
