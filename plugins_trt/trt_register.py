@@ -159,6 +159,7 @@ def register_plugins(mode: str = "aot") -> None:
             f"{'.'.join(map(str, S.MIN_TENSORRT_FOR_PLUGINS))}+); build without plugins so the merge ops run as their "
             "ONNX local functions (`holitom build-engines DIR --plugins none`)."
         )
+    _kernels()  # fail here, not inside TensorRT's build callbacks, when the kernels are missing
     _register_shapes()
     (_register_aot if mode == "aot" else _register_jit)()
     _registered = mode

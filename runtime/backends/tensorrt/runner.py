@@ -42,6 +42,9 @@ class TensorrtRunner(Runner):
     def _infer(self, feed: Mapping) -> dict:
         # Inputs the exporter dropped as unused are not engine inputs either.
         tensors = {name: value.to(self.device).contiguous() for name, value in feed.items() if name in self._input_names}
+        # Polygraphy runs the engine on its own stream (and synchronizes it before returning): make that stream
+        # wait for the torch work that produced the inputs, without a host sync.
+        torch.cuda.ExternalStream(self._runner.stream.ptr, device=self.device).wait_stream(torch.cuda.current_stream(self.device))
         out = self._runner.infer(tensors, copy_outputs_to_host=False)
         # Polygraphy reuses its output buffers on the next call, and a KV output is fed back as an input:
         # clone so a later call never overwrites a tensor the pipeline still holds.
