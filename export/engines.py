@@ -113,6 +113,21 @@ def builder_flags(stage: str, precision: str, has_qdq: bool) -> dict[str, bool]:
     return {"fp16": low == "fp16", "bf16": low == "bf16", "int8": has_qdq}
 
 
+def check_plugin_limits(plugins: str, config: ProfileConfig) -> None:
+    """The AOT TemporalSegment kernel runs the whole DP in one program over at most BLOCK_F frames."""
+    from holitom.plugins_trt.ops import TEMPORAL_SEGMENT
+    from holitom.plugins_trt.trt_spec import AOT_KERNELS
+
+    if plugins not in PLUGIN_MODES:
+        raise ConfigError(f"plugins '{plugins}' is not one of {PLUGIN_MODES}.")
+    limit = dict(AOT_KERNELS[TEMPORAL_SEGMENT].blocks)["BLOCK_F"]
+    if plugins == "aot" and config.max_frames > limit:
+        raise ConfigError(
+            f"--max-frames {config.max_frames} exceeds the {limit} frames the AOT TemporalSegment kernel handles; "
+            f"pass --max-frames {limit} or less, or --plugins jit / none."
+        )
+
+
 def has_qdq(model) -> bool:
     """Whether the ONNX model holds Q/DQ nodes (main graph or functions): built as explicit INT8."""
     nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
@@ -153,8 +168,7 @@ def build_engines(
     from holitom.export.onnx_io import graph_io
     from holitom.plugins_trt.tensorrt_env import current_target, require_polygraphy
 
-    if plugins not in PLUGIN_MODES:
-        raise ConfigError(f"plugins '{plugins}' is not one of {PLUGIN_MODES}.")
+    check_plugin_limits(plugins, config or ProfileConfig())
     if precision not in PRECISIONS:
         raise ConfigError(f"precision '{precision}' is not one of {PRECISIONS}.")
     folder = Path(folder).expanduser()

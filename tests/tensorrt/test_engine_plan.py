@@ -74,6 +74,15 @@ def test_builder_flags():
         E.builder_flags(C.VISION, "int4", False)
 
 
+def test_plugin_limits():
+    E.check_plugin_limits("aot", E.ProfileConfig(max_frames=64))
+    E.check_plugin_limits("none", E.ProfileConfig(max_frames=128))
+    with pytest.raises(ConfigError, match="exceeds the 64 frames"):
+        E.check_plugin_limits("aot", E.ProfileConfig(max_frames=65))
+    with pytest.raises(ConfigError, match="plugins"):
+        E.check_plugin_limits("python", E.ProfileConfig())
+
+
 def test_has_qdq():
     h = onnx.helper
     plain = h.make_model(h.make_graph([h.make_node("Relu", ["x"], ["y"])], "g", [], []))
