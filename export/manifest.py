@@ -20,11 +20,13 @@ from typing import Any
 
 from holitom.sources import MANIFEST_NAME
 from holitom.contracts import ModelDims, StageSpec
-from holitom.errors import InputError, ManifestError
+from holitom.errors import EngineMismatchError, InputError, ManifestError
+from holitom.plugins_trt.tensorrt_env import EngineTarget
 
 FORMAT_NAME = "holitom-export"
 # major.minor: a runtime reads any minor of its own major and refuses other majors.
 # 1.2: a "files" table with each file's size and sha256 (required from 1.2 on).
+# Optional from 1.2 on: an "engines" table once `holitom build-engines` ran.
 FORMAT_VERSION = "1.2"
 
 KEY_FORMAT = "format"
@@ -48,6 +50,7 @@ KEY_VALIDATION = "validation"
 KEY_FILES = "files"
 # Advice for a damaged export folder (its own manifest says where it came from).
 _REEXPORT = "export the model again with `holitom export --model CHECKPOINT --out NEW_FOLDER` (add --preset for each preset you need)"
+KEY_ENGINES = "engines"  # TensorRT engines built beside the graphs (absent before 1.2 and until built)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,67 @@ class GraphEntry:
         return [t["name"] for t in self.outputs]
 
 
+@dataclass(frozen=True)
+class EngineEntry:
+    """One serialized TensorRT engine built from one of the export's ONNX files."""
+
+    file: str  # engine file, beside the graph
+    size: int  # bytes
+    precision: str  # builder precision it was built with (fp32 | fp16 | bf16; + int8 for Q/DQ graphs)
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "size": self.size, "precision": self.precision}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EngineEntry":
+        return cls(file=str(d["file"]), size=int(d["size"]), precision=str(d["precision"]))
+
+
+@dataclass(frozen=True)
+class EngineSet:
+    """The export's TensorRT engines: the target they are tied to, how they were built, one per graph."""
+
+    target: EngineTarget
+    plugins: str  # "aot" | "jit" | "none" (see holitom.export.engines)
+    profile: dict  # named dimension -> [min, opt, max] used for the optimization profiles
+    files: dict[str, EngineEntry]  # ONNX file name -> its engine
+
+    def to_dict(self) -> dict:
+        return {
+            **self.target.to_dict(),
+            "plugins": self.plugins,
+            "profile": self.profile,
+            "files": {k: v.to_dict() for k, v in self.files.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EngineSet":
+        return cls(
+            target=EngineTarget.from_dict(d),
+            plugins=str(d["plugins"]),
+            profile={k: list(v) for k, v in d["profile"].items()},
+            files={k: EngineEntry.from_dict(v) for k, v in d["files"].items()},
+        )
+
+    def check_target(self, current: EngineTarget, folder) -> None:
+        """Refuse engines built for another TensorRT version or GPU: serialized engines are not portable."""
+        built = self.target
+        wrong = [
+            f"{what} {have!r} (built for {want!r})"
+            for what, have, want in (
+                ("TensorRT", current.tensorrt_version, built.tensorrt_version),
+                ("GPU", current.device_name, built.device_name),
+                ("compute capability", current.compute_capability, built.compute_capability),
+            )
+            if have != want
+        ]
+        if wrong:
+            raise EngineMismatchError(
+                f"the TensorRT engines in '{folder}' do not fit this machine: {', '.join(wrong)}. Engines are tied to the "
+                f"TensorRT version and GPU they were built with; rebuild them here with `holitom build-engines {folder} --force`."
+            )
+
+
 @dataclass
 class Manifest:
     toolkit_version: str
@@ -108,6 +172,7 @@ class Manifest:
     validation: dict = field(default_factory=dict)
     files: dict[str, dict] = field(default_factory=dict)  # file name -> {"bytes": int, "sha256": hex}, every graph and asset
     attention: str = "standard"  # decoder prefill attention form (holitom.models.export_attention); absent before 1.1
+    engines: EngineSet | None = None  # TensorRT engines, once `holitom build-engines` ran
     format_version: str = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,11 +196,16 @@ class Manifest:
             KEY_ASSETS: list(self.assets),
             KEY_VALIDATION: self.validation,
             KEY_FILES: self.files,
+            **({KEY_ENGINES: self.engines.to_dict()} if self.engines is not None else {}),
         }
 
     def write(self, folder: Path) -> Path:
+        """Write ``folder/manifest.json`` by rename, so a reader never sees half a file (it is rewritten
+        when engines are added)."""
         path = Path(folder) / MANIFEST_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        tmp.replace(path)
         return path
 
     @property
@@ -349,6 +419,12 @@ def read_manifest(folder: str | Path, check_files: bool = True, fix: str = _REEX
             if files[name]["bytes"] != size:
                 raise f.fail(KEY_FILES, f"{name} has {files[name]['bytes']} bytes there but {size} in its graph entry")
 
+    engines = None
+    if KEY_ENGINES in data:
+        try:
+            engines = EngineSet.from_dict(f.get(data, KEY_ENGINES, dict))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise f.fail(KEY_ENGINES, f"malformed ({exc!r})") from None
     manifest = Manifest(
         toolkit_version=f.get(data, KEY_TOOLKIT_VERSION, str),
         source=f.get(data, KEY_SOURCE, dict),
@@ -366,6 +442,7 @@ def read_manifest(folder: str | Path, check_files: bool = True, fix: str = _REEX
         assets=assets,
         validation=f.get(data, KEY_VALIDATION, dict, default={}),
         files=files,
+        engines=engines,
         attention=f.get(data, KEY_ATTENTION, str, default="standard"),
         format_version=version,
     )

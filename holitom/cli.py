@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(run)
     run.add_argument("--video", required=True, help="video file (anything PyAV/FFmpeg decodes)")
     run.add_argument("--prompt", required=True, help="the question; put <video> in it to place the video, else it goes first")
-    run.add_argument("--backend", default="torch", help="torch | onnxruntime")
+    run.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt (an export folder with engines)")
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=DTYPES)
     run.add_argument("--frames", type=FRAMES, default=32)
@@ -103,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.add_argument("--no-validate", action="store_true", help="skip the stage-by-stage validation against PyTorch")
+
+    engines = sub.add_parser("build-engines", help="build TensorRT engines for an export folder, on the GPU that will run them")
+    engines.add_argument("export_dir", metavar="EXPORT_DIR")
+    engines.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16", help="model stages' precision (merge stages stay fp32; Q/DQ graphs add int8). Default: fp16")
+    engines.add_argument("--plugins", choices=["aot", "jit", "none"], default="aot", help="HoliTom ops as AOT Triton plugins (TensorRT 10.9+, no Python at run time), JIT Python plugins, or none (their ONNX local functions; TensorRT < 10.9). Default: aot")
+    engines.add_argument("--max-frames", type=int, default=64, help="largest frame count the engines accept (profile 1..MAX, opt 32 or less)")
+    engines.add_argument("--force", action="store_true", help="rebuild engines the export already has")
+
+    check = sub.add_parser("check-ops", help="check every operator of an export against TensorRT 10.3's ONNX operator list (JetPack 6)")
+    check.add_argument("export_dir", metavar="EXPORT_DIR")
+
+    compare = sub.add_parser("compare", help="Polygraphy comparison of each stage's TensorRT engine against onnxruntime")
+    compare.add_argument("export_dir", metavar="EXPORT_DIR")
+    compare.add_argument("--preset", default=None, help="outer-merge preset whose graphs to compare (default r15)")
+    compare.add_argument("--frames", type=int, default=8)
 
     sub.add_parser("presets", help="list the merge presets")
 
@@ -236,13 +251,47 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_build_engines(args) -> int:
+    from holitom.export.engines import ProfileConfig, build_engines
+
+    profile = ProfileConfig(opt_frames=min(ProfileConfig.opt_frames, args.max_frames), max_frames=args.max_frames)
+    manifest = build_engines(args.export_dir, precision=args.precision, plugins=args.plugins, config=profile, force=args.force)
+    t = manifest.engines.target
+    print(f"built {len(manifest.engines.files)} engines in {args.export_dir} for TensorRT {t.tensorrt_version} on {t.device_name} (sm {t.compute_capability})")
+    return 0
+
+
+def _cmd_check_ops(args) -> int:
+    from holitom.export.trt_ops import OperatorTable, check_export, format_reports
+
+    table = OperatorTable.load()
+    reports = check_export(args.export_dir, table)
+    print(format_reports(reports, table))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _cmd_compare(args) -> int:
+    from holitom.runtime.backends.tensorrt.compare import compare_engines
+
+    return 0 if compare_engines(args.export_dir, args.preset, args.frames) else 1
+
+
 def _cmd_bench(args) -> int:
     from holitom.bench.cli import run_from_args
 
     return run_from_args(args)
 
 
-COMMANDS = {"run": _cmd_run, "demo": _cmd_demo, "export": _cmd_export, "presets": _cmd_presets, "bench": _cmd_bench}
+COMMANDS = {
+    "run": _cmd_run,
+    "demo": _cmd_demo,
+    "export": _cmd_export,
+    "build-engines": _cmd_build_engines,
+    "check-ops": _cmd_check_ops,
+    "compare": _cmd_compare,
+    "presets": _cmd_presets,
+    "bench": _cmd_bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

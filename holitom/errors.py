@@ -55,6 +55,10 @@ class BackendError(HolitomError):
     """A runtime backend is unknown, unavailable, or was given inputs it cannot take."""
 
 
+class EngineMismatchError(BackendError):
+    """A TensorRT engine was built for another TensorRT version or GPU than the one running it."""
+
+
 class MissingDependencyError(HolitomError, ImportError):
     """An optional heavy dependency (tensorrt, polygraphy, triton, onnxruntime-gpu) is not installed."""
 
@@ -124,6 +128,7 @@ __all__ = [
     "ManifestError",
     "OutputError",
     "BackendError",
+    "EngineMismatchError",
     "MissingDependencyError",
     "Interrupted",
     "EXIT_USAGE",

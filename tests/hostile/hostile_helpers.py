@@ -153,15 +153,16 @@ def read_manifest_json(folder: Path) -> dict:
 EXPORT = ("export", "--model", "default", "--preset", "none", "--no-validate")
 # The runtime's own cache export on the real code path (ensure_export -> export_model -> staging -> move into
 # place, then a real onnxruntime run), with one preset, no validation, and each stage's graph taken from an
-# existing export ($HOSTILE_GRAPHS) instead of being traced again.
+# existing export ($HOSTILE_GRAPHS) instead of being traced again (the merge graph of 'none' is exported for real).
 CACHE_DRIVER = textwrap.dedent(
     """
     import os, sys
     import onnx
-    from holitom.export import exporter, validate
+    from holitom.export import exporter
+    from holitom.runtime import validate
     exporter.PAPER_PRESETS = ("none",)
     validate.validate_export = lambda *args, **kwargs: []
-    exporter._export_module = lambda module, args, spec, opset: onnx.load(os.path.join(os.environ["HOSTILE_GRAPHS"], spec.name + ".onnx"))
+    exporter.export_module = lambda module, args, spec, opset: onnx.load(os.path.join(os.environ["HOSTILE_GRAPHS"], spec.name + ".onnx"))
     from holitom.cli import main
     sys.exit(main(sys.argv[1:]))
     """

@@ -75,9 +75,8 @@ def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None
 
 
 def create_stages(source: ModelSource, config) -> StageSet:
-    from holitom.export.manifest import inner_merge_key, read_manifest
-    from holitom.merge import MergeConfig
-    from holitom.video.preprocess import VideoPreprocessor
+    from holitom.export.manifest import read_manifest
+    from holitom.runtime.backends.export_folder import REEXPORT_FIX, export_stage_set, select_graphs
 
     if not source.is_export:
         raise BackendError(
@@ -85,57 +84,12 @@ def create_stages(source: ModelSource, config) -> StageSet:
             "holitom.runtime.load_pipeline (or `holitom run`), which exports it first, or run `holitom export`."
         )
     folder = source.path
-    fix = "export the model again with `holitom export --model CHECKPOINT --out NEW_FOLDER`"
-    manifest = read_manifest(folder, fix=fix)
-    if config.dtype != manifest.precision:
-        raise BackendError(
-            f"the export in '{folder}' has precision {manifest.precision}, but dtype {config.dtype} was asked; "
-            f"pass --dtype {manifest.precision} or re-export."
-        )
-    reexport = (
-        f"`holitom export --model {manifest.source.get('model', 'CHECKPOINT')} --out NEW_FOLDER --preset {config.preset}` "
-        f"(or run the checkpoint itself with --backend onnxruntime, which exports what it needs)"
-    )
-    if config.preset not in manifest.outer_merge:
-        raise ManifestError(
-            f"the export in '{folder}' has outer-merge graphs for presets {sorted(manifest.outer_merge)}, not "
-            f"'{config.preset}'; pass one of those with --preset, or export the preset with {reexport}."
-        )
-    merge = MergeConfig.from_dict(manifest.outer_merge[config.preset]["merge"])
-    if not config.inner_merge:
-        merge = merge.replace(inner=None)
-    dims = manifest.dims
-    if merge.inner is not None and merge.inner.resolve_layer(dims.num_layers) != dims.inner_layer:
-        raise ManifestError(
-            f"preset '{config.preset}' merges at layer {merge.inner.resolve_layer(dims.num_layers)} but the export "
-            f"splits the decoder at layer {dims.inner_layer}; export the preset with {reexport}."
-        )
-
+    manifest = read_manifest(folder, fix=REEXPORT_FIX)
+    files, inner_merge = select_graphs(folder, manifest, config)
     providers = providers_for(config.device)
-    specs = C.stage_specs(dims, manifest.precision)
-
-    def runner(stage: str, file: str) -> OnnxrtRunner:
-        return OnnxrtRunner(specs[stage], partial(session_from_file, folder / file, providers, specs[stage]), config.check_inputs)
-
-    runners = {stage: runner(stage, entry.file) for stage, entry in manifest.graphs.items()}
-    runners[C.OUTER_MERGE] = runner(C.OUTER_MERGE, manifest.outer_merge[config.preset]["graph"]["file"])
-    if merge.inner is not None:
-        key = inner_merge_key(merge.inner.ratio, merge.inner.mode)
-        if key not in manifest.inner_merge:
-            raise ManifestError(f"the export in '{folder}' has no inner-merge graph for {key}; export the preset with {reexport}.")
-        runners[C.INNER_MERGE] = runner(C.INNER_MERGE, manifest.inner_merge[key]["graph"]["file"])
-
-    from holitom.models.checkpoint import load_tokenizer
-
-    return StageSet(
-        backend="onnxruntime",
-        preset=config.preset,
-        runners=runners,
-        dims=dims,
-        tokenizer=load_tokenizer(folder, ManifestError, fix),
-        preprocessor=VideoPreprocessor.from_pretrained(folder),
-        video_token_id=manifest.video_token_id,
-        stop_token_ids=tuple(manifest.stop_token_ids),
-        inner_merge_enabled=merge.inner is not None,
-        context_length=manifest.context_length,
-    )
+    specs = C.stage_specs(manifest.dims, manifest.precision)
+    runners = {
+        stage: OnnxrtRunner(specs[stage], partial(session_from_file, folder / file, providers, specs[stage]), config.check_inputs)
+        for stage, file in files.items()
+    }
+    return export_stage_set("onnxruntime", folder, manifest, config, runners, inner_merge)
