@@ -37,6 +37,7 @@ import torch
 
 from holitom.errors import ConfigError, InputError
 from holitom.merge._checks import check_finite, check_span, check_tensor
+from holitom.merge._device import kernels_for
 from holitom.merge.config import INNER_MODES
 from holitom.merge.temporal import COSINE_EPS
 
@@ -108,12 +109,15 @@ def plan_inner_merge(
         order = torch.sort(scores.float(), descending=True, stable=True).indices  # (L_v,) lower index first on ties
         keep = order[:k].sort().values  # (k,)
         dropped = order[k:].sort().values  # (L_v - k,)
-        h = hidden_visual.float()
-        kept_unit = h.index_select(0, keep)
-        kept_unit = kept_unit / torch.linalg.vector_norm(kept_unit, dim=-1, keepdim=True).clamp_min(COSINE_EPS)
-        # Dividing by the dropped token's own norm would not change its argmax, so it is skipped.
-        sim = h.index_select(0, dropped) @ kept_unit.T  # (L_v - k, k)
-        if k > 0 and dropped.numel() > 0:
+        kernels = kernels_for(hidden_visual)
+        if kernels is not None:  # CUDA: the Triton assignment kernel (same rule, float32)
+            assign = kernels.inner_assign(hidden_visual, keep, dropped)
+        elif k > 0 and dropped.numel() > 0:
+            h = hidden_visual.float()
+            kept_unit = h.index_select(0, keep)
+            kept_unit = kept_unit / torch.linalg.vector_norm(kept_unit, dim=-1, keepdim=True).clamp_min(COSINE_EPS)
+            # Dividing by the dropped token's own norm would not change its argmax, so it is skipped.
+            sim = h.index_select(0, dropped) @ kept_unit.T  # (L_v - k, k)
             assign = sim.argmax(-1)  # first maximum = lower kept index
         else:
             assign = dropped.new_zeros(dropped.shape)
@@ -174,11 +178,15 @@ def apply_inner_merge(
             f"visual_span {tuple(visual_span)} covers {end - start} tokens but the plan was made for "
             f"{plan.num_visual} visual tokens; pass the span the scores were sliced with."
         )
-    keep_w, drop_w = inner_merge_weights(plan, mode)
+    kernels = kernels_for(seq)
     with torch.no_grad():
-        visual = seq[start:end].float()  # (L_v, D)
-        merged = visual.index_select(0, plan.keep) * keep_w[:, None]  # (k, D)
-        merged.index_add_(0, plan.assign, visual.index_select(0, plan.dropped) * drop_w[:, None])
+        if kernels is not None:  # CUDA: the Triton kernel folds each kept token's members in order
+            merged = kernels.inner_merge_rows(seq[start:end], plan, mode)  # (k, D) float32
+        else:
+            keep_w, drop_w = inner_merge_weights(plan, mode)
+            visual = seq[start:end].float()  # (L_v, D)
+            merged = visual.index_select(0, plan.keep) * keep_w[:, None]  # (k, D)
+            merged.index_add_(0, plan.assign, visual.index_select(0, plan.dropped) * drop_w[:, None])
         out = torch.cat([seq[:start], merged.to(seq.dtype), seq[end:]], 0)  # (S', D)
         device = seq.device
         kept_index = torch.cat(
