@@ -27,8 +27,11 @@ Design decisions:
   times the device DP against copy + host DP.
 - Precision: every kernel loads its inputs in their dtype (float32, float16,
   bfloat16) and accumulates in float32; divisions and square roots are
-  IEEE-rounded (``div_rn``, ``sqrt_rn``); the inner merge's dot products use
-  ``input_precision="ieee"`` (no TF32). ``exp`` (the density) may differ from
+  IEEE-rounded (``div_rn``, ``sqrt_rn``); products that decide a tie (distances,
+  the inner merge's similarities) are summed element by element in one fixed
+  order, so equal inputs give bitwise-equal results wherever they sit in a
+  tile (``tl.dot`` does not promise that); only the DPC merge's weighted sum
+  uses ``tl.dot`` (IEEE float32, no TF32). ``exp`` (the density) may differ from
   torch's by a few ulps on a GPU, so only decisions within a few ulps of a tie
   can differ from the reference; exact ties follow the contracts' rules.
 - No host sync in any launcher: shapes and attributes are checked on the host
@@ -57,7 +60,13 @@ except ImportError as exc:  # pragma: no cover - triton ships with CUDA builds o
     raise MissingDependencyError("triton", "the HoliTom merge kernels (GPU path)") from exc
 
 from holitom.plugins_trt import triton_dpc, triton_inner, triton_temporal
-from holitom.plugins_trt.ops import DENSITY_PEAK_MERGE_CONTRACT, TEMPORAL_SEGMENT_CONTRACT, _default
+from holitom.plugins_trt.ops import (
+    DENSITY_PEAK_MERGE,
+    DENSITY_PEAK_MERGE_CONTRACT,
+    TEMPORAL_SEGMENT,
+    TEMPORAL_SEGMENT_CONTRACT,
+    _default,
+)
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -83,8 +92,8 @@ class _Tiles:
 # GPU: tiles that keep a program's registers in bounds (4 warps). CPU tensors can only run
 # under Triton's interpreter, whose cost is per program and per op rather than per element,
 # so it gets larger tiles (the interpreter tests still cross several blocks at P = 196).
-_GPU_TILES = _Tiles(positions=16, hidden=128, pair=16, pair_hidden=32, row_elements=4096, clusters=16, inner=32, inner_hidden=32, kept=16)
-_INTERPRETER_TILES = _Tiles(positions=64, hidden=256, pair=64, pair_hidden=64, row_elements=8192, clusters=64, inner=128, inner_hidden=64, kept=128)
+_GPU_TILES = _Tiles(positions=16, hidden=128, pair=16, pair_hidden=32, row_elements=4096, clusters=16, inner=32, inner_hidden=8, kept=16)
+_INTERPRETER_TILES = _Tiles(positions=64, hidden=256, pair=64, pair_hidden=64, row_elements=8192, clusters=64, inner=128, inner_hidden=16, kept=128)
 
 
 def _tiles(x: torch.Tensor) -> _Tiles:
@@ -355,7 +364,14 @@ def apply_inner_merge(hidden, visual_span, plan, mode: str = "sequential"):
         return inner.apply_inner_merge(hidden, visual_span, plan, mode)
 
 
+# The kernel form of each custom op, keyed like holitom.plugins_trt.ops.REFERENCE_OPS (same signatures).
+KERNEL_OPS = {
+    TEMPORAL_SEGMENT: temporal_segment,
+    DENSITY_PEAK_MERGE: density_peak_merge,
+}
+
 __all__ = [
+    "KERNEL_OPS",
     "apply_inner_merge",
     "density_peak_merge",
     "dpc_plan",

@@ -3,8 +3,8 @@
 1. :func:`kept_norm_kernel` -- ``max(|h_j|, eps)`` of each kept token (float32).
 2. :func:`assign_kernel` -- each dropped token's most similar kept token:
    ``argmax_j <h_i, h_j> / max(|h_j|, eps)`` (the dropped token's own norm does
-   not change the argmax), as ``(BLOCK_M, BLOCK_K)`` float32 ``tl.dot`` tiles
-   over the hidden size and a running row argmax over the kept blocks in
+   not change the argmax), as ``(BLOCK_M, BLOCK_K)`` float32 tiles summed over
+   the hidden size and a running row argmax over the kept blocks in
    ascending order: a strict ``>`` across blocks and the first maximum inside a
    block, so equal similarities go to the lower kept index like the reference's
    ``argmax``.
@@ -78,8 +78,9 @@ def assign_kernel(
             d_ok = d < dim
             a = tl.load(h_ptr + drop_rows[:, None] * stride_h + d[None, :], mask=m_ok[:, None] & d_ok[None, :], other=0.0)
             b = tl.load(h_ptr + keep_rows[:, None] * stride_h + d[None, :], mask=kk_ok[:, None] & d_ok[None, :], other=0.0)
-            # IEEE float32 products (no TF32): similarities this close to a tie must not move.
-            dots = tl.dot(a.to(tl.float32), tl.trans(b.to(tl.float32)), dots, input_precision="ieee")
+            # Products summed per element in one fixed order (not tl.dot, whose result for equal
+            # columns may depend on their place in the tile): duplicated kept tokens tie exactly.
+            dots += tl.sum(a.to(tl.float32)[:, None, :] * b.to(tl.float32)[None, :, :], axis=2)
         norm = tl.load(kept_norm_ptr + kk, mask=kk_ok, other=1.0)
         sim = tl.where(kk_ok[None, :], tl.div_rn(dots, norm[None, :]), float("-inf"))  # (BLOCK_M, BLOCK_K)
         top = tl.max(sim, axis=1)
