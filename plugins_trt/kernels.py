@@ -87,13 +87,18 @@ class _Tiles:
     inner: int  # inner assignment tile BLOCK_M = BLOCK_K
     inner_hidden: int  # its BLOCK_D
     kept: int  # inner merge: kept tokens per program
+    merge_hidden: int  # DPC merge: BLOCK_D of its (BLOCK_C, BLOCK_N) @ (BLOCK_N, BLOCK_D) product
 
 
 # GPU: tiles that keep a program's registers in bounds (4 warps). CPU tensors can only run
 # under Triton's interpreter, whose cost is per program and per op rather than per element,
 # so it gets larger tiles (the interpreter tests still cross several blocks at P = 196).
-_GPU_TILES = _Tiles(positions=16, hidden=128, pair=16, pair_hidden=32, row_elements=4096, clusters=16, inner=32, inner_hidden=8, kept=16)
-_INTERPRETER_TILES = _Tiles(positions=64, hidden=256, pair=64, pair_hidden=64, row_elements=8192, clusters=64, inner=128, inner_hidden=16, kept=128)
+_GPU_TILES = _Tiles(
+    positions=16, hidden=64, pair=16, pair_hidden=32, row_elements=4096, clusters=16, inner=32, inner_hidden=8, kept=16, merge_hidden=16
+)
+_INTERPRETER_TILES = _Tiles(
+    positions=64, hidden=256, pair=64, pair_hidden=64, row_elements=8192, clusters=64, inner=128, inner_hidden=16, kept=128, merge_hidden=64
+)
 
 
 def _tiles(x: torch.Tensor) -> _Tiles:
@@ -252,9 +257,10 @@ def density_peak_merge(
     _, is_centre, assignment = _dpc_slots(tokens, valid, num_clusters, k_nn)
     merged = _empty((num_groups, n, dim), torch.float32, tokens.device)
     if num_groups and n and dim:
-        block_c = _tiles(tokens).clusters
-        triton_dpc.merge_kernel[(num_groups, triton.cdiv(n, block_c))](
-            tokens, is_centre, assignment, merged, n, dim, beta, BLOCK_C=block_c, BLOCK_N=_block(n), BLOCK_D=32
+        tiles = _tiles(tokens)
+        triton_dpc.merge_kernel[(num_groups, triton.cdiv(n, tiles.clusters))](
+            tokens, is_centre, assignment, merged, n, dim, beta,
+            BLOCK_C=tiles.clusters, BLOCK_N=_block(n), BLOCK_D=min(tiles.merge_hidden, _block(dim)),
         )
     return merged, is_centre, assignment
 
