@@ -129,7 +129,8 @@ def temporal_stage1(
     x = _row_contiguous(x)
     num_frames, num_pos, dim = x.shape
     device = x.device
-    sim = _empty((max(num_frames - 1, 0), num_pos), torch.float32, device)
+    # One row even for a single frame: a CUDA launch may refuse the null pointer of an empty tensor.
+    sim_rows = _empty((max(num_frames - 1, 1), num_pos), torch.float32, device)
     norms = _empty((num_frames, num_pos), torch.float32, device)
     run_end = _empty((num_frames, num_pos), torch.long, device)
     table = _empty((num_frames, num_frames), torch.long, device)
@@ -137,13 +138,13 @@ def temporal_stage1(
 
     tiles = _tiles(x)
     triton_temporal.similarity_kernel[(num_frames, triton.cdiv(num_pos, tiles.positions))](
-        x, sim, norms, num_frames, num_pos, dim, COSINE_EPS, BLOCK_P=tiles.positions, BLOCK_D=min(tiles.hidden, _block(dim))
+        x, sim_rows, norms, num_frames, num_pos, dim, COSINE_EPS, BLOCK_P=tiles.positions, BLOCK_D=min(tiles.hidden, _block(dim))
     )
     triton_temporal.count_table_kernel[(num_frames,)](
-        sim, run_end, table, num_frames, num_pos, float(tau), max_window or 0,
+        sim_rows, run_end, table, num_frames, num_pos, float(tau), max_window or 0,
         BLOCK_P=min(256, _block(num_pos)), BLOCK_F=_block(num_frames),
     )
-    return sim, norms, run_end, table
+    return sim_rows[: num_frames - 1], norms, run_end, table
 
 
 def temporal_segment(
@@ -341,6 +342,8 @@ def inner_merge_rows(visual: torch.Tensor, plan, mode: str) -> torch.Tensor:
         return out
     by_kept = torch.sort(plan.assign, stable=True)
     members = plan.dropped.index_select(0, by_kept.indices)  # (L_v - k,) grouped by kept token
+    if members.numel() == 0:  # never read (every count is 0), but a CUDA launch wants a real pointer
+        members = plan.dropped.new_zeros(1)
     counts = torch.zeros(num_keep, dtype=torch.long, device=device).scatter_add_(0, plan.assign, torch.ones_like(plan.assign))
     offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])  # (k + 1,)
     block_d = min(128, _block(dim))
@@ -355,18 +358,18 @@ def inner_merge_rows(visual: torch.Tensor, plan, mode: str) -> torch.Tensor:
 def plan_inner_merge(scores, hidden_visual, ratio, *, validate: bool = True):
     """:func:`holitom.merge.inner.plan_inner_merge` with the similarity assignment on the kernels."""
     from holitom.merge import inner
-    from holitom.merge._device import forced_kernels
+    from holitom.merge._device import use_kernels
 
-    with forced_kernels():
+    with use_kernels():
         return inner.plan_inner_merge(scores, hidden_visual, ratio, validate=validate)
 
 
 def apply_inner_merge(hidden, visual_span, plan, mode: str = "sequential"):
     """:func:`holitom.merge.inner.apply_inner_merge` with the (sequential or mean) averaging on the kernels."""
     from holitom.merge import inner
-    from holitom.merge._device import forced_kernels
+    from holitom.merge._device import use_kernels
 
-    with forced_kernels():
+    with use_kernels():
         return inner.apply_inner_merge(hidden, visual_span, plan, mode)
 
 

@@ -6,10 +6,12 @@ launch); everywhere else they run the torch code of this package, which is also
 the oracle the kernels are tested against. The hooks are single calls in
 ``temporal._stage1_device``, ``dpc._dpc_core`` and ``inner``'s plan / apply.
 
-:func:`forced_kernels` routes CPU tensors to the kernels too, for the scope of
-a ``with`` block (a context variable, so nothing leaks past it): the kernels'
-launchers use it to run this package's code around their kernels, and tests use
-it to run the kernels through Triton's CPU interpreter (``TRITON_INTERPRET=1``).
+:func:`use_kernels` overrides that choice for the scope of a ``with`` block (a
+context variable, so nothing leaks past it): ``use_kernels()`` routes CPU
+tensors to the kernels too (their launchers use it to run this package's code
+around their kernels; tests use it to run the kernels through Triton's CPU
+interpreter, ``TRITON_INTERPRET=1``), ``use_kernels(False)`` keeps CUDA tensors
+on the torch code (the benchmark's reference rows).
 
 Triton is imported only when a kernel is first needed (``import holitom.merge``
 stays torch-only); a missing one raises :class:`MissingDependencyError`.
@@ -24,12 +26,14 @@ from typing import Iterator
 
 import torch
 
-_FORCED: ContextVar[bool] = ContextVar("holitom_merge_forced_kernels", default=False)
+# None: by device (CUDA -> kernels); True / False: inside use_kernels(enabled).
+_OVERRIDE: ContextVar[bool | None] = ContextVar("holitom_merge_use_kernels", default=None)
 
 
 def kernels_for(tensor: torch.Tensor) -> ModuleType | None:
-    """:mod:`holitom.plugins_trt.kernels` for a CUDA tensor (or inside :func:`forced_kernels`), else None."""
-    if tensor.device.type != "cuda" and not _FORCED.get():
+    """:mod:`holitom.plugins_trt.kernels` for a CUDA tensor (or as :func:`use_kernels` says), else None."""
+    override = _OVERRIDE.get()
+    if not (tensor.device.type == "cuda" if override is None else override):
         return None
     from holitom.plugins_trt import kernels
 
@@ -37,13 +41,13 @@ def kernels_for(tensor: torch.Tensor) -> ModuleType | None:
 
 
 @contextmanager
-def forced_kernels() -> Iterator[None]:
-    """Run the merge ops' Triton kernels whatever the tensors' device, inside this block."""
-    token = _FORCED.set(True)
+def use_kernels(enabled: bool = True) -> Iterator[None]:
+    """Inside this block, run the merge ops' Triton kernels (``enabled``) or the torch code, whatever the device."""
+    token = _OVERRIDE.set(bool(enabled))
     try:
         yield
     finally:
-        _FORCED.reset(token)
+        _OVERRIDE.reset(token)
 
 
-__all__ = ["forced_kernels", "kernels_for"]
+__all__ = ["kernels_for", "use_kernels"]

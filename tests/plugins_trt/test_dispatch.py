@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from holitom.merge._device import forced_kernels, kernels_for
+from holitom.merge._device import kernels_for
 
 
 def test_cpu_tensors_run_the_torch_code():
@@ -17,14 +17,18 @@ def test_cpu_tensors_run_the_torch_code():
 def test_forcing_is_scoped_to_the_block():
     code = (
         "import torch\n"
-        "from holitom.merge._device import forced_kernels, kernels_for\n"
-        "with forced_kernels():\n"
-        "    inside = kernels_for(torch.zeros(1)).__name__\n"
-        "print(inside, kernels_for(torch.zeros(1)))\n"
+        "from holitom.merge._device import kernels_for, use_kernels\n"
+        "x = torch.zeros(1)\n"
+        "with use_kernels():\n"
+        "    inside = kernels_for(x).__name__\n"
+        "    with use_kernels(False):\n"
+        "        nested = kernels_for(x)\n"
+        "    back = kernels_for(x).__name__\n"
+        "print(inside, nested, back, kernels_for(x))\n"
     )
-    # In a child process: importing the kernels here would decorate them for this (non-interpreted) process.
+    # In a child process, so this one never imports the kernel modules as a side effect.
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "holitom.plugins_trt.kernels None"
+    assert out == "holitom.plugins_trt.kernels None holitom.plugins_trt.kernels None"
 
 
 def test_the_merge_ops_on_cpu_do_not_import_triton():

@@ -28,7 +28,7 @@ import torch
 
 import merge_oracle as oracle
 from holitom.merge import MergeConfig, apply_inner_merge, outer_merge, plan_inner_merge
-from holitom.merge._device import forced_kernels
+from holitom.merge._device import use_kernels
 from holitom.plugins_trt.ops import OP_CONTRACTS, REFERENCE_OPS, density_peak_merge, temporal_segment
 from merge_cases import MARGIN, make_attention, make_video, run_oracle
 
@@ -290,7 +290,7 @@ def test_outer_merge_through_the_kernels_matches_torch(poisoned, monkeypatch, la
             break
     xt, at, newline = torch.from_numpy(x), torch.from_numpy(attention), torch.zeros(16)
     want = outer_merge(xt, at, config, (6, 6), layout, newline)
-    with forced_kernels():
+    with use_kernels():
         got = outer_merge(xt, at, config, (6, 6), layout, newline)
     assert "temporal_stage1" in calls and "dpc_plan" in calls
     for name in ("src_index", "dst_index", "frame_index", "position_index", "newline_index"):
