@@ -18,19 +18,12 @@ from the reference in at least one of them.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 collect_ignore_glob = [] if INTERPRETED else ["test_*.py"]
-
-# The merge tests' oracle and case generators (tests/merge) are shared, not copied.
-_MERGE_TESTS = str(Path(__file__).resolve().parents[2] / "merge")
-if _MERGE_TESTS not in sys.path:
-    sys.path.insert(0, _MERGE_TESTS)
 
 
 @pytest.fixture(scope="session")
