@@ -38,6 +38,28 @@ import triton.language as tl
 
 
 @triton.jit
+def _row_block(BLOCK_I: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's group g (int64), its rows i ``(BLOCK_I,)`` and every column j ``(BLOCK_N,)``."""
+    return tl.program_id(0).to(tl.int64), tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I), tl.arange(0, BLOCK_N)
+
+
+@triton.jit
+def _flags(ptr, g, idx, n):
+    """Bool flags of group g at slots ``idx`` (False outside ``0..n-1``)."""
+    return tl.load(ptr + g * n + idx, mask=idx < n, other=0) != 0
+
+
+@triton.jit
+def _distance_rows(d2_ptr, g, i, j, n):
+    """``(BLOCK_I, BLOCK_N)`` rows i of group g's distance matrix, ``+inf`` outside the ``n x n`` matrix."""
+    return tl.load(
+        d2_ptr + g * n * n + i[:, None].to(tl.int64) * n + j[None, :],
+        mask=(i < n)[:, None] & (j < n)[None, :],
+        other=float("inf"),
+    )
+
+
+@triton.jit
 def distance_kernel(
     x_ptr,  # (G, n, D) any float dtype, contiguous
     valid_ptr,  # (G, n) bool
@@ -62,8 +84,8 @@ def distance_kernel(
         xj = tl.load(x_ptr + base + j[:, None].to(tl.int64) * dim + d[None, :], mask=j_ok[:, None] & d_ok[None, :], other=0.0)
         diff = xi.to(tl.float32)[:, None, :] - xj.to(tl.float32)[None, :, :]  # (BLOCK_I, BLOCK_J, BLOCK_D)
         acc += tl.sum(diff * diff, axis=2)
-    valid_i = tl.load(valid_ptr + g * n + i, mask=i_ok, other=0) != 0
-    valid_j = tl.load(valid_ptr + g * n + j, mask=j_ok, other=0) != 0
+    valid_i = _flags(valid_ptr, g, i, n)
+    valid_j = _flags(valid_ptr, g, j, n)
     d2 = tl.where(valid_i[:, None] & valid_j[None, :], tl.div_rn(acc, dim.to(tl.float32)), float("inf"))
     tl.store(d2_ptr + g * n * n + i[:, None].to(tl.int64) * n + j[None, :], d2, mask=i_ok[:, None] & j_ok[None, :])
 
@@ -80,15 +102,9 @@ def density_kernel(
     BLOCK_I: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    g = tl.program_id(0).to(tl.int64)
-    i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
-    j = tl.arange(0, BLOCK_N)
+    g, i, j = _row_block(BLOCK_I, BLOCK_N)
     i_ok = i < n
-    tile = tl.load(
-        d2_ptr + g * n * n + i[:, None].to(tl.int64) * n + j[None, :],
-        mask=i_ok[:, None] & (j < n)[None, :],
-        other=float("inf"),
-    )  # (BLOCK_I, BLOCK_N)
+    tile = _distance_rows(d2_ptr, g, i, j, n)  # (BLOCK_I, BLOCK_N)
     finite = tile < float("inf")
     tl.store(row_max_ptr + g * n + i, tl.max(tl.where(finite, tile, 0.0), axis=1), mask=i_ok)
     m = tl.load(clusters_ptr + g)
@@ -99,7 +115,7 @@ def density_kernel(
         total += low
         first = tl.min(tl.where(tile == low[:, None], j[None, :], BLOCK_N), axis=1)
         tile = tl.where(j[None, :] == first[:, None], float("inf"), tile)  # strike one occurrence only
-    valid = tl.load(valid_ptr + g * n + i, mask=i_ok, other=0) != 0
+    valid = _flags(valid_ptr, g, i, n)
     rho = tl.exp(-tl.div_rn(total, k.to(tl.float32)))
     tl.store(rho_ptr + g * n + i, tl.where(valid, rho, -1.0), mask=i_ok)
 
@@ -115,23 +131,17 @@ def gamma_kernel(
     BLOCK_I: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    g = tl.program_id(0).to(tl.int64)
-    i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
-    j = tl.arange(0, BLOCK_N)
+    g, i, j = _row_block(BLOCK_I, BLOCK_N)
     i_ok = i < n
     j_ok = j < n
     rho_i = tl.load(rho_ptr + g * n + i, mask=i_ok, other=-1.0)
     rho_j = tl.load(rho_ptr + g * n + j, mask=j_ok, other=-2.0)  # padding lanes below every slot
-    tile = tl.load(
-        d2_ptr + g * n * n + i[:, None].to(tl.int64) * n + j[None, :],
-        mask=i_ok[:, None] & j_ok[None, :],
-        other=float("inf"),
-    )
+    tile = _distance_rows(d2_ptr, g, i, j, n)  # (BLOCK_I, BLOCK_N)
     denser = (rho_j[None, :] > rho_i[:, None]) | ((rho_j[None, :] == rho_i[:, None]) & (j[None, :] < i[:, None]))
     delta2 = tl.min(tl.where(denser, tile, float("inf")), axis=1)  # (BLOCK_I,)
     group_max = tl.max(tl.load(row_max_ptr + g * n + j, mask=j_ok, other=0.0), axis=0)
     delta2 = tl.where(delta2 == float("inf"), group_max, delta2)  # the densest token
-    valid = tl.load(valid_ptr + g * n + i, mask=i_ok, other=0) != 0
+    valid = _flags(valid_ptr, g, i, n)
     tl.store(gamma_ptr + g * n + i, tl.where(valid, rho_i * tl.sqrt_rn(delta2), -1.0), mask=i_ok)
 
 
@@ -145,16 +155,14 @@ def centre_kernel(
     BLOCK_I: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    g = tl.program_id(0).to(tl.int64)
-    i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
-    j = tl.arange(0, BLOCK_N)
+    g, i, j = _row_block(BLOCK_I, BLOCK_N)
     i_ok = i < n
     gamma_i = tl.load(gamma_ptr + g * n + i, mask=i_ok, other=-1.0)
     gamma_j = tl.load(gamma_ptr + g * n + j, mask=j < n, other=-2.0)
     ahead = (gamma_j[None, :] > gamma_i[:, None]) | ((gamma_j[None, :] == gamma_i[:, None]) & (j[None, :] < i[:, None]))
     rank = tl.sum(ahead.to(tl.int32), axis=1)  # (BLOCK_I,) place in the stable descending order
     m = tl.load(clusters_ptr + g)
-    valid = tl.load(valid_ptr + g * n + i, mask=i_ok, other=0) != 0
+    valid = _flags(valid_ptr, g, i, n)
     tl.store(is_centre_ptr + g * n + i, valid & (rank < m), mask=i_ok)
 
 
@@ -169,25 +177,19 @@ def assign_kernel(
     BLOCK_I: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    g = tl.program_id(0).to(tl.int64)
-    i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
-    j = tl.arange(0, BLOCK_N)
+    g, i, j = _row_block(BLOCK_I, BLOCK_N)
     i_ok = i < n
     j_ok = j < n
-    centre_j = tl.load(is_centre_ptr + g * n + j, mask=j_ok, other=0) != 0
-    tile = tl.load(
-        d2_ptr + g * n * n + i[:, None].to(tl.int64) * n + j[None, :],
-        mask=i_ok[:, None] & j_ok[None, :],
-        other=float("inf"),
-    )
+    centre_j = _flags(is_centre_ptr, g, j, n)
+    tile = _distance_rows(d2_ptr, g, i, j, n)  # (BLOCK_I, BLOCK_N)
     to_centre = tl.where(centre_j[None, :], tile, float("inf"))
     nearest = tl.min(to_centre, axis=1)
     # First centre at the minimum (also when every distance is inf: the first centre, like argmin).
     hit = centre_j[None, :] & (to_centre == nearest[:, None])
     slot = tl.min(tl.where(hit, j[None, :], BLOCK_N), axis=1)
-    centre_i = tl.load(is_centre_ptr + g * n + i, mask=i_ok, other=0) != 0
+    centre_i = _flags(is_centre_ptr, g, i, n)
     slot = tl.where(centre_i, i, slot)  # a centre always joins itself
-    valid = tl.load(valid_ptr + g * n + i, mask=i_ok, other=0) != 0
+    valid = _flags(valid_ptr, g, i, n)
     m = tl.load(clusters_ptr + g)
     tl.store(assignment_ptr + g * n + i, tl.where(valid & (m > 0), slot, -1).to(tl.int64), mask=i_ok)
 
@@ -210,8 +212,8 @@ def merge_kernel(
     j = tl.arange(0, BLOCK_N)
     c_ok = c < n
     j_ok = j < n
-    centre_c = tl.load(is_centre_ptr + g * n + c, mask=c_ok, other=0) != 0
-    centre_j = tl.load(is_centre_ptr + g * n + j, mask=j_ok, other=0) != 0
+    centre_c = _flags(is_centre_ptr, g, c, n)
+    centre_j = _flags(is_centre_ptr, g, j, n)
     assigned = tl.load(assignment_ptr + g * n + j, mask=j_ok, other=-1)
     joined = (assigned[None, :] == c[:, None]) & centre_c[:, None]  # (BLOCK_C, BLOCK_N) token j is in cluster c
     member = joined & ~centre_j[None, :]

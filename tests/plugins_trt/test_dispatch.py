@@ -10,6 +10,11 @@ import torch
 from holitom.merge._device import kernels_for
 
 
+def run_child(code: str) -> str:
+    """Run ``code`` in a child Python (so this process never imports the kernel modules); its stdout."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_cpu_tensors_run_the_torch_code():
     assert kernels_for(torch.zeros(1)) is None
 
@@ -26,9 +31,7 @@ def test_forcing_is_scoped_to_the_block():
         "    back = kernels_for(x).__name__\n"
         "print(inside, nested, back, kernels_for(x))\n"
     )
-    # In a child process, so this one never imports the kernel modules as a side effect.
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "holitom.plugins_trt.kernels None holitom.plugins_trt.kernels None"
+    assert run_child(code) == "holitom.plugins_trt.kernels None holitom.plugins_trt.kernels None"
 
 
 def test_the_merge_ops_on_cpu_do_not_import_triton():
@@ -42,5 +45,4 @@ def test_the_merge_ops_on_cpu_do_not_import_triton():
         "apply_inner_merge(h, (0, 6), plan_inner_merge(torch.rand(6), h, 0.5))\n"
         "print('triton' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "False"
+    assert run_child(code) == "False"
