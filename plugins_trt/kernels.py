@@ -38,7 +38,9 @@ Design decisions:
   metadata; value preconditions (``0 <= num_clusters[g] <=`` the group's valid
   count, finite inputs) are the caller's, as for a TensorRT plugin.
 - :func:`_empty` allocates every output and scratch buffer (tests poison it so
-  an element a kernel never writes fails the comparison).
+  an element a kernel never writes fails the comparison), from torch's caching
+  allocator; kernels launch on torch's current CUDA stream (a TensorRT plugin
+  wraps its ``enqueue`` stream in ``torch.cuda.ExternalStream``).
 
 Importing this module imports triton; ``import holitom`` and
 ``holitom.plugins_trt`` never do (the merge dispatch imports this module on
