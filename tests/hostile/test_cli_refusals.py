@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from holitom.limits import MAX_OPSET, MIN_OPSET
+
 from hostile_helpers import assert_refused, cli_in_process, copy_default_checkpoint, run_cli_cases
 
 FAST_S = 15  # in-process: refused while parsing or by a cheap check, nothing loaded (generous for a shared machine)
@@ -81,7 +83,7 @@ def cases(clip: Path) -> dict[str, tuple]:
         "run-max-new-tokens-0": (lambda cwd: [*RUN[:3], "--max-new-tokens", "0", "--video", "x.mp4", "--prompt", "hi"], None, r"argument --max-new-tokens: must be an integer >= 1", FAST_S),
         "run-top-k-negative": (lambda cwd: [*RUN, "--video", "x.mp4", "--prompt", "hi", "--top-k", "-3"], None, r"argument --top-k", FAST_S),
         "run-unknown-flag": (lambda cwd: [*RUN, "--video", "x.mp4", "--prompt", "hi", "--bogus"], None, r"unrecognized arguments: --bogus", FAST_S),
-        "export-opset": (lambda cwd: ["export", "--out", "e", "--opset", "99"], None, r"argument --opset: must be an integer >= 17 and <= 23", FAST_S),
+        "export-opset": (lambda cwd: ["export", "--out", "e", "--opset", "99"], None, rf"argument --opset: must be an integer >= {MIN_OPSET} and <= {MAX_OPSET}", FAST_S),
         "bench-vocab-huge": (lambda cwd: ["bench", "--model", "llava-ov-7b", "--vocab-size", "2000000000"], None, r"argument --vocab-size: must be an integer >= 1 and <= 1048576", FAST_S),
         "bench-frames-0": (lambda cwd: ["bench", "--frames", "0"], None, r"argument --frames", FAST_S),
         "bench-seed-huge": (lambda cwd: ["bench", "--seed", str(2**64)], None, r"argument --seed", FAST_S),

@@ -163,7 +163,7 @@ def cache_with_entry(concurrent_exports, tmp_path, monkeypatch):
     shutil.copytree(source, entry)
     rebuilt = []
 
-    def fake_export(model, out, config):  # the real export is covered by the concurrency test; this one is instant
+    def fake_export(model, out, config, validator=None):  # the real export is covered by the concurrency test; this one is instant
         assert config.keep_existing and not out.exists()
         shutil.copytree(source, out)
         rebuilt.append(out)
