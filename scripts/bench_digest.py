@@ -56,7 +56,7 @@ def _measure(args, work: Path) -> int:
     folder = Path(args.export) if args.export else work / "export"
     if not args.export:
         print("exporting the default model (preset none, no validation) ...", file=sys.stderr)
-        export_model("default", folder, ExportConfig(presets=(args.preset,), validate=False, progress=False))
+        export_model("default", folder, ExportConfig(presets=(args.preset,), progress=False))
     clip = write_video(work / "clip.mp4", make_frames(2 * args.frames, 256, 320, seed=0), fps=8)
     files = read_manifest(folder, check_files=False).files
     total_bytes = sum(f["bytes"] for f in files.values())

@@ -13,7 +13,7 @@ def default_export(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("trt") / "default-export"
     # The graphs are what these tests read; their numerics are validated by the export tests.
-    export_model("default", out, ExportConfig(num_frames=2, validate=False, progress=False))
+    export_model("default", out, ExportConfig(num_frames=2, progress=False))  # no validator: not validated
     return out
 
 
