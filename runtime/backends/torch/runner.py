@@ -36,12 +36,16 @@ class TorchRunner(Runner):
 
 class VisionRunner(TorchRunner):
     def _forward(self, pixel_values):
-        out = self.model.encode_video(pixel_values)
+        # The contract says whether the method reads the scores; without them the last layer is an ordinary one.
+        with_attention = "attention" in self.spec.output_names
+        out = self.model.encode_video(pixel_values, with_attention=with_attention)
+        if not with_attention:
+            return {"features": out.features}
         return {"features": out.features, "attention": out.attention.float()}
 
 
 class OuterMergeRunner(TorchRunner):
-    def _forward(self, features, attention):
+    def _forward(self, features, attention=None):
         model = self.model
         tokens = self.reduction.outer(features, attention, model.grid, model.layout, model.image_newline.to(features.dtype))
         return {"merged_tokens": tokens.to(features.dtype)}
