@@ -71,3 +71,18 @@ def test_a_stack_at_its_real_depth_keeps_its_measured_time():
     assert row["stages"]["vision"]["per_layer_ms"] is None
     assert row["timings_ms"]["prefill"] == pytest.approx(30 + 24 * 20)
     assert row["vs_transformers"] is None
+
+
+def test_the_table_and_the_ttft_plot_label_the_projection(tiny_run, tmp_path):
+    from holitom.bench.report import BREAKDOWN_PNG, plot_ttft_breakdown, projection_lines
+
+    result, _ = tiny_run
+    assert "projection" not in result  # the default model is not layer-trimmed: nothing to project
+    assert projection_lines(result) == []
+    rows_b = {r["id"]: {"timings_ms": {k: 1.5 * v for k, v in r["timings_ms"].items()}, "decode_tokens_per_s": r["decode_tokens_per_s"] / 1.5} for r in result["rows"]}
+    projected = {**result, "projection": project(result["rows"], rows_b, Depths(1, 2), Depths(2, 4), Depths(26, 24), "transformers/vanilla")}
+    lines = projection_lines(projected)
+    assert lines[0].startswith("PROJECTED to 26 vision / 24 decoder layers") and "not measured" in lines[0]
+    assert len(lines) == 1 + len(result["rows"])
+    path = plot_ttft_breakdown(projected, tmp_path / BREAKDOWN_PNG)
+    assert path.stat().st_size > 10_000
