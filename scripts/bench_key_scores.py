@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
+from bench_merge import fmt, non_negative_int, positive_int, timed_ms  # the sibling script's timer (the script's folder is on sys.path)
 
 from holitom.bench.archs import SIGLIP_SO400M
 from holitom.models.config import VisionConfig
@@ -33,36 +32,6 @@ TARGET_RATIO = 1.3
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def timed_ms(fn, device: torch.device, warmup: int, repeats: int) -> tuple[float, float]:
-    """(median, min) wall-clock milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), min(times)
-
-
-def fmt(t: tuple[float, float]) -> str:
-    return f"{t[0]:.1f} ms (min {t[1]:.1f})"
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=positive_int, default=32)
@@ -70,7 +39,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=positive_int, default=None)
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--warmup", type=non_negative_int, default=1)
     ap.add_argument("--repeats", type=positive_int, default=5)
     args = ap.parse_args()
     if args.dtype not in DTYPES:
