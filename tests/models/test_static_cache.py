@@ -8,9 +8,9 @@ import torch
 from holitom.errors import InputError
 from holitom.merge import InnerMergeConfig, apply_inner_merge, plan_inner_merge
 from holitom.models.baseline import TransformersBaseline
-from holitom.models.generate import greedy_generate
 from holitom.models.kv_cache import StaticKVCache
 from holitom.models.loading import load_llava
+from greedy import greedy_generate
 from tiny_llava import frames, max_diff, prompt_ids
 
 STEP_ATOL = 1e-5
