@@ -146,7 +146,9 @@ class Pipeline:
         with timer.section("vision"):
             vision = self._run(C.VISION, pixel_values=stages.to_device(pixel_values))
         with timer.section("merge"):
-            merged = self._run(C.OUTER_MERGE, features=vision["features"], attention=vision["attention"])
+            # Only what the outer merge declares: a method without vision scores gets none.
+            merge_inputs = stages.runners[C.OUTER_MERGE].spec.input_names
+            merged = self._run(C.OUTER_MERGE, **{name: vision[name] for name in merge_inputs})
         visual_tokens = merged["merged_tokens"]  # (N, D)
 
         seq_len = len(prompt_ids) - 1 + int(visual_tokens.shape[0])  # the placeholder becomes the visual tokens

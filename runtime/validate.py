@@ -116,7 +116,8 @@ def validate_export(torch_model, tokenizer, folder: Path, num_frames: int) -> li
     validated_core = False
     for preset, entry in manifest.outer_merge.items():
         merge = MergeConfig.from_dict(entry["merge"])
-        stages = build_torch_stages(torch_model, tokenizer, preprocessor, merge, preset, torch.device("cpu"))
+        # The exported contract always carries the vision attention, so the reference computes it too.
+        stages = build_torch_stages(torch_model, tokenizer, preprocessor, merge, preset, torch.device("cpu"), vision_attention=True)
         keep = {C.EMBED: 3, C.DECODE_STEP: 1}
         stages.runners = {name: RecordingRunner(r, keep.get(name, 1)) for name, r in stages.runners.items()}
         with Pipeline(stages) as pipe:

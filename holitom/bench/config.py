@@ -150,6 +150,9 @@ class BenchConfig:
             round-robin (fairest on a machine whose speed drifts); False
             measures one backend at a time with only its models loaded, for
             models whose backends do not fit in memory together.
+        project_full_depth: for an architecture preset trimmed to fewer layers, time
+            every row once more at a second depth and report a full-depth projection
+            beside the measured rows (:mod:`holitom.bench.projection`).
     """
 
     model: str = "default"
@@ -173,6 +176,7 @@ class BenchConfig:
     seed: int = 0
     threads: int | None = None
     interleave: bool = True
+    project_full_depth: bool = True
     overrides: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -182,7 +186,7 @@ class BenchConfig:
         check_int(self.frames, "frames", MIN_FRAMES, MAX_FRAMES)
         if self.threads is not None:
             check_int(self.threads, "threads", 1)
-        for flag in ("count_flops", "measure_memory", "interleave"):
+        for flag in ("count_flops", "measure_memory", "interleave", "project_full_depth"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
         check_int(self.seed, "seed", MIN_SEED, MAX_SEED)

@@ -21,13 +21,31 @@ from holitom.sources import ModelSource
 from holitom.runtime.stages import StageSet
 
 
-def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str, device: torch.device, check_inputs: bool = True) -> StageSet:
-    """Runners over an already loaded model (also used by the exporter as its reference)."""
+def build_torch_stages(
+    model,
+    tokenizer,
+    preprocessor,
+    merge_config,
+    preset: str,
+    device: torch.device,
+    check_inputs: bool = True,
+    vision_attention: bool | None = None,
+) -> StageSet:
+    """Runners over an already loaded model (also used by the exporter as its reference).
+
+    ``vision_attention``: whether the vision stage outputs the key scores; None = only
+    when the method reads them. The export validation passes True, the exported contract.
+    """
     cfg = model.config
     k = split_layer(merge_config, cfg.num_layers)
     dims = model_dims(cfg, k)
     dtype = next(model.parameters()).dtype
-    specs = C.stage_specs(dims, str(dtype).removeprefix("torch."))
+    from holitom.merge import reduction_for
+
+    reduction = reduction_for(merge_config)
+    if vision_attention is None:
+        vision_attention = reduction.needs_vision_attention
+    specs = C.stage_specs(dims, str(dtype).removeprefix("torch."), vision_attention=vision_attention)
     common = dict(model=model, merge_config=merge_config, check_inputs=check_inputs)
     runners = {
         C.VISION: VisionRunner(specs[C.VISION], **common),
@@ -37,9 +55,7 @@ def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str
         C.DECODER_TAIL: DecoderTailRunner(specs[C.DECODER_TAIL], inner_layer=k, **common),
         C.DECODE_STEP: DecodeStepRunner(specs[C.DECODE_STEP], num_layers=cfg.num_layers, **common),
     }
-    from holitom.merge import reduction_for
-
-    has_inner = reduction_for(merge_config).inner_layer(cfg.num_layers) is not None
+    has_inner = reduction.inner_layer(cfg.num_layers) is not None
     if has_inner:
         runners[C.INNER_MERGE] = InnerMergeRunner(specs[C.INNER_MERGE], **common)
     return StageSet(
