@@ -8,7 +8,6 @@ failed export leaves nothing at the output path.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,10 +15,10 @@ from typing import Callable
 import torch
 
 from holitom import contracts as C
-from holitom.bounds import DEFAULT_OPSET, check_frames, check_opset
+from holitom.limits import DEFAULT_OPSET, check_opset
 from holitom.errors import ConfigError, ExportError
 from holitom.export import wrappers as W
-from holitom.export.manifest import GraphEntry, Manifest, inner_merge_key
+from holitom.export.manifest import GraphEntry, Manifest, file_table, inner_merge_key
 from holitom.export.onnx_io import check_graph_io, check_model_file, save_model
 from holitom.export.tracing import export_module
 
@@ -52,9 +51,13 @@ class ExportConfig:
     attention: str = "standard"  # decoder prefill attention form, see holitom.models.export_attention
     force: bool = False
     progress: bool = True
+    # A shared cache entry: when another process completes ``out`` first, keep its copy (the same export).
+    keep_existing: bool = False
 
     def __post_init__(self):
-        check_frames("num_frames", self.num_frames)
+        from holitom.limits import MAX_FRAMES, MIN_FRAMES, check_int
+
+        check_int(self.num_frames, "num_frames", MIN_FRAMES, MAX_FRAMES)
         from holitom.merge import preset_names
 
         from holitom.merge import MergeConfig, get_preset
@@ -71,7 +74,7 @@ class ExportConfig:
 
         check_flavor(self.attention)
         if self.opset is not None:
-            check_opset("opset", self.opset)
+            check_opset(self.opset)
 
     @property
     def preset_list(self) -> tuple[str, ...]:
@@ -138,16 +141,19 @@ def export_model(
     from holitom.merge import get_preset
     from holitom.models.export_attention import export_attention
     from holitom.models.loading import load_llava
-    from holitom.models.facts import load_tokenizer, model_dims, split_layer, stop_token_ids
+    from holitom.models.checkpoint import load_tokenizer
+    from holitom.models.facts import model_dims, split_layer, stop_token_ids
     from holitom.sources import resolve_source
 
+    from holitom.export.manifest import MANIFEST_NAME
+    from holitom.paths import check_output_dir, move_into_place, staged_output
+
     config = config or ExportConfig()
-    out = Path(out).expanduser()
     source = resolve_source(model)
     if source.is_export:
         raise ExportError(f"'{source.path}' is already an export; pass the checkpoint folder (or 'default') to export.")
-    if out.exists() and not config.force:
-        raise ExportError(f"output folder '{out}' exists; choose another --out or pass --force to replace it.")
+    # Before any work: the place can be written, and --force replaces only an earlier export.
+    out = check_output_dir(out, "output folder", replace=config.force or config.keep_existing, replaceable=lambda p: (p / MANIFEST_NAME).is_file())
     opset = config.opset or DEFAULT_OPSET
 
     torch_model = load_llava(source.path, dtype=torch.float32)
@@ -174,10 +180,8 @@ def export_model(
     inner_configs = {inner_merge_key(m.inner.ratio, m.inner.mode): m.inner for m in presets.values() if m.inner is not None}
     steps = len(modules) + len(presets) + len(inner_configs) + 2
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        with tqdm(total=steps, desc="export", unit="step", disable=not config.progress) as bar:
+    with staged_output(out, "output folder") as tmp:
+        with tqdm(total=steps, desc="export", unit="step", disable=None if config.progress else True) as bar:  # None: only on a terminal
             graphs: dict[str, GraphEntry] = {}
             for stage, module in modules.items():
                 bar.set_postfix_str(stage)
@@ -211,6 +215,7 @@ def export_model(
             bar.update()
             from holitom import __version__
 
+            names = [n for e in [*graphs.values(), *(GraphEntry.from_dict(v["graph"]) for v in [*outer.values(), *inner.values()])] for n in e.sizes]
             manifest = Manifest(
                 toolkit_version=__version__,
                 source={"model": str(model), "path": str(source.path)},
@@ -227,6 +232,7 @@ def export_model(
                 outer_merge=outer,
                 inner_merge=inner,
                 assets=assets,
+                files=file_table(tmp, [*dict.fromkeys(names), *assets]),
             )
             manifest.write(tmp)
             report = []
@@ -236,10 +242,7 @@ def export_model(
                 manifest.validation = {"frames": config.num_frames, "outputs": [r.to_dict() for r in report]}
                 manifest.write(tmp)
             bar.update()
-        _move_into_place(tmp, out, config.force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        move_into_place(tmp, out, config.force, "output folder", keep_existing=config.keep_existing)
     return ExportResult(out=out, manifest=manifest, report=report)
 
 
@@ -248,17 +251,3 @@ def _write_graph(model, folder: Path, file: str, spec: C.StageSpec) -> GraphEntr
     sizes = save_model(model, folder / file)
     check_model_file(folder / file)
     return GraphEntry.from_spec(file, spec, sizes)
-
-
-def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
-    """Rename the finished folder to ``out``; an existing ``out`` (with --force) is replaced only now."""
-    if out.exists():
-        if not force:  # checked before, but the folder may have appeared meanwhile
-            raise ExportError(f"output folder '{out}' appeared during the export; nothing was replaced.")
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)

@@ -62,7 +62,17 @@ def check_graph_io(model, spec: StageSpec, allow_dropped_inputs: bool = True) ->
     Inputs that the exporter dropped because the graph does not use them are
     allowed when ``allow_dropped_inputs`` (the runtime feeds only what exists).
     """
-    io = graph_io(model)
+    problems = io_mismatches(graph_io(model), spec, allow_dropped_inputs)
+    if problems:
+        raise ExportError(f"graph '{spec.name}' does not match its declared I/O: " + "; ".join(problems) + ".")
+
+
+def io_mismatches(io: dict[str, list[tuple[str, str, tuple]]], spec: StageSpec, allow_dropped_inputs: bool = True) -> list[str]:
+    """Every way ``io`` (``{"inputs"|"outputs": [(name, dtype, shape)]}``) differs from the stage contract.
+
+    Shared by the exporter (on the ModelProto it wrote) and the onnxruntime
+    backend (on the session it loaded), so both hold a file to the same contract.
+    """
     problems = []
     for which, tensors in (("inputs", spec.inputs), ("outputs", spec.outputs)):
         got = {name: (dtype, shape) for name, dtype, shape in io[which]}
@@ -86,8 +96,7 @@ def check_graph_io(model, spec: StageSpec, allow_dropped_inputs: bool = True) ->
                 problems.append(f"{t.name}: dtype {dtype}, expected {t.dtype}")
             if len(shape) != len(t.shape) or any(a != b for a, b in zip(shape, t.shape)):
                 problems.append(f"{t.name}: shape {shape}, expected {t.shape}")
-    if problems:
-        raise ExportError(f"graph '{spec.name}' does not match its declared I/O: " + "; ".join(problems) + ".")
+    return problems
 
 
 def save_model(model, path: Path) -> dict[str, int]:

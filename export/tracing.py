@@ -10,6 +10,10 @@ no translation for and that the merge code needs:
 - ``aten.sort.stable``: ONNX ``TopK`` over the whole axis with ``sorted=1``,
   which the ONNX spec defines to put the lower index first among equal values:
   exactly a stable sort, descending (``largest=1``) or ascending.
+- ``aten.index_add`` (rows, ``dim=0``): ``ScatterElements(reduction="add")``
+  over the row index expanded to the source's shape, instead of the exporter's
+  ``ScatterND(reduction="add")``, which TensorRT 10.3 (JetPack 6) does not
+  support (``holitom check-ops``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ def _sort_stable(self, stable: bool = True, dim: int = -1, descending: bool = Fa
     return values, indices
 
 
-TRANSLATIONS = {torch.ops.aten.sort.stable: _sort_stable}
+def _index_add(self, dim: int, index, source, alpha: float = 1.0):
+    if dim != 0 or alpha != 1.0:
+        raise NotImplementedError(f"index_add is translated for dim=0, alpha=1 (the merge code's use), got dim={dim}, alpha={alpha}")
+    rows = op.Unsqueeze(index, op.Constant(value_ints=[1]))  # (E, 1)
+    return op.ScatterElements(self, op.Expand(rows, op.Shape(source)), source, axis=0, reduction="add")
+
+
+TRANSLATIONS = {torch.ops.aten.sort.stable: _sort_stable, torch.ops.aten.index_add.default: _index_add}
 
 
 def export_module(module: torch.nn.Module, args: tuple, spec: C.StageSpec, opset: int):

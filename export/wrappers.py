@@ -81,40 +81,27 @@ class DecodeStep(nn.Module):
 
 
 class OuterMerge(nn.Module):
-    """features (F, P, D), attention (F, P) -> merged_tokens (N, D) [, frame_index, position_index].
+    """features (F, P, D), attention (F, P), image_newline (D,) -> merged_tokens (N, D) [, frame_index, position_index].
 
     Exactly :func:`holitom.merge.outer.plan_tensors` and
     :func:`holitom.merge.outer.apply_tensors`, the code the torch runtime runs;
-    the custom ops inside become ``holitom::`` nodes. ``newline`` is the
-    model's embedding, baked in as a buffer (:class:`OuterMergeNewlineInput`
-    takes it as an input instead).
+    the custom ops inside become ``holitom::`` nodes. (An export folder's graph
+    then holds the model's newline as an initializer instead of the input.)
     """
 
-    def __init__(self, config, grid: tuple[int, int], layout, newline: torch.Tensor | None, metadata: bool):
+    def __init__(self, config, grid: tuple[int, int], layout, metadata: bool):
         super().__init__()
         self.config, self.grid, self.layout, self.metadata = config, grid, layout, metadata
-        if newline is not None:
-            self.register_buffer("newline", newline, persistent=False)
 
-    def forward(self, features, attention):
-        return self.merge(features, attention, self.newline)
-
-    def merge(self, features, attention, newline):
+    def forward(self, features, attention, image_newline):
         from holitom.merge.outer import apply_tensors, plan_tensors
 
         x = features.float()
         plan = plan_tensors(x, attention, self.config, self.grid, self.layout)
-        tokens = apply_tensors(x.reshape(-1, x.shape[2]), plan, newline)  # (N, D)
+        tokens = apply_tensors(x.reshape(-1, x.shape[2]), plan, image_newline)  # (N, D)
         if self.metadata:
             return tokens, plan.frame_index, plan.position_index
         return tokens
-
-
-class OuterMergeNewlineInput(OuterMerge):
-    """:class:`OuterMerge` with ``image_newline (D,)`` as a third input."""
-
-    def forward(self, features, attention, image_newline):
-        return self.merge(features, attention, image_newline)
 
 
 class InnerMerge(nn.Module):

@@ -11,10 +11,36 @@ import argparse
 import json
 import sys
 import tempfile
-from pathlib import Path
 
-from holitom.bounds import DTYPES
 from holitom.errors import EXIT_USAGE, run_reporting_errors
+from holitom.limits import DTYPES, MAX_FRAMES, MAX_OPSET, MAX_SEED, MIN_FRAMES, MIN_OPSET, MIN_SEED
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one stderr line (exit 2), like every other error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def int_flag(low: int, high: int | None = None):
+    """An argparse ``type``: an integer in ``low..high``, checked while parsing (before anything loads)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}" + (f" and <= {high}" if high is not None else "") + f", got {text}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+FRAMES = int_flag(MIN_FRAMES, MAX_FRAMES)
+SEED = int_flag(MIN_SEED, MAX_SEED)
 
 
 def _add_model_args(p: argparse.ArgumentParser, allow_export: bool = True) -> None:
@@ -28,34 +54,34 @@ def _add_merge_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int_flag(1), default=32, help="at most this many tokens (also bounded by the model's context length)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-k", type=int_flag(0), default=0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="holitom", description="HoliTom video-token merging: export and run fast video LLMs.")
+    parser = OneLineParser(prog="holitom", description="HoliTom video-token merging: export and run fast video LLMs.")
     parser.add_argument("--version", action="store_true", help="print the toolkit version and exit")
     sub = parser.add_subparsers(dest="command")
 
     demo = sub.add_parser("demo", help="embedded default model on a generated benchmark clip: its answer, token counts and TTFT with and without HoliTom")
     demo.add_argument("--backend", default="torch")
-    demo.add_argument("--frames", type=int, default=8, help="frames sampled from the clip (default 8, what the default model was trained on)")
+    demo.add_argument("--frames", type=FRAMES, default=8, help="frames sampled from the clip (default 8, what the default model was trained on)")
     demo.add_argument("--preset", default=None, help="HoliTom preset to compare with vanilla (default r15)")
-    demo.add_argument("--max-new-tokens", type=int, default=16)
+    demo.add_argument("--max-new-tokens", type=int_flag(1), default=16)
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     run = sub.add_parser("run", help="answer a question about a video")
     _add_model_args(run)
     run.add_argument("--video", required=True, help="video file (anything PyAV/FFmpeg decodes)")
     run.add_argument("--prompt", required=True, help="the question; put <video> in it to place the video, else it goes first")
-    run.add_argument("--backend", default="torch", help="torch | onnxruntime")
+    run.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt (an export folder with engines)")
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=DTYPES)
-    run.add_argument("--frames", type=int, default=32)
+    run.add_argument("--frames", type=FRAMES, default=32)
     run.add_argument("--no-chat-template", action="store_true", help="send --prompt verbatim (it must contain exactly one <video>)")
     _add_merge_args(run)
     _add_generation_args(run)
@@ -64,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export a checkpoint to ONNX graphs plus a manifest")
     _add_model_args(export, allow_export=False)
     export.add_argument("--out", required=True, help="output folder (must not exist unless --force)")
-    export.add_argument("--frames", type=int, default=32, help="frames of the example input used for tracing and validation")
+    export.add_argument("--frames", type=FRAMES, default=32, help="frames of the example input used for tracing and validation")
     export.add_argument("--preset", action="append", default=None, help="merge preset(s) to build outer-merge graphs for (repeatable; default: all paper presets)")
-    export.add_argument("--opset", type=int, default=None)
+    export.add_argument("--opset", type=int_flag(MIN_OPSET, MAX_OPSET), default=None)
     export.add_argument(
         "--attention",
         choices=["standard", "onnxruntime"],
@@ -76,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.add_argument("--no-validate", action="store_true", help="skip the stage-by-stage validation against PyTorch")
+
+    engines = sub.add_parser("build-engines", help="build TensorRT engines for an export folder, on the GPU that will run them")
+    engines.add_argument("export_dir", metavar="EXPORT_DIR")
+    engines.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16", help="model stages' precision (merge stages stay fp32; Q/DQ graphs add int8). Default: fp16")
+    engines.add_argument("--plugins", choices=["aot", "jit", "none"], default="aot", help="HoliTom ops as AOT Triton plugins (TensorRT 10.9+, no Python at run time), JIT Python plugins, or none (their ONNX local functions; TensorRT < 10.9). Default: aot")
+    engines.add_argument("--max-frames", type=int, default=64, help="largest frame count the engines accept (profile 1..MAX, opt 32 or less)")
+    engines.add_argument("--force", action="store_true", help="rebuild engines the export already has")
+
+    check = sub.add_parser("check-ops", help="check every operator of an export against TensorRT 10.3's ONNX operator list (JetPack 6)")
+    check.add_argument("export_dir", metavar="EXPORT_DIR")
+
+    compare = sub.add_parser("compare", help="Polygraphy comparison of each stage's TensorRT engine against onnxruntime")
+    compare.add_argument("export_dir", metavar="EXPORT_DIR")
+    compare.add_argument("--preset", default=None, help="outer-merge preset whose graphs to compare (default r15)")
+    compare.add_argument("--frames", type=int, default=8)
 
     sub.add_parser("presets", help="list the merge presets")
 
@@ -112,9 +153,11 @@ def _cmd_presets(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from holitom.prompting import check_text
     from holitom.runtime import RuntimeConfig, load_pipeline
     from holitom.runtime.config import DEFAULT_PRESET
 
+    check_text(args.prompt, "prompt (--prompt)")  # before anything loads
     config = RuntimeConfig(
         backend=args.backend,
         preset=args.preset or DEFAULT_PRESET,
@@ -167,11 +210,12 @@ def _cmd_demo(args) -> int:
     preset = args.preset or DEFAULT_PRESET
     generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
     item = make_item(*DEMO_ITEM)
+    # Every config is built (validated) before the clip is generated: nothing is allocated for a refused run.
+    configs = [RuntimeConfig(backend=args.backend, preset=name, num_frames=args.frames) for name in ("none", preset)]
     results = []
     with tempfile.TemporaryDirectory(prefix="holitom-demo-") as tmp:
         clip = write_clip(item, tmp)
-        for name in ("none", preset):
-            config = RuntimeConfig(backend=args.backend, preset=name, num_frames=args.frames)
+        for config in configs:
             with load_pipeline("default", config) as pipeline:
                 pipeline.run(clip, item.prompt, args.frames, GenerationConfig(max_new_tokens=2))  # warm-up
                 results.append(pipeline.run(clip, item.prompt, args.frames, generation))
@@ -210,6 +254,31 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_build_engines(args) -> int:
+    from holitom.export.engines import ProfileConfig, build_engines
+
+    profile = ProfileConfig(opt_frames=min(ProfileConfig.opt_frames, args.max_frames), max_frames=args.max_frames)
+    manifest = build_engines(args.export_dir, precision=args.precision, plugins=args.plugins, config=profile, force=args.force)
+    t = manifest.engines.target
+    print(f"built {len(manifest.engines.files)} engines in {args.export_dir} for TensorRT {t.tensorrt_version} on {t.device_name} (sm {t.compute_capability})")
+    return 0
+
+
+def _cmd_check_ops(args) -> int:
+    from holitom.export.trt_ops import OperatorTable, check_export, format_reports
+
+    table = OperatorTable.load()
+    reports = check_export(args.export_dir, table)
+    print(format_reports(reports, table))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _cmd_compare(args) -> int:
+    from holitom.runtime.backends.tensorrt.compare import compare_engines
+
+    return 0 if compare_engines(args.export_dir, args.preset, args.frames) else 1
+
+
 def _cmd_bench(args) -> int:
     from holitom.bench.cli import run_from_args
 
@@ -222,7 +291,17 @@ def _cmd_eval(args) -> int:
     return run_from_args(args)
 
 
-COMMANDS = {"run": _cmd_run, "demo": _cmd_demo, "export": _cmd_export, "presets": _cmd_presets, "bench": _cmd_bench, "eval": _cmd_eval}
+COMMANDS = {
+    "run": _cmd_run,
+    "demo": _cmd_demo,
+    "export": _cmd_export,
+    "build-engines": _cmd_build_engines,
+    "check-ops": _cmd_check_ops,
+    "compare": _cmd_compare,
+    "presets": _cmd_presets,
+    "bench": _cmd_bench,
+    "eval": _cmd_eval,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,31 +180,30 @@ def _kv(key_name, value_name, layers: range, dims: ModelDims, length: str, dtype
     return tuple(specs)
 
 
-def stage_specs(dims: ModelDims, dtype: str = "float32") -> dict[str, StageSpec]:
+def stage_specs(dims: ModelDims, dtype: str = "float32", vision_attention: bool = True) -> dict[str, StageSpec]:
     """The contract of every stage for a model of these sizes.
 
     ``dtype`` is the interchange type of activations and KV caches (the model's
     compute dtype); scores (``attention``, ``attn_row``) are always float32 and
     ``logits`` too, so token selection does not depend on the compute dtype.
+    ``vision_attention=False`` drops ``attention`` from the vision output and the
+    outer-merge input: a runtime whose method reads no vision scores (vanilla,
+    pooling, EVS) does not compute them. Exported graphs always carry it.
     """
     D, L, K = dims.hidden_size, dims.num_layers, dims.inner_layer
     P, H = dims.tokens_per_frame, dims.image_size
     head_layers, tail_layers = range(0, K), range(K, L)
+    features = TensorSpec("features", dtype, (FRAMES, P, D))
+    attention = (TensorSpec("attention", "float32", (FRAMES, P)),) if vision_attention else ()
     return {
         VISION: StageSpec(
             VISION,
             inputs=(TensorSpec("pixel_values", dtype, (FRAMES, 3, H, H)),),
-            outputs=(
-                TensorSpec("features", dtype, (FRAMES, P, D)),
-                TensorSpec("attention", "float32", (FRAMES, P)),
-            ),
+            outputs=(features, *attention),
         ),
         OUTER_MERGE: StageSpec(
             OUTER_MERGE,
-            inputs=(
-                TensorSpec("features", dtype, (FRAMES, P, D)),
-                TensorSpec("attention", "float32", (FRAMES, P)),
-            ),
+            inputs=(features, *attention),
             outputs=(TensorSpec("merged_tokens", dtype, (TOKENS, D)),),
         ),
         EMBED: StageSpec(

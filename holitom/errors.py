@@ -8,8 +8,11 @@ Never use ``assert`` for user input: ``python -O`` strips it.
 
 from __future__ import annotations
 
+import signal
 import sys
-from typing import Callable
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 # Exit status of a command refused for bad input (argparse's own usage errors use 2 too).
 EXIT_USAGE = 2
@@ -44,8 +47,16 @@ class ManifestError(HolitomError):
     """An export directory's manifest is missing, of another major version, or names missing files."""
 
 
+class OutputError(HolitomError):
+    """An output location (export folder, benchmark folder) cannot be created, written or replaced."""
+
+
 class BackendError(HolitomError):
     """A runtime backend is unknown, unavailable, or was given inputs it cannot take."""
+
+
+class EngineMismatchError(BackendError):
+    """A TensorRT engine was built for another TensorRT version or GPU than the one running it."""
 
 
 class MissingDependencyError(HolitomError, ImportError):
@@ -57,16 +68,54 @@ class MissingDependencyError(HolitomError, ImportError):
         self.package = package
 
 
-def run_reporting_errors(prog: str, command: Callable[[], int]) -> int:
-    """Run a CLI command: a HolitomError becomes one ``prog: error: ...`` line on stderr and exit 2."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) arrived: raised in the main thread so every ``finally`` / cleanup runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Interrupted` (Python's default would exit without running any cleanup)."""
     try:
-        return command()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_reporting_errors(prog: str, command: Callable[[], int]) -> int:
+    """Run a CLI command: a HolitomError becomes one ``prog: error: ...`` line on stderr and exit 2.
+
+    SIGINT and SIGTERM stop the command through the same path as an error (every
+    cleanup runs, so staging folders are removed) and print one line; the exit
+    status is 128 + the signal number, as a shell reports a killed command.
+    Warnings print as one ``warning:`` line each.
+    """
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, *rest, **kw: f"{prog}: warning: {message}\n"
+    try:
+        with _terminate_as_interrupt():
+            return command()
     except HolitomError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"{prog}: interrupted by {signal.Signals(signum).name}; partial output was removed", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        warnings.formatwarning = previous_format
 
 
 __all__ = [
@@ -77,8 +126,11 @@ __all__ = [
     "VideoError",
     "ExportError",
     "ManifestError",
+    "OutputError",
     "BackendError",
+    "EngineMismatchError",
     "MissingDependencyError",
+    "Interrupted",
     "EXIT_USAGE",
     "EXIT_INTERRUPTED",
     "run_reporting_errors",

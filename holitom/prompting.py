@@ -18,6 +18,21 @@ from holitom.errors import CheckpointError, InputError
 VIDEO_TOKEN = "<video>"
 
 
+def check_text(value: str, name: str) -> str:
+    """``value`` must be encodable as UTF-8: a command-line argument with bytes that are not UTF-8 arrives
+    holding lone surrogates (Python's surrogateescape), which no tokenizer can take."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        what = f"the byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"the unpaired surrogate U+{code:04X}"
+        raise InputError(
+            f"the {name} is not valid UTF-8 text ({what} at character {exc.start}); pass the text in UTF-8 "
+            "(check the terminal's or the file's encoding)."
+        ) from None
+    return value
+
+
 def _render(tokenizer, messages: list[dict]) -> tuple[str | None, str | None]:
     """(rendered text, None) or (None, why it failed)."""
     try:
@@ -70,6 +85,7 @@ def build_video_prompt(tokenizer, question: str, system: str | None = None, vide
             continue
         if not isinstance(value, str):
             raise InputError(f"{name} must be a string, got {type(value).__name__}.")
+        check_text(value, "prompt" if name == "question" else "system prompt")
         count = value.count(video_token)
         if name == "system" and count:
             raise InputError(f"the system prompt contains the video placeholder {video_token!r}; the video belongs in the question.")
@@ -155,7 +171,8 @@ def _encode(tokenizer, text: str) -> list[int]:
     if _is_bare_tokenizer(tokenizer):
         return list(tokenizer.encode(text, add_special_tokens=False).ids)
     if hasattr(tokenizer, "convert_tokens_to_ids") and callable(tokenizer):
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        # verbose=False: the runtime checks the length against the model's context itself, with one clear error.
+        return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
     raise InputError(f"tokenizer must be a transformers tokenizer or a tokenizers.Tokenizer, got {type(tokenizer).__name__}.")
 
 
@@ -217,6 +234,7 @@ def encode_prompt(tokenizer, text: str, video_token: str = VIDEO_TOKEN, video_to
     """
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}.")
+    check_text(text, "prompt")
     count = text.count(video_token)
     if count != 1:
         raise InputError(
@@ -239,4 +257,4 @@ def encode_prompt(tokenizer, text: str, video_token: str = VIDEO_TOKEN, video_to
     return ids
 
 
-__all__ = ["VIDEO_TOKEN", "build_video_prompt", "encode_prompt", "video_token_id"]
+__all__ = ["VIDEO_TOKEN", "build_video_prompt", "check_text", "encode_prompt", "video_token_id"]

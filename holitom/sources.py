@@ -1,19 +1,13 @@
-"""Resolve what the user passed as ``--model`` (the embedded default, a checkpoint, or an export), and the cache folder."""
+"""Resolve what the user passed as ``--model``: the embedded default, a checkpoint, or an export."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from holitom.errors import CheckpointError
 
 MANIFEST_NAME = "manifest.json"
-
-
-def cache_root() -> Path:
-    """The toolkit's cache folder: ``$HOLITOM_CACHE`` or ``~/.cache/holitom``."""
-    return Path(os.environ.get("HOLITOM_CACHE", Path.home() / ".cache" / "holitom"))
 
 
 @dataclass(frozen=True)
@@ -33,17 +27,15 @@ def resolve_source(model: str | Path) -> ModelSource:
         from holitom.default_model import default_model_dir
 
         return ModelSource("checkpoint", default_model_dir())
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise CheckpointError(
-            f"model path '{path}' does not exist; pass 'default', a Hugging Face checkpoint folder "
-            f"(with config.json) or a holitom export folder (with {MANIFEST_NAME})."
-        )
-    if not path.is_dir():
-        raise CheckpointError(f"model path '{path}' is a file; pass the folder that holds config.json or {MANIFEST_NAME}.")
+    from holitom.paths import existing_path
+
+    path = existing_path(model, "model folder", "dir", CheckpointError)
     if (path / MANIFEST_NAME).is_file():
         return ModelSource("export", path)
     if (path / "config.json").is_file():
+        from holitom.models.checkpoint import check_checkpoint_folder
+
+        check_checkpoint_folder(path)
         return ModelSource("checkpoint", path)
     raise CheckpointError(
         f"'{path}' holds neither config.json (a checkpoint) nor {MANIFEST_NAME} (a holitom export); "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from holitom.bounds import check_dtype, check_frames
+from holitom.limits import MAX_FRAMES, MIN_FRAMES, check_device, check_dtype, check_int
 from holitom.errors import ConfigError
 
 DEFAULT_PRESET = "r15"  # the paper's best accuracy/speed point: 99.7% of vanilla accuracy
@@ -28,8 +28,9 @@ class RuntimeConfig:
     check_inputs: bool = True
 
     def __post_init__(self):
-        check_frames("num_frames", self.num_frames)
-        check_dtype("dtype", self.dtype)
+        check_int(self.num_frames, "num_frames", MIN_FRAMES, MAX_FRAMES)
+        check_device(self.device)
+        check_dtype(self.dtype)
         from holitom.runtime.registry import backend_names
 
         if self.backend not in backend_names():
@@ -38,6 +39,14 @@ class RuntimeConfig:
 
         if self.preset not in preset_names():
             raise ConfigError(f"unknown preset '{self.preset}'; choose one of {preset_names()}.")
+        if self.backend != "torch":
+            from holitom.merge import MergeConfig, get_preset
+
+            if not isinstance(get_preset(self.preset), MergeConfig):
+                raise ConfigError(
+                    f"preset '{self.preset}' is a competing method, which runs on the torch backend only; pass "
+                    f"--backend torch with a checkpoint folder (or 'default'), or a HoliTom preset (none, r10..r25, r10-outer..r25-outer)."
+                )
 
     def merge_config(self):
         """The preset's config (HoliTom or a competing method), without its inner step when ``inner_merge`` is off."""

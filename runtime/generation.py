@@ -35,6 +35,9 @@ class GenerationConfig:
             raise ConfigError(f"top_k={self.top_k!r} must be an integer >= 0 (0 disables top-k).")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p={self.top_p!r} must be in (0, 1] (1 disables nucleus sampling).")
+        from holitom.limits import MAX_SEED, MIN_SEED, check_int
+
+        check_int(self.seed, "seed", MIN_SEED, MAX_SEED)
 
 
 class TokenSelector:

@@ -10,6 +10,7 @@ model computation goes through a :class:`~holitom.runtime.base.Runner`.
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ from holitom.runtime.generation import GenerationConfig, TokenSelector
 from holitom.runtime.stages import StageSet
 
 VideoInput = str | Path | np.ndarray | torch.Tensor
+
+
+class ContextLimitWarning(UserWarning):
+    """Fewer tokens than ``max_new_tokens`` fit in the model's context after the prompt; generation stops there."""
 
 
 @dataclass
@@ -44,7 +49,7 @@ class RunResult:
     backend: str
     preset: str
     num_frames: int
-    stop_reason: str  # "stop_token" | "max_new_tokens"
+    stop_reason: str  # "stop_token" | "max_new_tokens" | "context_length"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,17 +163,40 @@ class Pipeline:
         stages = self.stages
         timer = _Timer(stages.synchronize)
         prompt_ids = self.encode_prompt(prompt, chat_template)  # checks the placeholder before any heavy work
+        limit = stages.context_length
+        if len(prompt_ids) >= limit:
+            raise InputError(
+                f"the prompt is {len(prompt_ids)} tokens long, but the model's context holds {limit} positions for the "
+                "prompt, the video's tokens and the answer together; shorten the prompt."
+            )
 
         encoded = video if isinstance(video, EncodedVideo) else self.encode_video(video, num_frames)
         timer.ms.update(encoded.timings_ms)
         vision = encoded.vision
         with timer.section("merge"):
-            merged = self._run(C.OUTER_MERGE, features=vision["features"], attention=vision["attention"])
+            # Only what the outer merge declares: a method without vision scores gets none.
+            merge_inputs = stages.runners[C.OUTER_MERGE].spec.input_names
+            merged = self._run(C.OUTER_MERGE, **{name: vision[name] for name in merge_inputs})
         visual_tokens = merged["merged_tokens"]  # (N, D)
 
+        seq_len = len(prompt_ids) - 1 + int(visual_tokens.shape[0])  # the placeholder becomes the visual tokens
+        if seq_len > limit:
+            raise InputError(
+                f"the prompt ({len(prompt_ids) - 1} text tokens) and the video ({visual_tokens.shape[0]} tokens after "
+                f"merging {pixel_values.shape[0]} frames) need {seq_len} positions, but the model's context holds {limit}; "
+                "use fewer --frames, a preset that keeps fewer tokens, or a shorter prompt."
+            )
+        # The first token comes from the prefill; each further one takes the next position.
+        max_tokens = min(generation.max_new_tokens, limit - seq_len + 1)
+        if max_tokens < generation.max_new_tokens:
+            warnings.warn(
+                f"max_new_tokens={generation.max_new_tokens} does not fit: the prompt takes {seq_len} of the model's {limit} "
+                f"positions, so at most {max_tokens} tokens are generated.",
+                ContextLimitWarning,
+                stacklevel=2,
+            )
         with timer.section("prefill"):
             inputs_embeds, visual_span = self._splice(prompt_ids, visual_tokens)  # (1, S, D)
-            seq_len = inputs_embeds.shape[1]
             position_ids = torch.arange(seq_len, dtype=torch.int64)[None]  # (1, S)
             span = torch.tensor(visual_span, dtype=torch.int64)
             head = self._run(C.DECODER_HEAD, inputs_embeds=inputs_embeds, position_ids=stages.to_device(position_ids))
@@ -203,12 +231,12 @@ class Pipeline:
         if progress:
             progress(1)
 
-        stop_reason = "stop_token" if token in stop_ids else "max_new_tokens"
+        stop_reason = "stop_token" if token in stop_ids else ("max_new_tokens" if max_tokens == generation.max_new_tokens else "context_length")
         decode_steps = 0
         decode_start = time.perf_counter()
         # Decoding continues at position = full prompt length (DESIGN.md Stage III step 4).
         next_position = seq_len
-        while stop_reason != "stop_token" and len(generated) < generation.max_new_tokens:
+        while stop_reason != "stop_token" and len(generated) < max_tokens:
             ids = stages.to_device(torch.tensor([[token]], dtype=torch.int64))
             step_embeds = self._run(C.EMBED, input_ids=ids)["inputs_embeds"]  # (1, 1, D)
             out = self._run(

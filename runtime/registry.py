@@ -18,6 +18,7 @@ from holitom.errors import BackendError
 _BACKENDS: dict[str, str] = {
     "torch": "holitom.runtime.backends.torch:create_stages",
     "onnxruntime": "holitom.runtime.backends.onnxruntime:create_stages",
+    "tensorrt": "holitom.runtime.backends.tensorrt:create_stages",
 }
 # Backends that run export folders (the others run checkpoints).
 _RUNS_EXPORTS: set[str] = {"onnxruntime"}

@@ -31,6 +31,7 @@ class StageSet:
     video_token_id: int
     stop_token_ids: tuple[int, ...]
     inner_merge_enabled: bool
+    context_length: int  # positions the decoder takes: prompt plus generated tokens
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     compute_dtype: torch.dtype = torch.float32
 

@@ -103,7 +103,7 @@ def validate_export(torch_model, tokenizer, folder: Path, num_frames: int) -> li
     from holitom.video.preprocess import VideoPreprocessor
     from holitom.video.synthetic import make_frames
 
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, check_files=False)  # files just written by the exporter itself
     preprocessor = VideoPreprocessor.from_pretrained(folder)
     frames = make_frames(num_frames, 96, 128, seed=1, scene_cut_at=num_frames // 2 if num_frames > 2 else None)
     specs = C.stage_specs(manifest.dims)
@@ -116,7 +116,8 @@ def validate_export(torch_model, tokenizer, folder: Path, num_frames: int) -> li
     validated_core = False
     for preset, entry in manifest.outer_merge.items():
         merge = MergeConfig.from_dict(entry["merge"])
-        stages = build_torch_stages(torch_model, tokenizer, preprocessor, merge, preset, torch.device("cpu"))
+        # The exported contract always carries the vision attention, so the reference computes it too.
+        stages = build_torch_stages(torch_model, tokenizer, preprocessor, merge, preset, torch.device("cpu"), vision_attention=True)
         keep = {C.EMBED: 3, C.DECODE_STEP: 1}
         stages.runners = {name: RecordingRunner(r, keep.get(name, 1)) for name, r in stages.runners.items()}
         with Pipeline(stages) as pipe:

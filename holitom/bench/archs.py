@@ -160,18 +160,19 @@ class ArchSpec:
         ``min_vocab_size`` is the tokenizer's size: the vocabulary may not be
         smaller than the ids the tokenizer produces.
         """
+        from holitom.limits import MAX_VOCAB_SIZE, check_int
+
         changes: dict[str, int] = {}
-        for key, value, low in (
-            ("image_size", image_size, 2 * self.vision.patch_size),
-            ("vision_layers", vision_layers, 1),
-            ("text_layers", text_layers, 2),
-            ("vocab_size", vocab_size, min_vocab_size),
+        # Overrides shrink a preset (upper bounds: its own sizes); all are checked before anything is allocated.
+        for key, value, low, high in (
+            ("image_size", image_size, 2 * self.vision.patch_size, self.vision.image_size),
+            ("vision_layers", vision_layers, 1, self.vision.num_layers),
+            ("text_layers", text_layers, 2, self.text.num_layers),
+            ("vocab_size", vocab_size, min_vocab_size, max(MAX_VOCAB_SIZE, self.text.vocab_size)),
         ):
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {value!r}.")
-            changes[key] = value
+            changes[key] = check_int(value, f"--{key.replace('_', '-')}", low, high)
         if not changes:
             return self
         vision = replace(
@@ -324,7 +325,7 @@ def default_vocab_floor() -> int:
 
 def cache_root() -> Path:
     """Where materialised checkpoints go: ``$HOLITOM_CACHE/bench/archs`` (the runtime's cache root)."""
-    from holitom.sources import cache_root as toolkit_cache_root
+    from holitom.paths import cache_root as toolkit_cache_root
 
     return toolkit_cache_root() / "bench" / "archs"
 

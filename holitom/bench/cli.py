@@ -29,11 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default', an architecture preset (default, llava-ov-0.5b, llava-ov-7b; random weights) or a llava-hf checkpoint folder")
     p.add_argument("--video", default=None, help="video file; default: a generated clip (moving shapes, one scene cut)")
     p.add_argument("--prompt", default=None, help="question about the video")
-    p.add_argument("--frames", type=int, default=32, help="frames sampled from the video (default 32, as the paper)")
+    from holitom.cli import FRAMES, SEED, int_flag
+    from holitom.limits import MAX_VOCAB_SIZE
+
+    p.add_argument("--frames", type=FRAMES, default=32, help="frames sampled from the video (default 32, as the paper)")
     p.add_argument("--image-size", type=int, default=None, help="arch presets: input resolution (384 real; 192 -> 13x13 patches -> 7x7 tokens)")
     p.add_argument("--vision-layers", type=int, default=None, help="arch presets: SigLIP layers to keep (26 real)")
     p.add_argument("--text-layers", type=int, default=None, help="arch presets: decoder layers to keep (24 / 28 real)")
-    p.add_argument("--vocab-size", type=int, default=None, help="arch presets: vocabulary (only the lm_head and embedding memory depend on it)")
+    p.add_argument("--vocab-size", type=int_flag(1, MAX_VOCAB_SIZE), default=None, help="arch presets: vocabulary (only the lm_head and embedding memory depend on it)")
     p.add_argument("--backends", default=None, help="comma list of transformers, torch, onnxruntime (default: all three)")
     p.add_argument("--methods", default=None, help="comma list of vanilla, holitom-outer, holitom and any competing method registered as a merge preset family (default: the three HoliTom settings)")
     p.add_argument("--ratios", default=None, help="comma list of retain ratios r (default 0.1,0.15,0.2,0.25)")
@@ -43,10 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (onnxruntime rows need float32)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core); 1 is steadier on a shared machine")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated clip and of an arch preset's random weights")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the generated clip and of an arch preset's random weights")
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs with FlopCounterMode")
     p.add_argument("--no-memory", action="store_true", help="skip the per-row memory probes (fresh child processes)")
     p.add_argument("--one-backend-at-a-time", action="store_true", help="measure backend by backend with only its models loaded (large models); default: all rows loaded, measured round-robin")
+    p.add_argument("--no-projection", action="store_true", help="layer-trimmed presets: skip the second run at another depth that projects every row to the real depth")
     p.add_argument("--out", default=None, help="folder for bench.json and the PNG plots")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (instead of the table)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -93,6 +97,7 @@ def config_from_args(args: argparse.Namespace):
         count_flops=not args.no_flops,
         measure_memory=not args.no_memory,
         interleave=not args.one_backend_at_a_time,
+        project_full_depth=not args.no_projection,
     )
     if args.prompt is not None:
         kwargs["prompt"] = args.prompt
@@ -107,16 +112,22 @@ def run_and_report(args: argparse.Namespace, run: Callable, config, print_table:
 
     Shared by ``holitom bench`` and ``holitom eval``.
     """
+    if args.out:
+        from holitom.paths import check_writable_dir
+
+        check_writable_dir(args.out, "--out")  # before the measurement: an output error must not cost it
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     result = run(config, log=log)
+    # The results are printed first, so they survive a failure to write --out (a full disk, a vanished folder).
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        print_table(result)
+        sys.stdout.flush()
     if args.out:
         written = write_outputs(result, args.out)
         if not args.quiet:
             print("wrote " + ", ".join(str(p) for p in written.values()), file=sys.stderr)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
     return 0
 
 
@@ -130,7 +141,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def script_main(argv: list[str] | None, prog: str, description: str, examples: str, add: Callable, run: Callable) -> int:
     """A script's entry point: parse ``argv`` with the flags ``add`` declares, ``run`` them, errors as one line (exit 2)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from holitom.cli import OneLineParser
+
+    parser = OneLineParser(prog=prog, description=description, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     add(parser)
     args = parser.parse_args(argv)
     return run_reporting_errors(prog, lambda: run(args))

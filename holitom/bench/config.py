@@ -28,11 +28,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from holitom.bounds import check_dtype, check_frames
 from holitom.errors import ConfigError
+from holitom.limits import MAX_FRAMES, MAX_SEED, MIN_FRAMES, MIN_SEED, check_device, check_dtype, check_int
 
 TRANSFORMERS = "transformers"
 RUNTIME_BACKENDS = ("torch", "onnxruntime")
@@ -184,6 +183,9 @@ class BenchConfig:
             round-robin (fairest on a machine whose speed drifts); False
             measures one backend at a time with only its models loaded, for
             models whose backends do not fit in memory together.
+        project_full_depth: for an architecture preset trimmed to fewer layers, time
+            every row once more at a second depth and report a full-depth projection
+            beside the measured rows (:mod:`holitom.bench.projection`).
     """
 
     model: str = "default"
@@ -207,29 +209,24 @@ class BenchConfig:
     seed: int = 0
     threads: int | None = None
     interleave: bool = True
+    project_full_depth: bool = True
     overrides: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        def positive(name: str, value: Any, low: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}.")
-
-        positive("repeats", self.repeats, 1)
-        positive("warmup", self.warmup, 0)
-        positive("decode_tokens", self.decode_tokens, 2)
-        check_frames("frames", self.frames)
+        check_int(self.repeats, "repeats", 1)
+        check_int(self.warmup, "warmup", 0)
+        check_int(self.decode_tokens, "decode_tokens", 2)
+        check_int(self.frames, "frames", MIN_FRAMES, MAX_FRAMES)
         if self.threads is not None:
-            positive("threads", self.threads, 1)
-        for flag in ("count_flops", "measure_memory", "interleave"):
+            check_int(self.threads, "threads", 1)
+        for flag in ("count_flops", "measure_memory", "interleave", "project_full_depth"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}.")
+        check_int(self.seed, "seed", MIN_SEED, MAX_SEED)
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ConfigError("prompt must be a non-empty question about the video.")
-        check_dtype("dtype", self.dtype)
-        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"device '{self.device}' is not supported; use 'cpu' or 'cuda' (optionally 'cuda:N').")
+        check_dtype(self.dtype)
+        check_device(self.device)
 
         object.__setattr__(self, "backends", check_names("backends", self.backends, ALL_BACKENDS))
         object.__setattr__(self, "methods", check_names("methods", self.methods, tuple(method_specs())))
@@ -239,8 +236,10 @@ class BenchConfig:
                 f"the onnxruntime backend runs the float32 export, but dtype {self.dtype} was asked; "
                 "drop onnxruntime from --backends or use --dtype float32."
             )
-        if self.video is not None and not Path(self.video).expanduser().is_file():
-            raise ConfigError(f"video '{self.video}' is not a file; pass a video file or leave --video out to generate a clip.")
+        if self.video is not None:
+            from holitom.paths import existing_path
+
+            existing_path(self.video, "video", "file", ConfigError)
         self._check_model()
         if not self.rows():
             raise ConfigError(
@@ -288,7 +287,9 @@ class BenchConfig:
             # Cheap (no torch, no weights): a bad override fails here, before any model is built.
             get_arch(self.model).with_overrides(**overrides, min_vocab_size=default_vocab_floor())
             return
-        path = Path(self.model).expanduser()
+        from holitom.paths import expand_user
+
+        path = expand_user(self.model, "model", ConfigError)
         if not path.exists():
             raise ConfigError(
                 f"model '{self.model}' is neither an architecture preset {list(ARCH_NAMES)} nor an existing checkpoint folder."

@@ -13,7 +13,10 @@ The result object (:func:`holitom.bench.runner.run_bench`) has:
   ``decode_tokens_per_s`` (+ ``_all``), ``generated_tokens``, ``memory``
   (:class:`~holitom.bench.memory.RowMemory`), ``flops`` and ``vs_transformers``
   (speed-ups and ratios against the transformers row);
-- ``targets``: issue 5's targets on the HoliTom r = 0.10 rows.
+- ``targets``: issue 5's targets on the HoliTom r = 0.10 rows;
+- ``projection`` (layer-trimmed presets only): :func:`holitom.bench.projection.project`'s
+  full-depth projection of every row (per-layer times, projected timings, decode speed
+  and ratios), labelled as a projection in the table and the TTFT plot.
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no global backend switch).
 """
@@ -117,6 +120,8 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
     console.print(table)
     console.print("times are ms (medians over repeats; each row shows its median-TTFT run, whose parts sum to TTFT); "
                   "'x' columns are vs the transformers row; paper FLOPs in paper units (MACs, visual tokens only).")
+    for line in projection_lines(result):
+        console.print(line)
     for t in result.get("targets", []):
         speed = "-" if t["ttft_speedup"] is None else f"{t['ttft_speedup']:.2f}x"
         console.print(
@@ -124,6 +129,28 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
             f"{_met(t['ttft_speedup_met'])}); merge {100 * t['merge_share']:.1f}% of TTFT "
             f"(target <= {100 * t['merge_share_target']:.0f}%: {_met(t['merge_share_met'])})"
         )
+
+
+def projection_lines(result: dict[str, Any]) -> list[str]:
+    """One line per row of the full-depth projection (empty without one), labelled as a projection."""
+    projection = result.get("projection")
+    if not projection:
+        return []
+    d = projection["depths"]
+    lines = [
+        f"PROJECTED to {d['real']['vision']} vision / {d['real']['text']} decoder layers from runs at "
+        f"{d['measured']['vision']}/{d['measured']['text']} and {d['probe']['vision']}/{d['probe']['text']} layers "
+        "(not measured):"
+    ]
+    for row_id, p in projection["rows"].items():
+        tm, vs, st = p["timings_ms"], p.get("vs_transformers") or {}, p["stages"]
+        per_layer = ", ".join(f"{name} {_fmt(st[name]['per_layer_ms'], '.1f')}" for name in ("vision", "prefill", "decode_per_token"))
+        lines.append(
+            f"  {row_id}: TTFT {tm['ttft']:.0f} ms ({_x(vs.get('ttft_speedup'))}), vision {tm['vision']:.0f} ms "
+            f"({_x(vs.get('vision_speedup'))}), prefill {tm['prefill']:.0f} ms ({_x(vs.get('prefill_speedup'))}), "
+            f"{_fmt(p['decode_tokens_per_s'], '.1f')} tok/s ({_x(vs.get('decode_speedup'))}); ms per layer: {per_layer}"
+        )
+    return lines
 
 
 def _met(value: bool | None) -> str:
@@ -147,21 +174,41 @@ def _figure(width: float, height: float):
 def plot_ttft_breakdown(result: dict[str, Any], path: Path) -> Path:
     """Stacked horizontal bars per row (video decode / vision / merge / LLM prefill), and the paper's bars."""
     rows = result["rows"]
-    fig = _figure(11, 1.6 + 0.42 * len(rows) + 1.6)
-    grid = fig.add_gridspec(2, 1, height_ratios=[max(len(rows), 1), 2.2], hspace=0.55)
+    bars = len(rows) + len((result.get("projection") or {}).get("rows", {}))
+    fig = _figure(11, 1.6 + 0.42 * bars + 1.6)
+    grid = fig.add_gridspec(2, 1, height_ratios=[max(bars, 1), 2.2], hspace=0.55)
     ax = fig.add_subplot(grid[0])
     labels = [r["id"] for r in rows][::-1]
     left = [0.0] * len(rows)
     for part in ("decode_video", "vision", "merge", "prefill"):
         widths = [r["timings_ms"][part] for r in rows][::-1]
-        ax.barh(labels, widths, left=left, color=_PART_COLORS[part], label=_PART_LABELS[part])
+        ax.barh(range(len(rows)), widths, left=left, color=_PART_COLORS[part], label=_PART_LABELS[part])
         left = [a + b for a, b in zip(left, widths)]
     for y, r in enumerate(rows[::-1]):
         speed = (r.get("vs_transformers") or {}).get("ttft_speedup")
         note = f" {r['timings_ms']['ttft']:.0f} ms" + (f" ({speed:.2f}x)" if speed and r["backend"] != "transformers" else "")
         ax.text(left[y], y, note, va="center", fontsize=8)
+    projection = result.get("projection")
+    if projection:
+        # Projected rows above the measured ones, hatched and labelled: arithmetic, not a measurement.
+        d = projection["depths"]["real"]
+        projected = list(projection["rows"].items())[::-1]
+        projected_labels = [f"PROJECTED {row_id} @ {d['vision']}v/{d['text']}t layers" for row_id, _ in projected]
+        offset = len(rows)
+        y = list(range(offset, offset + len(projected)))
+        plan_left = [0.0] * len(projected)
+        for part in ("decode_video", "vision", "merge", "prefill"):
+            widths = [p["timings_ms"][part] for _, p in projected]
+            ax.barh(y, widths, left=plan_left, color=_PART_COLORS[part], hatch="//", alpha=0.55)
+            plan_left = [a + b for a, b in zip(plan_left, widths)]
+        for yy, (_, p), total in zip(y, projected, plan_left):
+            speed = (p.get("vs_transformers") or {}).get("ttft_speedup")
+            ax.text(total, yy, f" {total:.0f} ms" + (f" ({speed:.2f}x)" if speed else ""), va="center", fontsize=8)
+        labels = labels + projected_labels
+        left = left + plan_left
+    ax.set_yticks(list(range(len(labels))), labels)
     ax.set_xlim(0, max(left) * 1.25 if left else 1)
-    ax.set_xlabel("time to first token (ms), measured")
+    ax.set_xlabel("time to first token (ms), measured" + ("; hatched rows: full-depth PROJECTION, not measured" if projection else ""))
     ax.set_title(_title(result), fontsize=8, loc="left")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.tick_params(axis="y", labelsize=8)
@@ -278,4 +325,4 @@ def write_outputs(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path
     return {key: out / path.name for key, path in staged.items()}
 
 
-__all__ = ["BREAKDOWN_PNG", "JSON_NAME", "SCALING_PNG", "plot_scaling", "plot_ttft_breakdown", "print_table", "table_rows", "write_json", "write_outputs"]
+__all__ = ["BREAKDOWN_PNG", "JSON_NAME", "SCALING_PNG", "plot_scaling", "plot_ttft_breakdown", "print_table", "projection_lines", "table_rows", "write_json", "write_outputs"]

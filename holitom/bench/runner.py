@@ -256,13 +256,67 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = _stderr_l
             memory = _measure_memory(config, rows, model, video, export_dir, log) if config.measure_memory else {}
             t = phase("memory", t)
             samples, flops = _measure_timing_and_flops(config, rows, model, video, export_dir, log)
-            phase("timing_and_flops", t)
+            t = phase("timing_and_flops", t)
+            depths = _projection_depths(config, model) if config.project_full_depth else None
+            probe_samples = None
+            if depths is not None:
+                probe_samples = _measure_probe_depth(config, rows, depths[1], video, log)
+                phase("projection_probe", t)
     finally:
         torch.set_num_threads(previous_threads)
     env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     env["wall_s"] = round(time.perf_counter() - started, 1)
     env["phases_s"] = phases
-    return assemble(config, env, model, video_info, rows, samples, flops, memory, export_dir)
+    result = assemble(config, env, model, video_info, rows, samples, flops, memory, export_dir)
+    if probe_samples is not None:
+        result["projection"] = _projection(result["rows"], probe_samples, *depths)
+    return result
+
+
+# ---- full-depth projection of layer-trimmed presets ----------------------------------------
+
+
+def _projection_depths(config: BenchConfig, model: ResolvedModel):
+    """``(measured, probe, real)`` depths when an arch preset was trimmed, else None."""
+    from holitom.bench.archs import get_arch
+    from holitom.bench.projection import Depths, probe_depths
+
+    if not config.is_arch_preset:
+        return None
+    preset = get_arch(config.model)
+    real = Depths(vision=preset.vision.num_layers, text=preset.text.num_layers)
+    cfg = model.llava_config
+    measured = Depths(vision=cfg.num_vision_layers_used, text=cfg.text.num_layers)
+    probe = probe_depths(measured, real)
+    return None if probe is None else (measured, probe, real)
+
+
+def _measure_probe_depth(config: BenchConfig, rows, probe, video: Path, log) -> dict[str, list]:
+    """Time every row again on the preset at the probe depth (no memory, no FLOPs)."""
+    import dataclasses
+
+    probe_config = dataclasses.replace(
+        config, vision_layers=probe.vision, text_layers=probe.text, count_flops=False, measure_memory=False
+    )
+    log(f"projection: timing every row again at {probe.vision} vision / {probe.text} decoder layers ...")
+    probe_model = resolve_model(probe_config, log)
+    export_dir = ensure_export(probe_model.checkpoint, log) if any(r.backend == "onnxruntime" for r in rows) else None
+    samples, _ = _measure_timing_and_flops(probe_config, rows, probe_model, video, export_dir, log)
+    return samples
+
+
+def _projection(out_rows: list[dict[str, Any]], probe_samples: dict[str, list], measured, probe, real) -> dict[str, Any]:
+    from holitom.bench.projection import project
+
+    probe_rows = {}
+    for row_id, runs in probe_samples.items():
+        chosen = _median_sample(runs)
+        probe_rows[row_id] = {
+            "timings_ms": {k: chosen.timings_ms[k] for k in (*TIMING_PARTS, "ttft")},
+            "decode_tokens_per_s": statistics.median(s.decode_tokens_per_s for s in runs),
+        }
+    base = next((r["id"] for r in out_rows if r["backend"] == TRANSFORMERS), None)
+    return project(out_rows, probe_rows, measured, probe, real, base)
 
 
 def _measure_memory(config, rows, model: ResolvedModel, video: Path, export_dir, log) -> dict[str, Any]:

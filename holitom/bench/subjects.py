@@ -271,7 +271,7 @@ class BenchSession:
     def _torch_parts(self):
         if self._torch is None:
             from holitom.models.loading import TORCH_DTYPES, load_llava
-            from holitom.models.facts import load_tokenizer
+            from holitom.models.checkpoint import load_tokenizer
             from holitom.video.preprocess import VideoPreprocessor
 
             model = load_llava(self.checkpoint, dtype=TORCH_DTYPES[self.config.dtype], device=self.device)
@@ -337,7 +337,7 @@ class BenchSession:
         return subject
 
     def _tokenizer_and_preprocessor(self):
-        from holitom.models.facts import load_tokenizer
+        from holitom.models.checkpoint import load_tokenizer
         from holitom.video.preprocess import VideoPreprocessor
 
         if self._torch is not None:

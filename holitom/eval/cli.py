@@ -20,16 +20,18 @@ examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from holitom.cli import FRAMES, int_flag
+
     p.add_argument("--model", default="default", help="'default', a llava-hf checkpoint folder, or a holitom export folder (onnxruntime only)")
     p.add_argument("--split", default="test", help="benchmark split: test (held out, default), val or train")
-    p.add_argument("--items", type=int, default=None, help="items to evaluate (default 140: 20 per question type)")
-    p.add_argument("--start", type=int, default=0, help="index of the first item")
-    p.add_argument("--frames", type=int, default=None, help="frames sampled per clip (default 8, what the default model was trained on)")
+    p.add_argument("--items", type=int_flag(1), default=None, help="items to evaluate (default 140: 20 per question type)")
+    p.add_argument("--start", type=int_flag(0), default=0, help="index of the first item")
+    p.add_argument("--frames", type=FRAMES, default=None, help="frames sampled per clip (default 8, what the default model was trained on)")
     p.add_argument("--backends", default=None, help="comma list of torch, onnxruntime (default: both; an export: onnxruntime)")
     p.add_argument("--methods", default=None, help="comma list of vanilla, holitom-outer, holitom and the competing methods (default: all)")
     p.add_argument("--ratios", default=None, help="comma list of retain ratios r (default 0.1,0.15,0.2,0.25)")
-    p.add_argument("--max-new-tokens", type=int, default=8, help="answer length limit")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--max-new-tokens", type=int_flag(1), default=8, help="answer length limit")
+    p.add_argument("--threads", type=int_flag(1), default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=None, help="folder for eval.json and accuracy_vs_flops.png")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (instead of the table)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

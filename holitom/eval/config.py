@@ -9,6 +9,7 @@ from typing import Any
 from holitom.bench.config import PAPER_RATIOS, RUNTIME_BACKENDS, check_names
 from holitom.errors import ConfigError
 from holitom.eval.videoqa import NUM_FRAMES, SPLIT_SIZE, SPLITS
+from holitom.limits import MAX_FRAMES, MIN_FRAMES, check_int
 
 DEFAULT_ITEMS = 140  # 20 per question type
 
@@ -53,14 +54,12 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"split '{self.split}' is not one of {list(SPLITS)}; the held-out split is 'test'.")
-        for name, low in (("items", 1), ("start", 0), ("frames", 1), ("max_new_tokens", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}.")
+        for name, low, high in (("items", 1, SPLIT_SIZE), ("start", 0, SPLIT_SIZE - 1), ("frames", MIN_FRAMES, MAX_FRAMES), ("max_new_tokens", 1, None)):
+            check_int(getattr(self, name), name, low, high)
         if self.start + self.items > SPLIT_SIZE:
             raise ConfigError(f"items {self.start}..{self.start + self.items - 1} run past the split's {SPLIT_SIZE} items; lower --start or --items.")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"threads must be an integer >= 1, got {self.threads!r}.")
+        if self.threads is not None:
+            check_int(self.threads, "threads", 1)
         if self.backends is not None:
             object.__setattr__(self, "backends", check_names("backends", self.backends, RUNTIME_BACKENDS))
         known = all_methods()

@@ -377,6 +377,8 @@ BASELINES: dict[str, OuterPlanFn] = {
     "attention_topk": plan_attention_topk,
     "evs": plan_evs,
 }
+# The methods of BASELINES whose plan reads the vision attention.
+ATTENTION_BASELINES = frozenset({"attention_topk"})
 
 
 def apply_reduction(features: torch.Tensor, plan: ReductionPlan) -> torch.Tensor:
@@ -548,6 +550,7 @@ class BaselineConfig:
 
 
 __all__ = [
+    "ATTENTION_BASELINES",
     "BASELINES",
     "BaselineConfig",
     "FastVPlan",

@@ -41,6 +41,7 @@ import torch
 
 from holitom.errors import ConfigError, InputError
 from holitom.merge._checks import check_finite, check_tensor
+from holitom.merge._device import kernels_for
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +106,8 @@ def _dpc_core(
     """Batched DPC-KNN. ``x`` float32 ``(G, n, D)``, ``valid`` ``(G, n)``, host ``num_clusters`` (G ints).
 
     Returns the plan, the ``(G, n, n)`` squared distances (``+inf`` at padding)
-    and the ``(G, D)`` means of the valid tokens. Every ``num_clusters[g]`` must
+    and the ``(G, D)`` means of the valid tokens (None on the kernel path, which
+    does not centre the tokens). Every ``num_clusters[g]`` must
     be <= the group's valid count (checked by callers). ``scratch=True``: ``x``
     may be overwritten (it is left centred: ``x - mean``, which merges to
     ``merged - mean`` since every cluster's weights sum to 1).
@@ -115,6 +117,10 @@ def _dpc_core(
     m_max = max(num_clusters) if num_groups else 0
     if n == 0 or m_max == 0:
         return _empty_plan(num_groups, n, device), x.new_zeros((num_groups, n, n)), x.new_zeros((num_groups, x.shape[2]))
+    kernels = kernels_for(x)
+    if kernels is not None:  # CUDA: the Triton kernels of DensityPeakMerge
+        plan, d2 = kernels.dpc_plan(x, valid, num_clusters, k_nn)
+        return plan, d2, None
     m = torch.tensor(list(num_clusters), dtype=torch.long).to(device)  # (G,)
     ks = [max(min(k_nn, mg), 1) for mg in num_clusters]  # k = min(k_nn, M); groups with M = 0 are unused
     k = torch.tensor(ks, dtype=torch.long).to(device)  # (G,)

@@ -37,6 +37,7 @@ import torch
 
 from holitom.errors import ConfigError, InputError
 from holitom.merge._checks import check_finite, check_span, check_tensor
+from holitom.merge._device import kernels_for
 from holitom.merge.config import INNER_MODES
 from holitom.merge.temporal import COSINE_EPS
 
@@ -92,6 +93,9 @@ def plan_tensors(scores: torch.Tensor, hidden_visual: torch.Tensor, ratio: float
     kept = rank < k  # (L_v,)
     keep = torch.nonzero(kept)[:, 0]  # (k,) ascending
     dropped = torch.nonzero(~kept)[:, 0]  # (L_v - k,) ascending
+    kernels = kernels_for(hidden_visual)
+    if kernels is not None:  # CUDA: the Triton assignment kernel (same rule, float32)
+        return keep, dropped, kernels.inner_assign(hidden_visual, keep, dropped)
     h = hidden_visual.float()
     kept_unit = h.index_select(0, keep)
     kept_unit = kept_unit / torch.linalg.vector_norm(kept_unit, dim=-1, keepdim=True).clamp_min(COSINE_EPS)  # (k, D)
@@ -164,10 +168,14 @@ def apply_tensors(seq: torch.Tensor, start, end, plan: InnerMergePlan, mode: str
 
     ``start``, ``end``: the visual span, ints (unbacked sizes in an export).
     """
-    keep_w, drop_w = inner_merge_weights(plan, mode)
-    visual = seq[start:end].float()  # (L_v, D)
-    merged = visual.index_select(0, plan.keep) * keep_w[:, None]  # (k, D)
-    merged = merged.index_add(0, plan.assign, visual.index_select(0, plan.dropped) * drop_w[:, None])
+    kernels = kernels_for(seq)
+    if kernels is not None:  # CUDA: the Triton kernel folds each kept token's members in order
+        merged = kernels.inner_merge_rows(seq[start:end], plan, mode)  # (k, D) float32
+    else:
+        keep_w, drop_w = inner_merge_weights(plan, mode)
+        visual = seq[start:end].float()  # (L_v, D)
+        merged = visual.index_select(0, plan.keep) * keep_w[:, None]  # (k, D)
+        merged = merged.index_add(0, plan.assign, visual.index_select(0, plan.dropped) * drop_w[:, None])
     out = torch.cat([seq[:start], merged.to(seq.dtype), seq[end:]], 0)  # (S', D)
     device = seq.device
     kept_index = torch.cat(

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from holitom.errors import ConfigError
-from holitom.merge.baselines import BaselineConfig, apply_fastv, apply_reduction, plan_fastv
+from holitom.merge.baselines import ATTENTION_BASELINES, BaselineConfig, apply_fastv, apply_reduction, plan_fastv
 from holitom.merge.config import PAPER_INNER_LAYER_FRAC, MergeConfig, register_preset, register_preset_type
 from holitom.merge.inner import apply_inner_merge, plan_inner_merge
 from holitom.merge.layout import get_layout, place_tokens
@@ -55,6 +55,11 @@ class Reduction:
         raise NotImplementedError
 
     def without_inner(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def needs_vision_attention(self) -> bool:
+        """Whether ``outer`` reads the vision attention (False: the vision stage may skip it)."""
         raise NotImplementedError
 
 
@@ -98,6 +103,10 @@ class HoliTomReduction(Reduction):
     def without_inner(self):
         return self.config.replace(inner=None)
 
+    @property
+    def needs_vision_attention(self):
+        return self.config.outer_enabled  # stage II ranks dynamic tokens by attention
+
 
 @register_method(BaselineConfig)
 class BaselineReduction(Reduction):
@@ -114,6 +123,10 @@ class BaselineReduction(Reduction):
 
     def without_inner(self):
         return dataclasses.replace(self.config, fastv_layer_frac=None)
+
+    @property
+    def needs_vision_attention(self):
+        return self.config.method in ATTENTION_BASELINES
 
 
 @dataclass(frozen=True)

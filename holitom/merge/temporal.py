@@ -36,6 +36,7 @@ import torch
 
 from holitom.errors import ConfigError, InputError
 from holitom.merge._checks import check_tensor, raise_non_finite
+from holitom.merge._device import kernels_for
 
 # Norms below this count as this value in the cosine (a zero feature is
 # "dissimilar to everything": cosine 0), the same guard torch's cosine_similarity uses.
@@ -272,6 +273,10 @@ class _Stage1Device:
 
 
 def _stage1_device(x: torch.Tensor, tau: float, max_window: int | None) -> _Stage1Device:
+    kernels = kernels_for(x)
+    if kernels is not None:  # CUDA: the Triton kernels of TemporalSegment build the same tensors
+        sim, norms, run_end, table = kernels.temporal_stage1(x, tau, max_window)
+        return _Stage1Device(sim, run_end, table, torch.isfinite(norms).all())
     sim, norms = _similarity_and_norms(x)
     run_end = _run_end(sim, tau)
     return _Stage1Device(sim, run_end, _count_table(run_end, max_window), torch.isfinite(norms).all())

@@ -1,14 +1,12 @@
-"""Facts of a loaded model that the exporter, the backends and the bench all need, defined once.
+"""Facts of a loaded model that the exporter, the backends and the bench all need, defined once
+(the tokenizer is loaded, with its checks, by :func:`holitom.models.checkpoint.load_tokenizer`).
 
 - :func:`split_layer`: K, where the decoder is split around the inner merge;
 - :func:`model_dims`: the :class:`holitom.contracts.ModelDims` of the stage contracts;
 - :func:`stop_token_ids`: the token ids that end generation;
-- :func:`load_tokenizer`: the checkpoint's (or export folder's) tokenizer.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from holitom.contracts import ModelDims
 
@@ -48,11 +46,4 @@ def stop_token_ids(tokenizer) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def load_tokenizer(folder: Path):
-    """The tokenizer (with its chat template) saved in ``folder``."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(folder)
-
-
-__all__ = ["load_tokenizer", "model_dims", "split_layer", "stop_token_ids"]
+__all__ = ["model_dims", "split_layer", "stop_token_ids"]

@@ -27,6 +27,7 @@ from torch import nn
 from holitom.errors import InputError
 from holitom.merge.attention import last_token_attention
 from holitom.models.config import LlavaConfig
+from holitom.models.kv_cache import StaticKVCache
 from holitom.models.ops import rope_cos_sin
 from holitom.models.pooling import pool_tokens
 from holitom.models.qwen2 import KV, Decoder
@@ -39,12 +40,13 @@ class VideoFeatures:
 
     Attributes:
         features: ``(F, P, D)`` projected and pooled, in the model dtype, no newlines.
-        attention: ``(F, P)`` float32, HoliTom's a[t, p] (attention received, pooled like the features).
+        attention: ``(F, P)`` float32, HoliTom's a[t, p] (attention received, pooled like the
+            features); None when :meth:`LlavaModel.encode_video` was asked for no scores.
         grid: ``(h, w)`` pooled grid, ``P = h * w``.
     """
 
     features: torch.Tensor
-    attention: torch.Tensor
+    attention: torch.Tensor | None
     grid: tuple[int, int]
 
 
@@ -127,11 +129,12 @@ class LlavaModel(nn.Module):
 
     # ---- vision ----------------------------------------------------------------------
 
-    def encode_video(self, pixel_values: torch.Tensor) -> VideoFeatures:
+    def encode_video(self, pixel_values: torch.Tensor, with_attention: bool = True) -> VideoFeatures:
         """Vision tower + projector + 2x2 pooling of features and attention (no newline).
 
         Args:
             pixel_values: ``(F, 3, H, W)`` frames preprocessed for SigLIP, ``H = W = image_size``.
+            with_attention: False skips the last layer's key scores (for methods that read none).
         """
         vc = self.config.vision
         expected = (vc.num_channels, vc.image_size, vc.image_size)
@@ -142,10 +145,12 @@ class LlavaModel(nn.Module):
             )
         if not pixel_values.is_floating_point():
             raise InputError(f"pixel_values must be a float tensor (normalised frames), got {pixel_values.dtype}.")
-        hidden, scores = self.vision(pixel_values)  # (F, N, Dv), (F, N)
+        hidden, scores = self.vision(pixel_values, with_scores=with_attention)  # (F, N, Dv), (F, N) or None
         features = self.projector(hidden)  # (F, N, D)
         pooled = pool_tokens(features, vc.patch_grid, self.config.pooling)  # (F, P, D)
-        attention = pool_tokens(scores[..., None], vc.patch_grid, self.config.pooling)[..., 0]  # (F, P)
+        attention = None
+        if scores is not None:
+            attention = pool_tokens(scores[..., None], vc.patch_grid, self.config.pooling)[..., 0]  # (F, P)
         return VideoFeatures(features=pooled, attention=attention, grid=self.grid)
 
     def unmerged_video_tokens(self, features: torch.Tensor) -> torch.Tensor:
@@ -279,25 +284,32 @@ class LlavaModel(nn.Module):
         return TailOutput(logits=self._logits(x[:, -1]), present=present)  # (1, V)
 
     def decode_step(
-        self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, past: list[KV]
+        self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, past: list[KV] | StaticKVCache
     ) -> tuple[torch.Tensor, list[KV]]:
         """One new token through all layers.
 
         Args:
             inputs_embeds: ``(1, 1, D)``.
             position_ids: ``(1, 1)``, e.g. the full (unmerged) prompt length for the first step.
-            past: L ``(key, value)`` pairs ``(1, Hkv, S_i, hd)``; ``S_i`` may differ per layer.
+            past: L ``(key, value)`` pairs ``(1, Hkv, S_i, hd)`` (``S_i`` may differ per
+                layer), or a :class:`StaticKVCache` that the step writes in place (eager only).
         Returns:
-            logits ``(1, V)`` and the L updated pairs ``(1, Hkv, S_i + 1, hd)``.
+            logits ``(1, V)`` and the L updated pairs ``(1, Hkv, S_i + 1, hd)`` (views into
+            the static cache's buffers when one was given).
         """
         self._check_seq(inputs_embeds, position_ids, "inputs_embeds")
         if inputs_embeds.shape[1] != 1:
             raise InputError(f"decode_step takes one token, got inputs_embeds {tuple(inputs_embeds.shape)}.")
-        self._check_past(past)
+        if isinstance(past, StaticKVCache):
+            self._check_past(past.filled())
+            layer_pasts = past.layers
+        else:
+            self._check_past(past)
+            layer_pasts = past
         cos, sin = self._rope(position_ids)  # (1, 1, hd)
         x = inputs_embeds
         present: list[KV] = []
-        for layer, kv_past in zip(self.decoder.layers, past):
+        for layer, kv_past in zip(self.decoder.layers, layer_pasts):
             x, kv, _ = layer(x, cos, sin, kv_past)
             present.append(kv)
         return self._logits(x[:, -1]), present  # (1, V)

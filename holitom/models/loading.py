@@ -35,7 +35,7 @@ from holitom.models.llava import LlavaModel
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-# The torch dtype of each name in holitom.bounds.DTYPES.
+# The torch dtype of each name in holitom.limits.DTYPES.
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SUPPORTED_DTYPES = tuple(TORCH_DTYPES.values())
 

@@ -7,6 +7,10 @@ and returns the new hidden states plus the full ``(key, value)`` for its cache, 
 (full prompt) and layers >= K (after HoliTom's inner merge) can hold different
 lengths without any bookkeeping.
 
+Eager decoding may pass a :class:`~holitom.models.kv_cache.StaticKVCache` layer instead
+of ``(key, value)``: the new key/value is written in place and attention reads the
+filled prefix (no per-step concatenation).
+
 Positions are always inputs: after the inner merge, kept tokens keep their original
 RoPE positions (with gaps) and decoding continues at the full prompt length.
 """
@@ -17,11 +21,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from holitom.errors import InputError
 from holitom.models.config import TextConfig
 from holitom.models.export_attention import causal_prefill_attention
+from holitom.models.kv_cache import KV, StaticLayerCache
 from holitom.models.ops import ACTIVATIONS, RMSNorm, apply_rope, repeat_kv
 
-KV = tuple[torch.Tensor, torch.Tensor]
+
+def grouped_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """One new token over the whole cache without expanding the KV heads: ``(1, H, 1, hd)``.
+
+    ``q (1, H, 1, hd)``, ``k, v (1, Hkv, S, hd)``. The ``H / Hkv`` query heads that share
+    a KV head become that head's rows (a single decode token sees every position, so no
+    mask), which reads the cache once instead of copying it ``H / Hkv`` times.
+    """
+    b, heads, _, head_dim = q.shape
+    kv_heads = k.shape[1]
+    rows = q.reshape(b, kv_heads, heads // kv_heads, head_dim)  # (1, Hkv, groups, hd); heads are kv-head-major
+    out = F.scaled_dot_product_attention(rows, k, v, scale=scale)  # (1, Hkv, groups, hd)
+    return out.reshape(b, heads, 1, head_dim)  # (1, H, 1, hd)
 
 
 class DecoderAttention(nn.Module):
@@ -40,12 +58,13 @@ class DecoderAttention(nn.Module):
         self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | None = None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | StaticLayerCache | None = None
     ) -> tuple[torch.Tensor, KV, torch.Tensor]:
         """Args:
             x: ``(B, S, D)`` normalised hidden states of the new tokens.
             cos, sin: ``(B, S, hd)`` RoPE tables of the new tokens' positions.
-            past: this layer's cached ``(key, value)``, each ``(B, Hkv, S_past, hd)``, or None.
+            past: this layer's cached ``(key, value)``, each ``(B, Hkv, S_past, hd)``, or
+                its :class:`StaticLayerCache` (one decode token, written in place), or None.
 
         Returns:
             ``out (B, S, D)``, ``(key, value)`` each ``(B, Hkv, S_past + S, hd)`` (RoPE
@@ -63,6 +82,12 @@ class DecoderAttention(nn.Module):
             # is_causal (also right for S=1) keeps symbolic-shape export from seeing a SymBool.
             # Exports may write it as onnxruntime's fused GQA op (holitom.models.export_attention).
             return self.o_proj(causal_prefill_attention(q, k, v, self.scale)), (k, v), q
+        if isinstance(past, StaticLayerCache):
+            if s != 1:
+                raise InputError(f"a static KV cache takes one decode token per step, got {s}.")
+            k, v = past.write(k, v)  # filled prefix views (1, Hkv, S_past + 1, hd)
+            out = grouped_decode_attention(q, k, v, self.scale).transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)
+            return self.o_proj(out), (k, v), q
         k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S_past + S, hd)
         v = torch.cat((past[1], v), dim=2)
         k_all = repeat_kv(k, self.groups)  # (B, H, S_kv, hd)
@@ -103,7 +128,7 @@ class DecoderLayer(nn.Module):
         self.mlp = DecoderMLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | None = None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | StaticLayerCache | None = None
     ) -> tuple[torch.Tensor, KV, torch.Tensor]:
         """``x (B, S, D)`` -> ``(x (B, S, D), (key, value), rotated queries (B, H, S, hd))``."""
         attn, kv, q = self.self_attn(self.input_layernorm(x), cos, sin, past)
@@ -122,4 +147,4 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
-__all__ = ["Decoder", "DecoderLayer", "DecoderAttention", "KV"]
+__all__ = ["Decoder", "DecoderLayer", "DecoderAttention", "KV", "grouped_decode_attention"]

@@ -3,8 +3,9 @@
 The tower builds ``num_vision_layers_used`` encoder layers: the selected feature layer
 is the last one that exists, so later layers never run (and their checkpoint weights
 are dropped by the loader). Every layer uses fused attention; the last one also computes
-the attention each key receives (:func:`key_attention_scores`), which HoliTom reads, in
-the same pass as its output (:func:`attention_with_key_scores`).
+the attention each key receives (:func:`key_attention_scores`), which HoliTom reads,
+from its fused attention's log-sum-exp (:func:`attention_with_key_scores`); methods that
+read no scores skip them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from holitom.models.config import LlavaConfig, VisionConfig
 from holitom.models.ops import ACTIVATIONS
 
 
-# Logit values per block of the chunked score path: 2 MiB of float32, which stays in a core's L2.
+# Logit values per block of the blocked score pass: 2 MiB of float32, which stays in a core's L2.
 _SCORE_BLOCK = 1 << 19
+_LOG2_E = 1.4426950408889634  # log2(e)
 
 
 def key_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
@@ -26,19 +28,18 @@ def key_attention_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torc
 
     ``q, k (F, H, N, hd)``. Equal to ``softmax(q k^T * scale).mean(heads).mean(queries)``
     with the softmax in float32 (transformers' eager probabilities, what HoliTom reads).
-    That full ``(F, H, N, N)`` tensor is 1.1 GB at 32 frames x 729 patches x 16 heads,
-    and writing it is what made this layer slow on the CPU; there the probabilities are
-    built block by block in a cache-sized buffer and only their column sums are kept
-    (measured 2-4x faster than the full tensor at F=32, N=729 on 2 cores). Exported
-    graphs (the frame count is symbolic) and other devices take the full tensor.
+    That full ``(F, H, N, N)`` tensor is 1.1 GB at 32 frames x 729 patches x 16 heads;
+    eager, the probabilities are built block by block in a cache-sized buffer and only
+    their column sums are kept. Exported graphs (the frame count is symbolic) take the
+    full tensor.
     """
-    if torch.compiler.is_exporting() or q.device.type != "cpu":
+    if torch.compiler.is_exporting():
         return _key_scores(_full_probabilities(q, k, scale))
-    return _blocked_attention(q, k, None, scale)[1]
+    return _blocked_key_scores(q, k, scale, None)
 
 
 def _full_probabilities(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-    """``(F, H, N, N)`` float32 ``softmax(q k^T * scale)``: the exported and non-CPU form."""
+    """``(F, H, N, N)`` float32 ``softmax(q k^T * scale)``: the exported form."""
     return (torch.matmul(q, k.transpose(-1, -2)) * scale).softmax(dim=-1, dtype=torch.float32)
 
 
@@ -50,54 +51,73 @@ def _key_scores(probs: torch.Tensor) -> torch.Tensor:
 def attention_with_key_scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Self-attention output ``(F, H, N, hd)`` (q's dtype) and :func:`key_attention_scores` ``(F, N)``.
 
-    Both come from one set of probabilities, never from computing ``q k^T``
-    once more inside ``scaled_dot_product_attention``:
+    - Eager on the CPU and CUDA: one fused attention kernel gives the output and each
+      query's log-sum-exp; a blocked pass then sums ``exp(q k^T * scale - lse)`` over the
+      queries of each key (one matmul and one exp2 per logit, no max, no row sums, no
+      ``probs @ v``): about one extra ``q k^T`` over an ordinary layer (the whole layer
+      measured 1.21x an ordinary one at SigLIP-so400m's widths, 2 frames, one CPU thread,
+      ``scripts/bench_key_scores.py``).
+    - Under export, one ``MatMul -> Softmax`` feeds both outputs (the default model's
+      vision_encoder.onnx on onnxruntime CPU: 334 ms against 399 ms with SDPA's own
+      MatMul -> Softmax beside it). A TensorRT build may prefer SDPA's fused kernel plus
+      a separate score chain; measure that there.
 
-    - eager on the CPU, in cache-sized blocks: each block's probabilities give
-      their column sums and ``probs @ v`` (measured at F=32, N=729 on 2 cores:
-      47 ms against 36 + 33 ms with 4 heads of 16, 576 ms against 406 + 262 ms
-      with SigLIP-so400m's 16 heads of 72);
-    - under export, one ``MatMul -> Softmax`` feeds both outputs (the default
-      model's vision_encoder.onnx on onnxruntime CPU: 334 ms against 399 ms
-      with SDPA's own MatMul -> Softmax beside it). A TensorRT build may prefer
-      SDPA's fused kernel plus a separate score chain; measure that there.
-
-    Eager on other devices it is SDPA (flash kernels) plus the full-softmax scores.
+    Other devices take SDPA plus the blocked scores that find each row's log-sum-exp themselves.
     """
     if torch.compiler.is_exporting():
         probs = _full_probabilities(q, k, scale)  # (F, H, N, N)
         return torch.matmul(probs.to(v.dtype), v), _key_scores(probs)  # (F, H, N, hd), (F, N)
-    if q.device.type != "cpu":
+    fused = _FUSED_WITH_LSE.get(q.device.type)
+    if fused is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale), key_attention_scores(q, k, scale)
-    out, scores = _blocked_attention(q, k, v, scale)
-    return out.to(q.dtype), scores
+    out, lse = fused(q, k, v, scale)  # (F, H, N, hd), (F, H, N) float32
+    return out, _blocked_key_scores(q, k, scale, lse)
 
 
-def _blocked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, scale: float
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """CPU path of the two functions above: ``(out or None, scores)``, softmax in float32, blocks of (frame, head) pairs."""
+def _cpu_attention_with_lse(q, k, v, scale):
+    # PyTorch's CPU flash kernel (what SDPA runs on the CPU) also returns each query's log-sum-exp.
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)[:2]
+    return out, lse  # (F, H, N, hd), (F, H, N) float32
+
+
+def _cuda_attention_with_lse(q, k, v, scale):
+    # The memory-efficient kernel takes every dtype and head size SigLIP uses; it pads lse's last axis to a multiple of 32.
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False, scale=scale)[:2]
+    return out, lse[..., : q.shape[2]].float()  # (F, H, N, hd), (F, H, N)
+
+
+# Device type -> fused attention that also yields each query's log-sum-exp (natural log, float32).
+_FUSED_WITH_LSE = {"cpu": _cpu_attention_with_lse, "cuda": _cuda_attention_with_lse}
+
+
+def _blocked_key_scores(q: torch.Tensor, k: torch.Tensor, scale: float, lse: torch.Tensor | None) -> torch.Tensor:
+    """Per-key mean probability ``(F, N)`` float32, in blocks of (frame, head) pairs, float32 accumulation.
+
+    ``lse (F, H, N)``: each query's log-sum-exp of ``q k^T * scale`` when a fused kernel
+    already found it; ``None`` finds it block by block.
+    """
     frames, heads, n, head_dim = q.shape
     rows = frames * heads
-    qf = (q.float() * scale).reshape(rows, n, head_dim)  # (F*H, N, hd)
-    kf = k.float().reshape(rows, n, head_dim)  # (F*H, N, hd)
-    vf = None if v is None else v.float().reshape(rows, n, v.shape[-1])  # (F*H, N, hd)
+    # Logits in base 2 (log2(e) folded into the scale): exp2 is several times faster than exp
+    # on the CPU (measured 18 ms against 140 ms for 16 x 729 x 729 floats on one core).
+    qf = (q.float() * (scale * _LOG2_E)).reshape(rows, n, head_dim)  # (F*H, N, hd)
+    kt = k.float().reshape(rows, n, head_dim).transpose(-1, -2)  # (F*H, hd, N)
+    neg_lse2 = None if lse is None else lse.float().reshape(rows, n, 1).mul(-_LOG2_E)  # (F*H, N, 1)
     block = max(1, min(rows, _SCORE_BLOCK // max(n * n, 1)))
     buf = qf.new_empty((block, n, n))
     col_sums = qf.new_empty((rows, 1, n))  # sum over queries of each key's probability
-    out = None if vf is None else qf.new_empty((rows, n, vf.shape[-1]))
     for start in range(0, rows, block):  # cache blocking only
         stop = min(rows, start + block)
-        logits = buf[: stop - start]
-        torch.matmul(qf[start:stop], kf[start:stop].transpose(-1, -2), out=logits)  # (b, N, N)
-        logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()  # unnormalised probabilities
-        inv_row_sum = logits.sum(dim=-1).reciprocal_()  # (b, N)
-        torch.matmul(inv_row_sum.unsqueeze(1), logits, out=col_sums[start:stop])  # (b, 1, N)
-        if out is not None:
-            torch.matmul(logits, vf[start:stop], out=out[start:stop])  # (b, N, hd), then normalised per row
-            out[start:stop].mul_(inv_row_sum.unsqueeze(-1))
-    scores = col_sums.view(frames, heads, n).mean(dim=1).div_(n)  # (F, N)
-    return (None if out is None else out.view(frames, heads, n, -1)), scores
+        logits = buf[: stop - start]  # (b, N, N)
+        if neg_lse2 is None:
+            torch.matmul(qf[start:stop], kt[start:stop], out=logits)
+            logits.sub_(logits.amax(dim=-1, keepdim=True)).exp2_()  # unnormalised probabilities
+            inv_row_sum = logits.sum(dim=-1, keepdim=True).reciprocal_()  # (b, N, 1)
+            torch.matmul(inv_row_sum.transpose(-1, -2), logits, out=col_sums[start:stop])  # (b, 1, N)
+        else:
+            torch.baddbmm(neg_lse2[start:stop], qf[start:stop], kt[start:stop], out=logits)  # log2 of the probabilities
+            torch.sum(logits.exp2_(), dim=1, keepdim=True, out=col_sums[start:stop])  # (b, 1, N)
+    return col_sums.view(frames, heads, n).mean(dim=1).div_(n)  # (F, N)
 
 
 class VisionAttention(nn.Module):
@@ -171,12 +191,14 @@ class VisionTower(nn.Module):
         self.position_embedding = nn.Embedding(cfg.num_patches, cfg.hidden_size)
         self.layers = nn.ModuleList(VisionLayer(cfg) for _ in range(num_layers))
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: ``pixel_values (F, 3, H, W)`` normalised frames at the tower's ``image_size``.
+    def forward(self, pixel_values: torch.Tensor, with_scores: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: ``pixel_values (F, 3, H, W)`` normalised frames at the tower's ``image_size``;
+        ``with_scores=False`` skips the scores (methods that do not read them).
 
         Returns:
             ``hidden (F, N, Dv)`` from the last built layer and ``scores (F, N)``
-            float32, that layer's attention averaged over heads and queries.
+            float32, that layer's attention averaged over heads and queries (None
+            without ``with_scores``).
         """
         x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (F, Dv, g, g)
         x = x.flatten(2).transpose(1, 2)  # (F, N, Dv)
@@ -184,7 +206,7 @@ class VisionTower(nn.Module):
         last = len(self.layers) - 1
         scores = None
         for i, layer in enumerate(self.layers):
-            x, layer_scores = layer(x, with_scores=i == last)
+            x, layer_scores = layer(x, with_scores=with_scores and i == last)
             if i == last:
                 scores = layer_scores
         return x, scores

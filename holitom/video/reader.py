@@ -49,12 +49,9 @@ def _is_still_image_format(format_name: str) -> bool:
 def _check_path(path: str | os.PathLike) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise InputError(f"path must be a str or os.PathLike, got {type(path).__name__}; to pass frames in memory use clip_from_frames().")
-    p = Path(path)
-    if not p.exists():
-        where = "" if p.is_absolute() else f" (relative to the working directory {Path.cwd()})"
-        raise VideoError(f"video file '{p}' does not exist{where}; check the path.")
-    if p.is_dir():
-        raise VideoError(f"'{p}' is a directory, not a video file; pass the path of a video file (e.g. .mp4, .mkv, .webm).")
+    from holitom.paths import existing_path
+
+    p = existing_path(path, "video file", "file", VideoError)
     if p.stat().st_size == 0:
         raise VideoError(f"video file '{p}' is empty (0 bytes); it was not written completely: copy, download or export it again.")
     return p

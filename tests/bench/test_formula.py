@@ -56,9 +56,9 @@ def test_overrides_are_validated():
     from holitom.errors import ConfigError
 
     arch = get_arch("llava-ov-0.5b")
-    with pytest.raises(ConfigError, match=r"--text-layers must be an integer >= 2, got 1"):
+    with pytest.raises(ConfigError, match=r"--text-layers must be an integer >= 2 and <= 24, got 1"):
         arch.with_overrides(text_layers=1)
-    with pytest.raises(ConfigError, match=r"--image-size must be an integer >= 28, got 20"):
+    with pytest.raises(ConfigError, match=r"--image-size must be an integer >= 28 and <= 384, got 20"):
         arch.with_overrides(image_size=20)
     with pytest.raises(ConfigError, match=r"--vocab-size must be an integer >= 1280"):
         arch.with_overrides(vocab_size=1000, min_vocab_size=1280)

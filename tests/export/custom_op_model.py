@@ -9,7 +9,7 @@ import onnx
 import torch
 from onnx import helper
 
-from holitom.bounds import check_opset
+from holitom.limits import check_opset
 from holitom.errors import ConfigError
 from holitom.export import holitom_onnx as H
 from holitom.plugins_trt import ops as O
@@ -24,7 +24,7 @@ def build_custom_op_model(name: str, opset: int = H.DEFAULT_OPSET, **attributes)
     TensorRT plugin attributes.
     """
     contract = O.get_contract(name)
-    opset = check_opset("opset", opset)
+    opset = check_opset(opset)
     unknown = sorted(set(attributes) - set(contract.attribute_names))
     if unknown:
         raise ConfigError(f"{name} has no attribute(s) {unknown}; its attributes are {contract.attribute_names}.")

@@ -11,6 +11,7 @@ from typing import Iterable
 import torch
 
 from holitom.errors import InputError
+from holitom.models.kv_cache import StaticKVCache
 from holitom.models.llava import LlavaModel
 
 
@@ -21,6 +22,7 @@ def greedy_generate(
     max_new_tokens: int,
     eos_token_ids: Iterable[int] | None = None,
     position_ids: torch.Tensor | None = None,
+    static_cache: bool = True,
 ) -> list[int]:
     """Greedy tokens after the prompt.
 
@@ -31,6 +33,8 @@ def greedy_generate(
             output, as transformers' ``generate`` does); None runs to ``max_new_tokens``.
         position_ids: ``(1, S)``; default ``0..S-1``. Decoding continues at
             ``position_ids[0, -1] + 1``.
+        static_cache: decode into a preallocated :class:`StaticKVCache` (written in
+            place); False concatenates the cache every step (the exported graphs' form).
     Returns:
         Generated token ids.
     """
@@ -41,6 +45,8 @@ def greedy_generate(
         position_ids = torch.arange(s, device=inputs_embeds.device)[None]  # (1, S)
     stop = set(eos_token_ids or ())
     logits, past = model.prefill(inputs_embeds, position_ids)  # (1, S, V)
+    if static_cache:
+        past = StaticKVCache.from_present(past, room=max_new_tokens - 1)
     # One host sync per token: the loop must know the token to embed it and to stop.
     next_pos = int(position_ids[0, -1]) + 1
     token = int(logits[0, -1].argmax())
@@ -48,7 +54,8 @@ def greedy_generate(
     while len(tokens) < max_new_tokens and token not in stop:
         embeds = model.embed(torch.tensor([[token]], device=inputs_embeds.device))  # (1, 1, D)
         pos = torch.tensor([[next_pos]], device=inputs_embeds.device)  # (1, 1)
-        logits, past = model.decode_step(embeds, pos, past)  # (1, V)
+        logits, present = model.decode_step(embeds, pos, past)  # (1, V)
+        past = past if static_cache else present
         next_pos += 1
         token = int(logits[0].argmax())
         tokens.append(token)

@@ -1,4 +1,5 @@
-"""The vision layer's key attention scores: the cache-blocked CPU path against the full softmax."""
+"""The vision layer's key attention scores: the fused-attention + log-sum-exp path and the
+cache-blocked path against a float64 full-softmax reference."""
 
 from __future__ import annotations
 
@@ -59,8 +60,9 @@ def test_output_and_scores_in_one_pass_match_float64(monkeypatch, block, frames,
     assert out.shape == (frames, heads, n, head_dim) and out.dtype == torch.float32
     torch.testing.assert_close(out.double(), full_attention(q, k, v, scale), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(scores.double(), full_scores(q, k, scale), atol=1e-6, rtol=1e-5)
-    # The same scores as the scores-only function, and an output as close to SDPA as float32 allows.
-    assert torch.equal(scores, key_attention_scores(q, k, scale))
+    # The scores-only function (which finds each row's log-sum-exp itself) agrees to float32 round-off,
+    # and the output is SDPA's.
+    torch.testing.assert_close(scores, key_attention_scores(q, k, scale), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale), atol=1e-5, rtol=1e-5)
 
 
@@ -82,3 +84,46 @@ def test_exported_one_pass_shares_one_softmax(monkeypatch):
     torch.testing.assert_close(out.double(), full_attention(q, k, v, 0.5), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(scores.double(), full_scores(q, k, 0.5), atol=1e-6, rtol=1e-5)
 
+
+
+@pytest.mark.parametrize("frames, heads, n, head_dim", [(2, 3, 1, 8), (3, 16, 27, 72), (1, 2, 729, 16), (4, 5, 97, 12)])
+def test_fused_lse_scores_never_build_the_full_probabilities(monkeypatch, frames, heads, n, head_dim):
+    # Odd N, SigLIP's 16 heads of 72, its 729 patches: the fused kernel's log-sum-exp drives the blocked column sums.
+    def refuse(*args):
+        raise AssertionError("the eager path built the (F, H, N, N) probabilities")
+
+    monkeypatch.setattr(vision, "_full_probabilities", refuse)
+    g = torch.Generator().manual_seed(frames * 1000 + n)
+    q, k, v = (2 * torch.randn(frames, heads, n, head_dim, generator=g) for _ in range(3))
+    scale = head_dim**-0.5
+    out, scores = vision.attention_with_key_scores(q, k, v, scale)
+    torch.testing.assert_close(scores.double(), full_scores(q, k, scale), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.double(), full_attention(q, k, v, scale), atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_scores_accumulate_in_float32_on_the_cpu():
+    # bf16 q, k, v: the fused kernel's log-sum-exp is float32 and the column sums run in float32, so the
+    # scores match the float64 softmax of the bf16-rounded inputs to float32 round-off, not to bf16's.
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (2 * torch.randn(3, 4, 53, 16, generator=g).bfloat16() for _ in range(3))
+    out, scores = vision.attention_with_key_scores(q, k, v, 0.25)
+    assert out.dtype == torch.bfloat16 and scores.dtype == torch.float32
+    torch.testing.assert_close(scores.double(), full_scores(q.float(), k.float(), 0.25), atol=2e-6, rtol=1e-4)
+
+
+def test_the_tower_skips_the_scores_when_asked(onevision_ckpt, monkeypatch):
+    from holitom.models.loading import load_llava
+    from tiny_llava import frames
+
+    model = load_llava(onevision_ckpt.path)
+    pixels = frames(2, 56, seed=8)
+    with torch.no_grad():
+        full = model.encode_video(pixels)
+
+        def refuse(*args):
+            raise AssertionError("key scores computed although with_attention=False")
+
+        monkeypatch.setattr(vision, "attention_with_key_scores", refuse)
+        lean = model.encode_video(pixels, with_attention=False)
+    assert lean.attention is None and full.attention is not None
+    torch.testing.assert_close(lean.features, full.features, atol=1e-5, rtol=1e-5)  # SDPA vs the fused + lse kernel

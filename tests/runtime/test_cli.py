@@ -76,7 +76,7 @@ def test_demo_asks_a_benchmark_question():
         (["run", "--video", "{clip}", "--prompt", "<video> <video>"], r"placeholder '<video>' 2 times"),
         (["run", "--video", "{missing}", "--prompt", "q"], r"does not exist|not found|no such"),
         (["run", "--model", "{empty}", "--video", "{clip}", "--prompt", "q"], r"neither config.json"),
-        (["run", "--video", "{clip}", "--prompt", "q", "--frames", "0"], r"num_frames=0"),
+        (["run", "--video", "{clip}", "--prompt", "q", "--frames", "0"], r"argument --frames: must be an integer >= 1 and <= 512, got 0"),
         (["export", "--model", "default", "--out", "{existing}"], r"exists.*--force"),
     ],
 )

@@ -66,10 +66,10 @@ def test_own_exports_use_the_fused_attention(tmp_path, monkeypatch):
     (checkpoint / "config.json").write_text("{}")
     seen = {}
 
-    def fake_export(model, out, config):
-        seen.update(model=model, out=out, attention=config.attention)
+    def fake_export(model, out, config, validator=None):
+        seen.update(model=model, out=out, attention=config.attention, validator=validator)
 
     monkeypatch.setattr(holitom.export, "export_model", fake_export)
     out = loader.ensure_export(ModelSource("checkpoint", checkpoint))
-    assert seen == {"model": str(checkpoint), "out": out, "attention": "onnxruntime"}
+    assert seen == {"model": str(checkpoint), "out": out, "attention": "onnxruntime", "validator": None}
     assert loader.OWN_EXPORT_ATTENTION == "onnxruntime" and out.parent == tmp_path / "cache" / "exports"

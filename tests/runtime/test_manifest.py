@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from holitom import contracts as C
-from holitom.errors import ConfigError, ExportError, ManifestError
+from holitom.errors import ConfigError, ExportError, ManifestError, OutputError
 from holitom.export import ExportConfig, export_model
 from holitom.export.manifest import FORMAT_VERSION, MANIFEST_NAME, read_manifest
 from holitom.export.onnx_io import graph_io
@@ -84,7 +84,7 @@ def test_other_major_version_is_refused(default_export, tmp_path):
     data = json.loads((folder / MANIFEST_NAME).read_text())
     data["format_version"] = "2.0"
     (folder / MANIFEST_NAME).write_text(json.dumps(data))
-    with pytest.raises(ManifestError, match="format version '2.0'.*re-export"):
+    with pytest.raises(ManifestError, match="format version '2.0'.*export the model again"):
         load_pipeline(folder, RuntimeConfig(backend="onnxruntime"))
 
 
@@ -98,7 +98,7 @@ def test_attention_form_is_recorded_and_checked(default_export, tmp_path):
     assert read_manifest(folder).attention == "standard"
     data["attention"] = "flash"
     (folder / MANIFEST_NAME).write_text(json.dumps(data))
-    with pytest.raises(ManifestError, match=r"declares attention 'flash'.*re-export"):
+    with pytest.raises(ManifestError, match=r"declares attention 'flash'.*export the model again"):
         read_manifest(folder)
     with pytest.raises(ConfigError, match=r"attention='flash' is not an export attention form"):
         ExportConfig(attention="flash")
@@ -119,7 +119,7 @@ def test_truncated_graph_file_is_refused(default_export, tmp_path):
 
 
 def test_preset_not_in_export_is_refused(default_export):
-    with pytest.raises(ManifestError, match="re-export with `holitom export --preset r10`"):
+    with pytest.raises(ManifestError, match=r"pass one of those with --preset, or export the preset with `holitom export --model default --out NEW_FOLDER --preset r10`"):
         load_pipeline(default_export, RuntimeConfig(backend="onnxruntime", preset="r10"))
 
 
@@ -127,7 +127,7 @@ def test_existing_output_folder_is_refused_without_force(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ExportError, match="exists.*--force"):
+    with pytest.raises(OutputError, match="exists.*--force"):
         export_model("default", out, ExportConfig(progress=False))
     assert (out / "keep.txt").read_text() == "mine"
 

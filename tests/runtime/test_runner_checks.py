@@ -47,7 +47,7 @@ def test_inactive_runner_and_unknown_backend_or_preset():
         RuntimeConfig(backend="tensorrtx")
     with pytest.raises(ConfigError, match="unknown preset 'r99'"):
         RuntimeConfig(preset="r99")
-    with pytest.raises(ConfigError, match="num_frames=0"):
+    with pytest.raises(ConfigError, match="num_frames must be an integer >= 1 and <= 512, got 0"):
         RuntimeConfig(num_frames=0)
 
 

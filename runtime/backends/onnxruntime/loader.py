@@ -37,25 +37,46 @@ def providers_for(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def session_from_file(path: Path, providers: list[str]):
-    """Create an InferenceSession (called lazily by the runner's activate)."""
+# onnxruntime's NodeArg.type -> the contract's dtype names.
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
+
+
+def _session_io(session) -> dict[str, list[tuple[str, str, tuple]]]:
+    def describe(arg):
+        return arg.name, _ORT_DTYPES.get(arg.type, arg.type), tuple("?" if d is None else d for d in arg.shape)
+
+    return {"inputs": [describe(a) for a in session.get_inputs()], "outputs": [describe(a) for a in session.get_outputs()]}
+
+
+def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None = None):
+    """Create an InferenceSession (called lazily by the runner's activate); with ``spec``, check its I/O against the contract."""
     ort = _import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own pybind exception types (Fail, InvalidGraph, ...)
         reason = str(exc).strip().rstrip(".")
         raise BackendError(
             f"onnxruntime {ort.__version__} could not load '{path}': {reason}. Re-export the model with this toolkit; "
             "an export made with --attention onnxruntime also needs a build with the com.microsoft contrib ops."
         ) from exc
+    if spec is not None:
+        from holitom.export.onnx_io import io_mismatches
+
+        problems = io_mismatches(_session_io(session), spec)
+        if problems:
+            raise ManifestError(
+                f"'{path}' is not a '{spec.name}' graph of this export: " + "; ".join(problems) + ". The file was replaced "
+                "or the export is damaged; export the model again with `holitom export`."
+            )
+    return session
+
 
 
 def create_stages(source: ModelSource, config) -> StageSet:
-    from holitom.export.manifest import inner_merge_key, read_manifest
-    from holitom.merge import MergeConfig
-    from holitom.video.preprocess import VideoPreprocessor
+    from holitom.export.manifest import read_manifest
+    from holitom.runtime.backends.export_folder import REEXPORT_FIX, export_stage_set, select_graphs
 
     if not source.is_export:
         raise BackendError(
@@ -63,51 +84,12 @@ def create_stages(source: ModelSource, config) -> StageSet:
             "holitom.runtime.load_pipeline (or `holitom run`), which exports it first, or run `holitom export`."
         )
     folder = source.path
-    manifest = read_manifest(folder)
-    if config.dtype != manifest.precision:
-        raise BackendError(
-            f"the export in '{folder}' has precision {manifest.precision}, but dtype {config.dtype} was asked; "
-            f"pass --dtype {manifest.precision} or re-export."
-        )
-    if config.preset not in manifest.outer_merge:
-        raise ManifestError(
-            f"the export in '{folder}' has outer-merge graphs for presets {sorted(manifest.outer_merge)}, not "
-            f"'{config.preset}'; re-export with `holitom export --preset {config.preset}`."
-        )
-    merge = MergeConfig.from_dict(manifest.outer_merge[config.preset]["merge"])
-    if not config.inner_merge:
-        merge = merge.replace(inner=None)
-    dims = manifest.dims
-    if merge.inner is not None and merge.inner.resolve_layer(dims.num_layers) != dims.inner_layer:
-        raise ManifestError(
-            f"preset '{config.preset}' merges at layer {merge.inner.resolve_layer(dims.num_layers)} but the export "
-            f"splits the decoder at layer {dims.inner_layer}; re-export with this preset."
-        )
-
+    manifest = read_manifest(folder, fix=REEXPORT_FIX)
+    files, inner_merge = select_graphs(folder, manifest, config)
     providers = providers_for(config.device)
-    specs = C.stage_specs(dims, manifest.precision)
-
-    def runner(stage: str, file: str) -> OnnxrtRunner:
-        return OnnxrtRunner(specs[stage], partial(session_from_file, folder / file, providers), config.check_inputs)
-
-    runners = {stage: runner(stage, entry.file) for stage, entry in manifest.graphs.items()}
-    runners[C.OUTER_MERGE] = runner(C.OUTER_MERGE, manifest.outer_merge[config.preset]["graph"]["file"])
-    if merge.inner is not None:
-        key = inner_merge_key(merge.inner.ratio, merge.inner.mode)
-        if key not in manifest.inner_merge:
-            raise ManifestError(f"the export in '{folder}' has no inner-merge graph for {key}; re-export with this preset.")
-        runners[C.INNER_MERGE] = runner(C.INNER_MERGE, manifest.inner_merge[key]["graph"]["file"])
-
-    from transformers import AutoTokenizer
-
-    return StageSet(
-        backend="onnxruntime",
-        preset=config.preset,
-        runners=runners,
-        dims=dims,
-        tokenizer=AutoTokenizer.from_pretrained(folder),
-        preprocessor=VideoPreprocessor.from_pretrained(folder),
-        video_token_id=manifest.video_token_id,
-        stop_token_ids=tuple(manifest.stop_token_ids),
-        inner_merge_enabled=merge.inner is not None,
-    )
+    specs = C.stage_specs(manifest.dims, manifest.precision)
+    runners = {
+        stage: OnnxrtRunner(specs[stage], partial(session_from_file, folder / file, providers, specs[stage]), config.check_inputs)
+        for stage, file in files.items()
+    }
+    return export_stage_set("onnxruntime", folder, manifest, config, runners, inner_merge)

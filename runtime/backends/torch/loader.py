@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from holitom import contracts as C
 from holitom.errors import BackendError
+from holitom.models.checkpoint import load_tokenizer
 from holitom.runtime.backends.torch.runner import (
     DecodeStepRunner,
     DecoderHeadRunner,
@@ -16,19 +16,36 @@ from holitom.runtime.backends.torch.runner import (
     OuterMergeRunner,
     VisionRunner,
 )
-from holitom.models.facts import load_tokenizer, model_dims, split_layer, stop_token_ids
+from holitom.models.facts import model_dims, split_layer, stop_token_ids
 from holitom.sources import ModelSource
 from holitom.runtime.stages import StageSet
 
 
+def build_torch_stages(
+    model,
+    tokenizer,
+    preprocessor,
+    merge_config,
+    preset: str,
+    device: torch.device,
+    check_inputs: bool = True,
+    vision_attention: bool | None = None,
+) -> StageSet:
+    """Runners over an already loaded model (also used by the exporter as its reference).
 
-def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str, device: torch.device, check_inputs: bool = True) -> StageSet:
-    """Runners over an already loaded model (also used by the exporter as its reference)."""
+    ``vision_attention``: whether the vision stage outputs the key scores; None = only
+    when the method reads them. The export validation passes True, the exported contract.
+    """
     cfg = model.config
     k = split_layer(merge_config, cfg.num_layers)
     dims = model_dims(cfg, k)
     dtype = next(model.parameters()).dtype
-    specs = C.stage_specs(dims, str(dtype).removeprefix("torch."))
+    from holitom.merge import reduction_for
+
+    reduction = reduction_for(merge_config)
+    if vision_attention is None:
+        vision_attention = reduction.needs_vision_attention
+    specs = C.stage_specs(dims, str(dtype).removeprefix("torch."), vision_attention=vision_attention)
     common = dict(model=model, merge_config=merge_config, check_inputs=check_inputs)
     runners = {
         C.VISION: VisionRunner(specs[C.VISION], **common),
@@ -38,9 +55,7 @@ def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str
         C.DECODER_TAIL: DecoderTailRunner(specs[C.DECODER_TAIL], inner_layer=k, **common),
         C.DECODE_STEP: DecodeStepRunner(specs[C.DECODE_STEP], num_layers=cfg.num_layers, **common),
     }
-    from holitom.merge import reduction_for
-
-    has_inner = reduction_for(merge_config).inner_layer(cfg.num_layers) is not None
+    has_inner = reduction.inner_layer(cfg.num_layers) is not None
     if has_inner:
         runners[C.INNER_MERGE] = InnerMergeRunner(specs[C.INNER_MERGE], **common)
     return StageSet(
@@ -53,6 +68,7 @@ def build_torch_stages(model, tokenizer, preprocessor, merge_config, preset: str
         video_token_id=cfg.video_token_id,
         stop_token_ids=stop_token_ids(tokenizer),
         inner_merge_enabled=has_inner,
+        context_length=cfg.text.max_position_embeddings,
         device=device,
         compute_dtype=dtype,
     )
@@ -67,9 +83,11 @@ def create_stages(source: ModelSource, config) -> StageSet:
             f"'{source.path}' is an export folder; the torch backend runs checkpoints. Pass the checkpoint folder "
             "(or 'default') with --backend torch, or use --backend onnxruntime for the export."
         )
-    device = torch.device(config.device)
+    device = torch.device(config.device)  # RuntimeConfig checked the spelling: cpu, cuda or cuda:N
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(f"device '{config.device}' was asked but torch sees no CUDA device; use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BackendError(f"device '{config.device}' was asked but torch sees {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
     model = load_llava(source.path, dtype=TORCH_DTYPES[config.dtype], device=device)
     return build_torch_stages(
         model,

@@ -7,6 +7,7 @@ from typing import Mapping
 import torch
 
 from holitom import contracts as C
+from holitom.models.kv_cache import StaticKVCache
 from holitom.runtime.base import Runner
 
 
@@ -36,12 +37,16 @@ class TorchRunner(Runner):
 
 class VisionRunner(TorchRunner):
     def _forward(self, pixel_values):
-        out = self.model.encode_video(pixel_values)
+        # The contract says whether the method reads the scores; without them the last layer is an ordinary one.
+        with_attention = "attention" in self.spec.output_names
+        out = self.model.encode_video(pixel_values, with_attention=with_attention)
+        if not with_attention:
+            return {"features": out.features}
         return {"features": out.features, "attention": out.attention.float()}
 
 
 class OuterMergeRunner(TorchRunner):
-    def _forward(self, features, attention):
+    def _forward(self, features, attention=None):
         model = self.model
         tokens = self.reduction.outer(features, attention, model.grid, model.layout, model.image_newline.to(features.dtype))
         return {"merged_tokens": tokens.to(features.dtype)}
@@ -91,12 +96,30 @@ class DecoderTailRunner(TorchRunner):
         return {"logits": out.logits.float(), **_kv_outputs(out.present, self.k)}
 
 
+# Free positions a static cache is built with, and added whenever it fills up (a copy each time).
+_CACHE_ROOM = 256
+
+
 class DecodeStepRunner(TorchRunner):
+    """Decodes into a static KV cache it owns (gpt-fast style), behind the functional contract.
+
+    The pipeline feeds back the ``present`` tensors of the previous step; those are views
+    of this runner's buffers, so the step only writes one position per layer. Any other
+    ``past`` (a new prompt) is copied into fresh buffers with :data:`_CACHE_ROOM` free
+    positions; a full cache is copied into larger ones.
+    """
+
     def __init__(self, spec, model, merge_config, num_layers: int, check_inputs: bool = True):
         super().__init__(spec, model, merge_config, check_inputs)
         self.num_layers = num_layers
+        self._cache: StaticKVCache | None = None
 
     def _forward(self, inputs_embeds, position_ids, **past):
         kv = [(past[C.past_key_name(i)], past[C.past_value_name(i)]) for i in range(self.num_layers)]
-        logits, present = self.model.decode_step(inputs_embeds, position_ids, kv)
+        if self._cache is None or not self._cache.holds(kv) or self._cache.room == 0:
+            self._cache = StaticKVCache.from_present(kv, room=_CACHE_ROOM)
+        logits, present = self.model.decode_step(inputs_embeds, position_ids, self._cache)
         return {"logits": logits.float(), **_kv_outputs(present, 0)}
+
+    def _deactivate(self) -> None:
+        self._cache = None

@@ -1,0 +1,394 @@
+"""Python launchers of the Triton kernels of the HoliTom ops (the GPU form of each op contract).
+
+``temporal_segment`` and ``density_peak_merge`` have exactly the signatures,
+outputs and tie rules of the references in :mod:`holitom.plugins_trt.ops`;
+``plan_inner_merge`` / ``apply_inner_merge`` mirror :mod:`holitom.merge.inner`.
+The TensorRT plugins launch the same kernels; the torch merge path uses them on
+CUDA tensors through :mod:`holitom.merge._device` (the step functions
+``temporal_stage1``, ``dpc_plan``, ``inner_assign`` and ``inner_merge_rows``).
+Kernels live in ``triton_temporal.py``, ``triton_dpc.py`` and ``triton_inner.py``.
+
+Design decisions:
+
+- Where the temporal DP runs: on the device, in ONE program
+  (:func:`triton_temporal.segment_kernel`), for the ``TemporalSegment`` op. The
+  DP is ``F`` dependent steps of a vector max over at most ``F`` window lengths
+  (``F = 32``: 32 steps, a few microseconds in one program, with ``dp`` held in
+  registers, so no barrier between steps), and the op's consumers are on the
+  device: a TensorRT plugin's ``enqueue`` must stay asynchronous on its stream
+  (a host round trip would need a stream sync inside ``enqueue`` and would break
+  CUDA-graph capture), so a device DP removes the op's only sync. The torch
+  merge path is different: its budgets, group sizes and output length are host
+  integers, so it copies the ``(F, F)`` table to the host once anyway (the one
+  documented sync of ``plan_outer_merge``) and runs the DP there on the copy
+  (:func:`temporal_stage1` builds the table with the kernels, the host code of
+  :mod:`holitom.merge.temporal` does the rest). This choice was not measured
+  on a GPU (none was available when it was written); ``scripts/bench_kernels.py``
+  times the device DP against copy + host DP.
+- Precision: every kernel loads its inputs in their dtype (float32, float16,
+  bfloat16) and accumulates in float32; divisions and square roots are
+  IEEE-rounded (``div_rn``, ``sqrt_rn``); products that decide a tie (distances,
+  the inner merge's similarities) are summed element by element in one fixed
+  order, so equal inputs give bitwise-equal results wherever they sit in a
+  tile (``tl.dot`` does not promise that); only the DPC merge's weighted sum
+  uses ``tl.dot`` (IEEE float32, no TF32). ``exp`` (the density) may differ from
+  torch's by a few ulps on a GPU, so only decisions within a few ulps of a tie
+  can differ from the reference; exact ties follow the contracts' rules.
+- No host sync in any launcher: shapes and attributes are checked on the host
+  metadata; value preconditions (``0 <= num_clusters[g] <=`` the group's valid
+  count, finite inputs) are the caller's, as for a TensorRT plugin.
+- :func:`_empty` allocates every output and scratch buffer (tests poison it so
+  an element a kernel never writes fails the comparison), from torch's caching
+  allocator; kernels launch on torch's current CUDA stream (a TensorRT plugin
+  wraps its ``enqueue`` stream in ``torch.cuda.ExternalStream``).
+
+Importing this module imports triton; ``import holitom`` and
+``holitom.plugins_trt`` never do (the merge dispatch imports this module on
+first use). Without a GPU the kernels run under ``TRITON_INTERPRET=1`` on CPU
+tensors (that is how CI checks them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from holitom.errors import ConfigError, InputError, MissingDependencyError
+
+try:
+    import triton
+except ImportError as exc:  # pragma: no cover - triton ships with CUDA builds of torch
+    raise MissingDependencyError("triton", "the HoliTom merge kernels (GPU path)") from exc
+
+from holitom.plugins_trt import triton_dpc, triton_inner, triton_temporal
+from holitom.plugins_trt.ops import (
+    DENSITY_PEAK_MERGE,
+    DENSITY_PEAK_MERGE_CONTRACT,
+    TEMPORAL_SEGMENT,
+    TEMPORAL_SEGMENT_CONTRACT,
+    _default,
+)
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Every output and scratch buffer of the launchers (one place, so tests can poison them)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+@dataclass(frozen=True)
+class _Tiles:
+    """Block sizes of the launches (powers of two; every mask is per element, so any size is correct)."""
+
+    positions: int  # similarity: positions per program
+    hidden: int  # streaming reductions over the hidden size (similarity, kept norms)
+    pair: int  # DPC distance tile BLOCK_I = BLOCK_J
+    pair_hidden: int  # its BLOCK_D (the tile is BLOCK_I x BLOCK_J x BLOCK_D)
+    row_elements: int  # DPC row tiles (BLOCK_I, BLOCK_N): at most this many elements
+    clusters: int  # DPC merge: slots per program
+    inner: int  # inner assignment tile BLOCK_M = BLOCK_K
+    inner_hidden: int  # its BLOCK_D
+    kept: int  # inner merge: kept tokens per program
+    merge_hidden: int  # DPC merge: BLOCK_D of its (BLOCK_C, BLOCK_N) @ (BLOCK_N, BLOCK_D) product
+
+
+# GPU: tiles that keep a program's registers in bounds (4 warps). CPU tensors can only run
+# under Triton's interpreter, whose cost is per program and per op rather than per element,
+# so it gets larger tiles (the interpreter tests still cross several blocks at P = 196).
+_GPU_TILES = _Tiles(
+    positions=16, hidden=64, pair=16, pair_hidden=32, row_elements=4096, clusters=16, inner=32, inner_hidden=8, kept=16, merge_hidden=16
+)
+_INTERPRETER_TILES = _Tiles(
+    positions=64, hidden=256, pair=64, pair_hidden=64, row_elements=8192, clusters=64, inner=128, inner_hidden=16, kept=128, merge_hidden=64
+)
+
+
+def _tiles(x: torch.Tensor) -> _Tiles:
+    return _GPU_TILES if x.is_cuda else _INTERPRETER_TILES
+
+
+def _block(size: int, floor: int = 16) -> int:
+    """A power-of-two block covering ``size`` (Triton tiles are powers of two)."""
+    return max(floor, triton.next_power_of_2(max(size, 1)))
+
+
+def _row_contiguous(x: torch.Tensor) -> torch.Tensor:
+    return x if x.is_contiguous() else x.contiguous()
+
+
+# --------------------------------------------------------------------------- TemporalSegment
+
+
+def temporal_stage1(
+    x: torch.Tensor, tau: float, max_window: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage I on the device: ``(similarity (F-1, P) f32, norms (F, P) f32, run_end (F, P) i64, table (F, F) i64)``.
+
+    ``x`` is ``(F, P, D)`` in any float dtype; ``tau`` and ``max_window`` are
+    already checked (``max_window`` None = unbounded). The step the torch merge
+    path calls on CUDA (see :func:`holitom.merge.temporal._stage1_device`).
+    """
+    x = _row_contiguous(x)
+    num_frames, num_pos, dim = x.shape
+    device = x.device
+    # One row even for a single frame: a CUDA launch may refuse the null pointer of an empty tensor.
+    sim_rows = _empty((max(num_frames - 1, 1), num_pos), torch.float32, device)
+    norms = _empty((num_frames, num_pos), torch.float32, device)
+    run_end = _empty((num_frames, num_pos), torch.long, device)
+    table = _empty((num_frames, num_frames), torch.long, device)
+    from holitom.merge.temporal import COSINE_EPS
+
+    tiles = _tiles(x)
+    triton_temporal.similarity_kernel[(num_frames, triton.cdiv(num_pos, tiles.positions))](
+        x, sim_rows, norms, num_frames, num_pos, dim, COSINE_EPS, BLOCK_P=tiles.positions, BLOCK_D=min(tiles.hidden, _block(dim))
+    )
+    triton_temporal.count_table_kernel[(num_frames,)](
+        sim_rows, run_end, table, num_frames, num_pos, float(tau), max_window or 0,
+        BLOCK_P=min(256, _block(num_pos)), BLOCK_F=_block(num_frames),
+    )
+    return sim_rows[: num_frames - 1], norms, run_end, table
+
+
+def temporal_segment(
+    features,
+    *,
+    tau: float = _default(TEMPORAL_SEGMENT_CONTRACT, "tau"),
+    max_window: int = _default(TEMPORAL_SEGMENT_CONTRACT, "max_window"),
+    plugin_version: str | None = None,
+    plugin_namespace: str | None = None,
+):
+    """``TemporalSegment`` on the device (similarity, table, DP, backtrack, static mask; no host sync).
+
+    Returns ``(window_start (F,) int64, window_end (F,) int64, static_mask (F, P) bool)``
+    on the features' device, like :func:`holitom.plugins_trt.ops.temporal_segment`.
+    """
+    from holitom.merge.temporal import check_features, check_max_window, check_tau
+
+    check_features(features)
+    tau = check_tau(tau)
+    window = check_max_window(None if int(max_window) <= 0 else int(max_window))
+    num_frames, num_pos, _ = features.shape
+    device = features.device
+    _, _, run_end, table = temporal_stage1(features, tau, window)
+    start = _empty((num_frames,), torch.long, device)
+    end = _empty((num_frames,), torch.long, device)
+    triton_temporal.segment_kernel[(1,)](table, start, end, num_frames, window or 0, BLOCK_F=_block(num_frames + 1))
+    static = _empty((num_frames, num_pos), torch.bool, device)
+    block_p = 64
+    triton_temporal.static_mask_kernel[(num_frames, triton.cdiv(num_pos, block_p))](
+        run_end, start, end, static, num_pos, BLOCK_P=block_p
+    )
+    return start, end, static
+
+
+# --------------------------------------------------------------------------- DensityPeakMerge
+
+
+def _dpc_slots(
+    tokens: torch.Tensor, valid: torch.Tensor, clusters: torch.Tensor, k_nn: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distances, centres and assignment of padded groups: ``(d2 (G, n, n), is_centre (G, n), assignment (G, n))``."""
+    tokens = _row_contiguous(tokens)
+    valid = _row_contiguous(valid)
+    num_groups, n, dim = tokens.shape
+    device = tokens.device
+    d2 = _empty((num_groups, n, n), torch.float32, device)
+    rho = _empty((num_groups, n), torch.float32, device)
+    row_max = _empty((num_groups, n), torch.float32, device)
+    gamma = _empty((num_groups, n), torch.float32, device)
+    is_centre = _empty((num_groups, n), torch.bool, device)
+    assignment = _empty((num_groups, n), torch.long, device)
+    if num_groups == 0 or n == 0:
+        return d2, is_centre, assignment
+    tiles = _tiles(tokens)
+    tile = tiles.pair
+    triton_dpc.distance_kernel[(num_groups, triton.cdiv(n, tile), triton.cdiv(n, tile))](
+        tokens, valid, d2, n, dim, BLOCK_I=tile, BLOCK_J=tile, BLOCK_D=min(tiles.pair_hidden, _block(dim))
+    )
+    block_n = _block(n)
+    block_i = max(1, tiles.row_elements // block_n)  # a (BLOCK_I, BLOCK_N) tile of whole distance rows
+    rows = (num_groups, triton.cdiv(n, block_i))
+    triton_dpc.density_kernel[rows](d2, valid, clusters, rho, row_max, n, int(k_nn), BLOCK_I=block_i, BLOCK_N=block_n)
+    triton_dpc.gamma_kernel[rows](d2, valid, rho, row_max, gamma, n, BLOCK_I=block_i, BLOCK_N=block_n)
+    triton_dpc.centre_kernel[rows](gamma, valid, clusters, is_centre, n, BLOCK_I=block_i, BLOCK_N=block_n)
+    triton_dpc.assign_kernel[rows](d2, valid, clusters, is_centre, assignment, n, BLOCK_I=block_i, BLOCK_N=block_n)
+    return d2, is_centre, assignment
+
+
+def _check_dpc_inputs(tokens, valid, num_clusters, k_nn: int, beta: float) -> None:
+    from holitom.merge._checks import check_tensor
+    from holitom.merge.dpc import _check_beta
+
+    check_tensor("tokens", tokens, 3)
+    check_tensor("valid", valid, 2, floating=False)
+    check_tensor("num_clusters", num_clusters, 1, floating=False)
+    if valid.dtype != torch.bool or tuple(valid.shape) != tuple(tokens.shape[:2]):
+        raise InputError(f"valid must be bool of shape {tuple(tokens.shape[:2])}, got {valid.dtype} {tuple(valid.shape)}.")
+    if num_clusters.dtype != torch.long or num_clusters.shape[0] != tokens.shape[0]:
+        raise InputError(
+            f"num_clusters must be int64 of shape ({tokens.shape[0]},) (one M per group), "
+            f"got {num_clusters.dtype} {tuple(num_clusters.shape)}."
+        )
+    if valid.device != tokens.device or num_clusters.device != tokens.device:
+        raise InputError(f"tokens, valid and num_clusters must share one device, got {tokens.device}, {valid.device}, {num_clusters.device}.")
+    if isinstance(k_nn, bool) or not isinstance(k_nn, int) or k_nn < 1:
+        raise ConfigError(f"k_nn must be an integer >= 1, got {k_nn!r}.")
+    _check_beta(beta)
+
+
+def density_peak_merge(
+    tokens,
+    valid,
+    num_clusters,
+    *,
+    k_nn: int = _default(DENSITY_PEAK_MERGE_CONTRACT, "k_nn"),
+    beta: float = _default(DENSITY_PEAK_MERGE_CONTRACT, "beta"),
+    plugin_version: str | None = None,
+    plugin_namespace: str | None = None,
+):
+    """``DensityPeakMerge`` on the device (no host sync; ``num_clusters`` stays on the device).
+
+    Returns ``(merged (G, n, D) float32, is_centre (G, n) bool, assignment (G, n) int64)``,
+    like :func:`holitom.plugins_trt.ops.density_peak_merge`. Precondition (not
+    checked, it would need a sync): ``0 <= num_clusters[g] <=`` valid slots of group g.
+    """
+    k_nn = int(k_nn)
+    beta = float(beta)
+    _check_dpc_inputs(tokens, valid, num_clusters, k_nn, beta)
+    tokens = _row_contiguous(tokens)
+    num_groups, n, dim = tokens.shape
+    _, is_centre, assignment = _dpc_slots(tokens, valid, num_clusters, k_nn)
+    merged = _empty((num_groups, n, dim), torch.float32, tokens.device)
+    if num_groups and n and dim:
+        tiles = _tiles(tokens)
+        triton_dpc.merge_kernel[(num_groups, triton.cdiv(n, tiles.clusters))](
+            tokens, is_centre, assignment, merged, n, dim, beta,
+            BLOCK_C=tiles.clusters, BLOCK_N=_block(n), BLOCK_D=min(tiles.merge_hidden, _block(dim)),
+        )
+    return merged, is_centre, assignment
+
+
+def dpc_plan(x: torch.Tensor, valid: torch.Tensor, num_clusters: list[int], k_nn: int):
+    """The :class:`~holitom.merge.dpc.DPCPlan` of padded groups from the kernels, and the ``(G, n, n)`` distances.
+
+    The step :func:`holitom.merge.dpc._dpc_core` calls on CUDA: ``num_clusters``
+    is the host list it already holds (so ``M_max`` needs no sync); the
+    kernels' slot form (``is_centre``, ``assignment``) is turned into the
+    plan's cluster form with cumulative sums and scatters on the device.
+    """
+    from holitom.merge.dpc import DPCPlan
+
+    num_groups, n, _ = x.shape
+    device = x.device
+    m = torch.tensor(list(num_clusters), dtype=torch.long).to(device)  # (G,)
+    m_max = max(num_clusters)
+    d2, is_centre, slot = _dpc_slots(x, valid, m, k_nn)
+    cluster_of_slot = is_centre.long().cumsum(1) - 1  # (G, n) centres are numbered in slot order
+    centres = torch.zeros((num_groups, m_max + 1), dtype=torch.long, device=device)
+    index = torch.where(is_centre, cluster_of_slot, m_max)  # non-centres go to a dummy column
+    centres.scatter_(1, index, torch.arange(n, device=device).expand(num_groups, n))
+    centres = centres[:, :m_max]
+    centre_valid = torch.arange(m_max, device=device)[None, :] < m[:, None]  # (G, M_max)
+    centres = torch.where(centre_valid, centres, 0)
+    assign = torch.where(slot >= 0, cluster_of_slot.gather(1, slot.clamp_min(0)), -1)  # (G, n)
+    member = (assign >= 0) & ~is_centre
+    member_count = torch.zeros((num_groups, m_max + 1), dtype=torch.long, device=device)
+    member_count.scatter_add_(1, torch.where(member, assign, m_max), member.long())
+    plan = DPCPlan(centres, assign, centre_valid, is_centre, member_count[:, :m_max])
+    return plan, d2
+
+
+# --------------------------------------------------------------------------- inner merge
+
+
+def inner_assign(hidden_visual: torch.Tensor, keep: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """``(L_v - k,)`` int64: the index into ``keep`` of each dropped token's most similar kept token."""
+    from holitom.merge.temporal import COSINE_EPS
+
+    h = hidden_visual if hidden_visual.stride(-1) == 1 else hidden_visual.contiguous()
+    num_keep, num_dropped = keep.shape[0], dropped.shape[0]
+    dim = h.shape[1]
+    device = h.device
+    assign = _empty((num_dropped,), torch.long, device)
+    if num_keep == 0 or num_dropped == 0:
+        return assign.zero_()
+    norms = _empty((num_keep,), torch.float32, device)
+    tiles = _tiles(h)
+    triton_inner.kept_norm_kernel[(triton.cdiv(num_keep, 16),)](
+        h, keep, norms, num_keep, dim, h.stride(0), COSINE_EPS, BLOCK_K=16, BLOCK_D=min(tiles.hidden, _block(dim))
+    )
+    block = tiles.inner
+    triton_inner.assign_kernel[(triton.cdiv(num_dropped, block),)](
+        h, keep, dropped, norms, assign, num_keep, num_dropped, dim, h.stride(0),
+        BLOCK_M=block, BLOCK_K=block, BLOCK_D=min(tiles.inner_hidden, _block(dim)),
+    )
+    return assign
+
+
+def inner_merge_rows(visual: torch.Tensor, plan, mode: str) -> torch.Tensor:
+    """``(k, D)`` float32 merged kept tokens of ``visual`` ``(L_v, D)`` (the span's hidden states).
+
+    Members of each kept token are grouped by a stable sort of the assignment
+    (``plan.dropped`` is ascending, so each group stays in index order, the
+    order the sequential average folds them in).
+    """
+    from holitom.merge.config import INNER_MODES
+
+    if mode not in INNER_MODES:
+        raise ConfigError(f"inner merge mode must be one of {list(INNER_MODES)}, got {mode!r}.")
+    h = visual if visual.stride(-1) == 1 else visual.contiguous()
+    num_keep, dim = plan.num_keep, h.shape[1]
+    device = h.device
+    out = _empty((num_keep, dim), torch.float32, device)
+    if num_keep == 0 or dim == 0:
+        return out
+    by_kept = torch.sort(plan.assign, stable=True)
+    members = plan.dropped.index_select(0, by_kept.indices)  # (L_v - k,) grouped by kept token
+    if members.numel() == 0:  # never read (every count is 0), but a CUDA launch wants a real pointer
+        members = plan.dropped.new_zeros(1)
+    counts = torch.zeros(num_keep, dtype=torch.long, device=device).scatter_add_(0, plan.assign, torch.ones_like(plan.assign))
+    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])  # (k + 1,)
+    block_d = min(128, _block(dim))
+    block_j = _tiles(h).kept
+    triton_inner.merge_kernel[(triton.cdiv(num_keep, block_j), triton.cdiv(dim, block_d))](
+        h, plan.keep, members, offsets, out, num_keep, dim, h.stride(0), out.stride(0),
+        SEQUENTIAL=mode == "sequential", BLOCK_J=block_j, BLOCK_D=block_d,
+    )
+    return out
+
+
+def plan_inner_merge(scores, hidden_visual, ratio, *, validate: bool = True):
+    """:func:`holitom.merge.inner.plan_inner_merge` with the similarity assignment on the kernels."""
+    from holitom.merge import inner
+    from holitom.merge._device import use_kernels
+
+    with use_kernels():
+        return inner.plan_inner_merge(scores, hidden_visual, ratio, validate=validate)
+
+
+def apply_inner_merge(hidden, visual_span, plan, mode: str = "sequential"):
+    """:func:`holitom.merge.inner.apply_inner_merge` with the (sequential or mean) averaging on the kernels."""
+    from holitom.merge import inner
+    from holitom.merge._device import use_kernels
+
+    with use_kernels():
+        return inner.apply_inner_merge(hidden, visual_span, plan, mode)
+
+
+# The kernel form of each custom op, keyed like holitom.plugins_trt.ops.REFERENCE_OPS (same signatures).
+KERNEL_OPS = {
+    TEMPORAL_SEGMENT: temporal_segment,
+    DENSITY_PEAK_MERGE: density_peak_merge,
+}
+
+__all__ = [
+    "KERNEL_OPS",
+    "apply_inner_merge",
+    "density_peak_merge",
+    "dpc_plan",
+    "inner_assign",
+    "inner_merge_rows",
+    "plan_inner_merge",
+    "temporal_segment",
+    "temporal_stage1",
+]

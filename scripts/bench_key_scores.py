@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Benchmark: the last vision layer (output + HoliTom's key scores) against an ordinary layer.
+
+Times one SigLIP encoder layer at the real widths (SigLIP-so400m: 1152 wide, 16 heads
+of 72, MLP 4304, 27x27 = 729 patches per frame; random weights) on ``--frames``
+frames, once as an ordinary layer (fused attention only) and once as the last layer
+(fused attention + the per-key mean probability, :func:`holitom.models.vision.attention_with_key_scores`),
+and prints the ratio (issue 16's target: <= 1.3x). The attention alone is timed too.
+Prints median (and min) wall-clock times; the min shows the uncontended cost on a
+shared machine.
+
+Usage::
+
+    python scripts/bench_key_scores.py                    # CPU, 32 frames, float32
+    python scripts/bench_key_scores.py --frames 8 --dtype bfloat16 --threads 2
+    python scripts/bench_key_scores.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+from bench_merge import fmt, non_negative_int, positive_int, timed_ms  # the sibling script's timer (the script's folder is on sys.path)
+
+from holitom.bench.archs import SIGLIP_SO400M
+from holitom.models.config import VisionConfig
+from holitom.models.vision import VisionLayer, attention_with_key_scores
+
+TARGET_RATIO = 1.3
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=positive_int, default=32)
+    ap.add_argument("--patches", type=positive_int, default=(SIGLIP_SO400M.image_size // SIGLIP_SO400M.patch_size) ** 2)
+    ap.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=positive_int, default=None)
+    ap.add_argument("--warmup", type=non_negative_int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    args = ap.parse_args()
+    if args.dtype not in DTYPES:
+        ap.error(f"--dtype must be one of {list(DTYPES)}, got {args.dtype!r}")
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        ap.error(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available here")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+
+    v = SIGLIP_SO400M
+    cfg = VisionConfig(v.hidden_size, v.intermediate_size, 1, v.num_heads, v.image_size, v.patch_size)
+    torch.manual_seed(0)
+    layer = VisionLayer(cfg).to(device=device, dtype=dtype).eval()
+    x = torch.randn(args.frames, args.patches, cfg.hidden_size, device=device, dtype=dtype)  # (F, N, Dv)
+    heads, head_dim = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+    q, k, val = (torch.randn(args.frames, heads, args.patches, head_dim, device=device, dtype=dtype) for _ in range(3))  # (F, H, N, hd)
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"SigLIP layer {cfg.hidden_size} wide, {heads} heads of {head_dim}, MLP {cfg.intermediate_size}; "
+          f"F={args.frames} frames x N={args.patches} patches, {args.dtype} on {device}, {torch.get_num_threads()} threads, "
+          f"load average {None if load is None else tuple(round(a, 2) for a in load)}")
+    with torch.inference_mode():
+        ordinary = timed_ms(lambda: layer(x, with_scores=False), device, args.warmup, args.repeats)
+        last = timed_ms(lambda: layer(x, with_scores=True), device, args.warmup, args.repeats)
+        sdpa = timed_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, val, scale=head_dim**-0.5), device, args.warmup, args.repeats)
+        scored = timed_ms(lambda: attention_with_key_scores(q, k, val, head_dim**-0.5), device, args.warmup, args.repeats)
+    print(f"ordinary layer            {fmt(ordinary)}")
+    print(f"last layer (+key scores)  {fmt(last)}")
+    print(f"attention: SDPA           {fmt(sdpa)}")
+    print(f"attention + key scores    {fmt(scored)}")
+    ratio = last[0] / ordinary[0]
+    verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
+    print(f"last / ordinary layer: {ratio:.2f}x (median; min {last[1] / ordinary[1]:.2f}x); target <= {TARGET_RATIO}x: {verdict}")
+
+
+if __name__ == "__main__":
+    main()

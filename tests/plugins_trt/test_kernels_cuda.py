@@ -1,0 +1,37 @@
+"""The compiled kernels on a CUDA GPU against the torch reference on the CPU (skipped without a GPU).
+
+Same cases and comparisons as the interpreted tests (``kernel_cases.py``):
+identical windows, masks, centres, assignments and kept indices; merged values
+within 1e-5 (float32 outputs) or one rounding step of a 16-bit output.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernel_cases import DPC_CASES, INNER_CASES, TEMPORAL_CASES, case_id, check_dpc, check_inner, check_temporal
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    from holitom.plugins_trt import kernels
+
+    return kernels
+
+
+@pytest.mark.parametrize("case", TEMPORAL_CASES, ids=case_id)
+def test_temporal_segment_on_cuda(kernels, case):
+    check_temporal(kernels, case, "cuda")
+
+
+@pytest.mark.parametrize("case", DPC_CASES, ids=case_id)
+def test_density_peak_merge_on_cuda(kernels, case):
+    check_dpc(kernels, case, "cuda")
+
+
+@pytest.mark.parametrize("case", INNER_CASES, ids=case_id)
+def test_inner_merge_on_cuda(kernels, case):
+    check_inner(kernels, case, "cuda")
