@@ -72,3 +72,26 @@ def test_a_few_training_steps_write_a_loadable_checkpoint(trainer, tmp_path, cap
 
     _, info = LlavaOnevisionForConditionalGeneration.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+
+
+def test_frame_subsets_keep_every_answer_true(trainer):
+    """The curriculum's frame subsets, checked against each question type's meaning (from the scene, not the visibility table)."""
+    from holitom.eval.videoqa import NUM_FRAMES, SOURCE_FRAMES
+    from holitom.video.sampling import sample_frame_indices
+
+    sampled = sample_frame_indices(SOURCE_FRAMES, NUM_FRAMES)
+    rng = np.random.Generator(np.random.PCG64(3))
+    for index in range(35):
+        item = make_item("train", index)
+        for size in (2, 3, 4):
+            keep = trainer.frame_subset(item.clip, rng, size).tolist()
+            assert keep == sorted(set(keep)) and len(keep) in (size, NUM_FRAMES)
+            times = [int(sampled[f]) for f in keep]
+            if item.qtype == "scene_cut":  # both sides of the cut
+                assert min(times) < item.clip.cut_at <= max(times)
+            if item.qtype in ("appear", "short_event"):  # the changing object both shown and absent
+                first, last = item.clip.sprites[1].frames
+                shown = [first <= t <= last for t in times]
+                assert any(shown) and not all(shown)
+    item = make_item("train", 0)
+    assert trainer.frame_subset(item.clip, rng, NUM_FRAMES).tolist() == list(range(NUM_FRAMES))
