@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """Train a small LLaVA-OneVision on the generated video-QA benchmark (meant to become the embedded default model).
 
-STATUS: the validation accuracy stays at chance (about 20%), so the embedded
-default model is NOT replaced and ``--out`` is required. Measured (README,
-"Fidelity"): 420 clips / 500 steps of 8 frames, and 490 clips / 1,200+ steps
-with the frame-subset curriculum below, both at chance. The frozen tower's
-pooled features carry colour (a linear probe names 98.6% of tokens, 86% of the
-object tokens, on 70 val clips) and gradients reach the projector and the video
-keys and values; what does not learn is the answer position reading the object
-tokens: even one-frame colour questions on 20 clips stay at chance after 400
-steps (lr 1e-3 and 3e-3).
+STATUS: the validation accuracy stays at chance, so the embedded default model
+is NOT replaced and ``--out`` is required. Measured (README, "Fidelity") on 70
+val clips where guessing scores 31.1%: 420 clips / 500 steps of 8 frames 20%,
+490 clips with the frame-subset curriculum below 21.4% at step 600 and 31.4% at
+step 1,200. The frozen tower's pooled features carry colour (a linear probe
+names 98.6% of tokens, 86% of the object tokens, on 70 val clips) and gradients
+reach the projector and the video keys and values; what does not learn is the
+answer position reading the object tokens: even one-frame colour questions on
+20 clips stay at the chance loss after 400 steps (lr 1e-3 and 3e-3).
 
 The checkpoint ``scripts/make_default_model.py`` builds (tokenizer, chat template,
 config with the real LLaVA-OneVision geometry, deterministic initial weights,
