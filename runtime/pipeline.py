@@ -131,6 +131,11 @@ class Pipeline:
         text = build_video_prompt(tokenizer, prompt) if chat_template else prompt
         return list(encode_prompt(tokenizer, text, video_token_id=self.stages.video_token_id))
 
+    @property
+    def vision_output_names(self) -> tuple[str, ...]:
+        """What this pipeline's vision stage returns (no ``attention`` for methods that read no vision scores)."""
+        return tuple(self.stages.runners[C.VISION].spec.output_names)
+
     def encode_video(self, video: VideoInput, num_frames: int) -> EncodedVideo:
         """Decode, sample and preprocess ``video`` and run the vision stage on it."""
         timer = _Timer(self.stages.synchronize)

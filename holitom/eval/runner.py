@@ -76,7 +76,9 @@ def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clip
         try:
             for pipeline in pipelines.values():
                 pipeline.activate()
-            encoder = pipelines[group[0].id]
+            # One encoding serves every row: made by a pipeline whose vision stage returns what every row's merge reads
+            # (methods without vision scores skip them in their own vision stage).
+            encoder = max(pipelines.values(), key=lambda p: len(p.vision_output_names))
             start = time.perf_counter()
             for n, item in enumerate(items):
                 encoded = encoder.encode_video(clips[item.item_id], config.frames)
