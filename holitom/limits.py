@@ -12,6 +12,8 @@ import re
 
 from holitom.errors import ConfigError
 
+# The paper's retain ratios r, in percent: the presets r10..r25 and every competing method at the same budgets.
+PAPER_RETAIN_PERCENTS: tuple[int, ...] = (10, 15, 20, 25)
 # Frames sampled from one video: the exported graphs and the memory of every stage scale with it.
 MIN_FRAMES, MAX_FRAMES = 1, 512
 # Seeds feed torch.Generator.manual_seed and numpy's PCG64, which take 64-bit values.
@@ -55,6 +57,7 @@ def check_device(device: object, name: str = "device") -> str:
 
 
 __all__ = [
+    "PAPER_RETAIN_PERCENTS",
     "DEFAULT_OPSET",
     "DEVICE_PATTERN",
     "DTYPES",
