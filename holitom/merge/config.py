@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from holitom.errors import ConfigError
-from holitom.limits import PAPER_RETAIN_PERCENTS
+from holitom.limits import PAPER_RETAIN_PERCENTS, check_int
 
 InnerMode = Literal["sequential", "mean"]
 INNER_MODES: tuple[str, ...] = ("sequential", "mean")
@@ -36,9 +36,7 @@ def _check_real(owner: str, name: str, value: Any) -> float:
 
 
 def _check_int(owner: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{owner}.{name} must be an integer, got {value!r} ({type(value).__name__}).")
-    return int(value)
+    return check_int(value, f"{owner}.{name}")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from holitom.errors import CheckpointError, ConfigError
+from holitom.limits import check_int
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,7 @@ _DEFAULT_ROPE_THETA = 10000.0
 
 def _positive_ints(owner: str, **values: int) -> None:
     for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}.")
+        check_int(value, f"{owner}.{name}", 1)
 
 
 @dataclass(frozen=True)
