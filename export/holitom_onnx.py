@@ -41,7 +41,7 @@ import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from holitom import contracts as C
-from holitom.limits import DEFAULT_OPSET, check_opset
+from holitom.limits import DEFAULT_OPSET, check_int, check_opset
 from holitom.export.onnx_io import check_graph_io
 from holitom.errors import ConfigError, ExportError
 from holitom.plugins_trt import ops as O
@@ -538,9 +538,7 @@ def _grid(grid) -> tuple[int, int]:
 
 
 def _check_hidden(hidden_size) -> int:
-    if not isinstance(hidden_size, (int, np.integer)) or int(hidden_size) < 1:
-        raise ConfigError(f"hidden_size={hidden_size!r} must be a positive integer (the LLM width D).")
-    return int(hidden_size)
+    return check_int(hidden_size, "hidden_size (the LLM width D)", 1)
 
 
 # --------------------------------------------------------------------------- outer merge

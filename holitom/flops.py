@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from holitom.errors import ConfigError, InputError
+from holitom.limits import check_int
 
 # torch.utils.flop_counter counts one multiply-add as 2 FLOPs; the paper's
 # formula counts it as 1.
@@ -41,9 +42,7 @@ FLOPS_PER_MAC = 2
 
 
 def _positive_int(value: object, name: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}: {name} must be a positive int; got {value!r}.")
-    return value
+    return check_int(value, f"{where}: {name}", 1)
 
 
 def _token_count(value: object, name: str, where: str) -> float:

@@ -8,10 +8,13 @@ the flag. Import-light: no torch.
 
 from __future__ import annotations
 
+import numbers
 import re
 
 from holitom.errors import ConfigError
 
+# The paper's retain ratios r, in percent: the presets r10..r25 and every competing method at the same budgets.
+PAPER_RETAIN_PERCENTS: tuple[int, ...] = (10, 15, 20, 25)
 # Frames sampled from one video: the exported graphs and the memory of every stage scale with it.
 MIN_FRAMES, MAX_FRAMES = 1, 512
 # Seeds feed torch.Generator.manual_seed and numpy's PCG64, which take 64-bit values.
@@ -29,12 +32,24 @@ DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 DEFAULT_OPSET, MIN_OPSET, MAX_OPSET = 18, 18, 23
 
 
-def check_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    """``value`` as an int in ``low..high`` (``high`` None: no upper bound), else ConfigError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bound = f">= {low}" + (f" and <= {high}" if high is not None else "")
-        raise ConfigError(f"{name} must be an integer {bound}, got {value!r}.")
-    return value
+def check_int(
+    value: object, name: str, low: int | None = None, high: int | None = None, error: type[Exception] = ConfigError
+) -> int:
+    """``value`` as an int in ``low..high`` (None: no bound on that side), else ``error`` naming ``name``.
+
+    The one integer-field validator of the project: configs raise ConfigError, checks
+    of user data (a video's size, a tensor's shape) pass ``error=InputError``. numpy
+    integers are accepted (and returned as int); bools are refused.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or (low is not None and value < low)
+        or (high is not None and value > high)
+    ):
+        bounds = [f">= {low}"] * (low is not None) + [f"<= {high}"] * (high is not None)
+        raise error(f"{name} must be an integer{' ' if bounds else ''}{' and '.join(bounds)}, got {value!r}.")
+    return int(value)
 
 
 def check_dtype(value: object, name: str = "dtype") -> str:
@@ -55,6 +70,7 @@ def check_device(device: object, name: str = "device") -> str:
 
 
 __all__ = [
+    "PAPER_RETAIN_PERCENTS",
     "DEFAULT_OPSET",
     "DEVICE_PATTERN",
     "DTYPES",

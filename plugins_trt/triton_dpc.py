@@ -179,7 +179,6 @@ def assign_kernel(
 ):
     g, i, j = _row_block(BLOCK_I, BLOCK_N)
     i_ok = i < n
-    j_ok = j < n
     centre_j = _flags(is_centre_ptr, g, j, n)
     tile = _distance_rows(d2_ptr, g, i, j, n)  # (BLOCK_I, BLOCK_N)
     to_centre = tl.where(centre_j[None, :], tile, float("inf"))

@@ -19,13 +19,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import torch
 from bench_merge import fmt, non_negative_int, positive_int, timed_ms  # the sibling script's timer (the script's folder is on sys.path)
 
-from holitom.bench.archs import SIGLIP_SO400M
-from holitom.models.config import VisionConfig
+from holitom.models.config import SIGLIP_SO400M
 from holitom.models.vision import VisionLayer, attention_with_key_scores
 
 TARGET_RATIO = 1.3
@@ -35,7 +35,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=positive_int, default=32)
-    ap.add_argument("--patches", type=positive_int, default=(SIGLIP_SO400M.image_size // SIGLIP_SO400M.patch_size) ** 2)
+    ap.add_argument("--patches", type=positive_int, default=SIGLIP_SO400M.num_patches)
     ap.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=positive_int, default=None)
@@ -52,8 +52,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
 
-    v = SIGLIP_SO400M
-    cfg = VisionConfig(v.hidden_size, v.intermediate_size, 1, v.num_heads, v.image_size, v.patch_size)
+    cfg = dataclasses.replace(SIGLIP_SO400M, num_layers=1)
     torch.manual_seed(0)
     layer = VisionLayer(cfg).to(device=device, dtype=dtype).eval()
     x = torch.randn(args.frames, args.patches, cfg.hidden_size, device=device, dtype=dtype)  # (F, N, Dv)

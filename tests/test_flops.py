@@ -213,7 +213,7 @@ def test_counter_on_a_qwen2_style_layer(n):
 def test_bad_input():
     with pytest.raises(ConfigError, match=r"num_layers must be an int >= 0; got -1"):
         prefill_flops(-1, 10, D, M)
-    with pytest.raises(ConfigError, match=r"hidden_size must be a positive int; got 0"):
+    with pytest.raises(ConfigError, match=r"hidden_size must be an integer >= 1, got 0"):
         prefill_flops(L, 10, 0, M)
     for bad in (-1, float("nan"), float("inf"), True, "627"):
         with pytest.raises(InputError, match=r"num_tokens \(a number of visual tokens\) must be a finite number >= 0; got"):

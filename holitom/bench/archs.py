@@ -11,17 +11,10 @@ the image size adjusted). Every path of the benchmark (the transformers
 baseline, our torch model, our onnxruntime export) then loads the SAME folder
 through its real loader.
 
-Presets (:data:`ARCH_NAMES`):
-
-- ``default``: the embedded tiny model (its own folder is used as is unless an
-  override changes its geometry).
-- ``llava-ov-0.5b``: SigLIP-so400m as LLaVA uses it (hidden 1152, the 26 layers
-  the llava-hf config keeps with ``vision_feature_layer=-1``, 16 heads, FFN
-  4304, 384 px, patch 14 -> 27x27 patches -> 14x14 = 196 tokens per frame) +
-  Qwen2-0.5B (hidden 896, 24 layers, 14 heads, 2 KV heads, FFN 4864, vocab
-  151936, tied embeddings).
-- ``llava-ov-7b``: the same SigLIP + Qwen2-7B (hidden 3584, 28 layers, 28 heads,
-  4 KV heads, FFN 18944, vocab 152064, untied).
+Presets are the model config's named geometries
+(:meth:`holitom.models.config.LlavaConfig.from_name`: ``default``, the embedded
+tiny model, whose own folder is used as is unless an override changes it;
+``llava-ov-0.5b`` and ``llava-ov-7b``, SigLIP-so400m with Qwen2-0.5B / -7B).
 
 Overrides (:meth:`ArchSpec.with_overrides`) shrink a preset so CPU runs finish:
 fewer vision / text layers (widths stay real, so each layer costs what it costs
@@ -50,100 +43,58 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from holitom.errors import ConfigError
+from holitom.models.config import LlavaConfig, preset_description
 
 # Written into a materialised folder last: its presence means the folder is complete.
 ARCH_MARKER = "holitom_bench_arch.json"
 # Bumped when the materialised layout changes, so stale caches are not reused.
-MATERIALIZE_VERSION = 1
+MATERIALIZE_VERSION = 2
 # Files copied from the embedded default model (tokenizer, chat template, generation defaults).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
 PROCESSOR_FILE = "processor_config.json"
 
 
 @dataclass(frozen=True)
-class VisionArch:
-    """SigLIP geometry: every layer listed here runs (``vision_feature_layer = -1``)."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    image_size: int = 384
-    patch_size: int = 14
-
-
-@dataclass(frozen=True)
-class TextArch:
-    """Qwen2 decoder geometry."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    vocab_size: int
-    tie_word_embeddings: bool = False
-    rope_theta: float = 1_000_000.0
-    max_position_embeddings: int = 32768
-
-
-@dataclass(frozen=True)
 class ArchSpec:
     """A model geometry the benchmark can materialise with random weights.
 
-    ``base`` names the preset it came from; ``overrides`` records what
-    :meth:`with_overrides` changed (empty for the preset itself), so reports
-    say exactly what was timed.
+    ``config`` is a :class:`~holitom.models.config.LlavaConfig` preset
+    (:meth:`LlavaConfig.from_name`) with the embedded tokenizer's image and
+    video token ids; ``overrides`` records what :meth:`with_overrides` changed
+    (empty for the preset itself), so reports say exactly what was timed.
     """
 
     name: str
-    vision: VisionArch
-    text: TextArch
-    variant: str = "onevision"
+    config: LlavaConfig
     description: str = ""
     overrides: dict[str, int] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # The model's own config validates widths, heads, activations and the
-        # feature layer; building it here makes a bad override fail at once.
-        self.llava_config()
-        if self.vision.image_size // self.vision.patch_size < 2:
-            raise ConfigError(
-                f"arch '{self.name}': image_size {self.vision.image_size} with patch {self.vision.patch_size} gives a "
-                f"{self.vision.image_size // self.vision.patch_size}x{self.vision.image_size // self.vision.patch_size} "
-                f"patch grid; use image_size >= {2 * self.vision.patch_size} so 2x2 pooling has something to pool."
-            )
-        if self.text.num_layers < 2:
-            raise ConfigError(
-                f"arch '{self.name}': the decoder needs at least 2 layers (the runtime splits it around the "
-                f"inner-merge layer), got {self.text.num_layers}."
-            )
+    # ---- geometry (read from the config, the same code the model uses) -----------------
 
-    # ---- geometry --------------------------------------------------------------------
+    @property
+    def vision(self):
+        return self.config.vision
 
-    def llava_config(self):
-        """The :class:`~holitom.models.config.LlavaConfig` this arch materialises to (torch-free)."""
-        from holitom.models.config import LlavaConfig
-
-        return LlavaConfig.from_hf_dict(self.hf_config_dict(image_token_id=0, video_token_id=1))
+    @property
+    def text(self):
+        return self.config.text
 
     @property
     def patch_grid(self) -> int:
-        return self.vision.image_size // self.vision.patch_size
+        return self.config.vision.patch_grid
 
     @property
     def pooled_grid(self) -> tuple[int, int]:
-        return tuple(self.llava_config().pooled_grid)
+        return tuple(self.config.pooled_grid)
 
     @property
     def tokens_per_frame(self) -> int:
         """P: pooled video tokens per frame (196 at 384 px for LLaVA-OneVision)."""
-        return self.llava_config().tokens_per_frame
+        return self.config.tokens_per_frame
 
     # ---- derived presets -------------------------------------------------------------
 
@@ -157,167 +108,71 @@ class ArchSpec:
     ) -> "ArchSpec":
         """A copy with fewer layers / another resolution / another vocabulary; None keeps the preset's value.
 
-        ``min_vocab_size`` is the tokenizer's size: the vocabulary may not be
-        smaller than the ids the tokenizer produces.
+        ``vision_layers`` counts the encoder layers that run (the feature layer
+        becomes the last one). ``min_vocab_size`` is the tokenizer's size: the
+        vocabulary may not be smaller than the ids the tokenizer produces.
         """
         from holitom.limits import MAX_VOCAB_SIZE, check_int
 
+        cfg = self.config
         changes: dict[str, int] = {}
         # Overrides shrink a preset (upper bounds: its own sizes); all are checked before anything is allocated.
+        # Lower bounds: 2x2 pooling needs a 2x2 patch grid; the runtime splits the decoder around the inner-merge layer.
         for key, value, low, high in (
-            ("image_size", image_size, 2 * self.vision.patch_size, self.vision.image_size),
-            ("vision_layers", vision_layers, 1, self.vision.num_layers),
-            ("text_layers", text_layers, 2, self.text.num_layers),
-            ("vocab_size", vocab_size, min_vocab_size, max(MAX_VOCAB_SIZE, self.text.vocab_size)),
+            ("image_size", image_size, 2 * cfg.vision.patch_size, cfg.vision.image_size),
+            ("vision_layers", vision_layers, 1, cfg.num_vision_layers_used),
+            ("text_layers", text_layers, 2, cfg.text.num_layers),
+            ("vocab_size", vocab_size, min_vocab_size, max(MAX_VOCAB_SIZE, cfg.text.vocab_size)),
         ):
             if value is None:
                 continue
             changes[key] = check_int(value, f"--{key.replace('_', '-')}", low, high)
         if not changes:
             return self
-        vision = replace(
-            self.vision,
-            image_size=changes.get("image_size", self.vision.image_size),
-            num_layers=changes.get("vision_layers", self.vision.num_layers),
-        )
+        vision = replace(cfg.vision, image_size=changes.get("image_size", cfg.vision.image_size))
+        feature_layer = cfg.vision_feature_layer
+        if "vision_layers" in changes:
+            vision = replace(vision, num_layers=changes["vision_layers"])
+            feature_layer = -1
         text = replace(
-            self.text,
-            num_layers=changes.get("text_layers", self.text.num_layers),
-            vocab_size=changes.get("vocab_size", self.text.vocab_size),
+            cfg.text,
+            num_layers=changes.get("text_layers", cfg.text.num_layers),
+            vocab_size=changes.get("vocab_size", cfg.text.vocab_size),
         )
-        return replace(self, vision=vision, text=text, overrides={**self.overrides, **changes})
+        config = replace(cfg, vision=vision, text=text, vision_feature_layer=feature_layer)
+        return replace(self, config=config, overrides={**self.overrides, **changes})
 
     # ---- serialisation ---------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["patch_grid"] = self.patch_grid
-        out["pooled_grid"] = list(self.pooled_grid)
-        out["tokens_per_frame"] = self.tokens_per_frame
-        return out
+        return {"name": self.name, "description": self.description, "overrides": dict(self.overrides), "config": self.config.to_dict()}
 
     def cache_key(self) -> str:
         """Changes when anything that ends up in the materialised folder changes."""
         import transformers
 
         payload = {
-            "vision": asdict(self.vision),
-            "text": asdict(self.text),
-            "variant": self.variant,
+            "config": self.config.to_dict(),
             "materialize_version": MATERIALIZE_VERSION,
             "transformers": transformers.__version__,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
-    def hf_config_dict(self, image_token_id: int, video_token_id: int) -> dict[str, Any]:
-        """A llava-hf ``config.json`` dict (what transformers' LlavaOnevisionConfig serialises to)."""
-        v, t = self.vision, self.text
-        return {
-            "model_type": "llava_onevision",
-            "architectures": ["LlavaOnevisionForConditionalGeneration"],
-            "holitom_variant": self.variant,
-            "vision_config": {
-                "model_type": "siglip_vision_model",
-                "hidden_size": v.hidden_size,
-                "intermediate_size": v.intermediate_size,
-                "num_hidden_layers": v.num_layers,
-                "num_attention_heads": v.num_heads,
-                "image_size": v.image_size,
-                "patch_size": v.patch_size,
-                "num_channels": 3,
-                "hidden_act": "gelu_pytorch_tanh",
-                "layer_norm_eps": 1e-6,
-                "vision_use_head": False,
-            },
-            "text_config": {
-                "model_type": "qwen2",
-                "hidden_size": t.hidden_size,
-                "intermediate_size": t.intermediate_size,
-                "num_hidden_layers": t.num_layers,
-                "num_attention_heads": t.num_heads,
-                "num_key_value_heads": t.num_kv_heads,
-                "vocab_size": t.vocab_size,
-                "hidden_act": "silu",
-                "rms_norm_eps": 1e-6,
-                "rope_theta": t.rope_theta,
-                "max_position_embeddings": t.max_position_embeddings,
-                "tie_word_embeddings": t.tie_word_embeddings,
-                "use_sliding_window": False,
-            },
-            "image_token_index": image_token_id,
-            "video_token_index": video_token_id,
-            "vision_feature_layer": -1,
-            "vision_feature_select_strategy": "full",
-            "vision_aspect_ratio": "anyres_max_9",
-            "projector_hidden_act": "gelu",
-            "multimodal_projector_bias": True,
-            "tie_word_embeddings": t.tie_word_embeddings,
-        }
 
-
-# ---- the registry -------------------------------------------------------------------
-
-SIGLIP_SO400M = VisionArch(hidden_size=1152, intermediate_size=4304, num_layers=26, num_heads=16, image_size=384, patch_size=14)
-
-
-def _default_arch() -> ArchSpec:
-    from holitom.default_model import default_model_dir
-    from holitom.models.config import LlavaConfig
-
-    cfg = LlavaConfig.from_pretrained(default_model_dir())
-    v, t = cfg.vision, cfg.text
-    return ArchSpec(
-        name="default",
-        vision=VisionArch(v.hidden_size, v.intermediate_size, cfg.num_vision_layers_used, v.num_heads, v.image_size, v.patch_size),
-        text=TextArch(
-            t.hidden_size, t.intermediate_size, t.num_layers, t.num_heads, t.num_kv_heads, t.vocab_size,
-            tie_word_embeddings=cfg.tie_word_embeddings, rope_theta=t.rope_theta, max_position_embeddings=t.max_position_embeddings,
-        ),
-        variant=cfg.variant,
-        description="the embedded tiny default model (real 384 px geometry, tiny widths)",
-    )
-
-
-def _llava_ov_05b() -> ArchSpec:
-    return ArchSpec(
-        name="llava-ov-0.5b",
-        vision=SIGLIP_SO400M,
-        text=TextArch(hidden_size=896, intermediate_size=4864, num_layers=24, num_heads=14, num_kv_heads=2, vocab_size=151936, tie_word_embeddings=True),
-        description="LLaVA-OneVision-0.5B: SigLIP-so400m (26 layers used) + Qwen2-0.5B",
-    )
-
-
-def _llava_ov_7b() -> ArchSpec:
-    return ArchSpec(
-        name="llava-ov-7b",
-        vision=SIGLIP_SO400M,
-        text=TextArch(hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28, num_kv_heads=4, vocab_size=152064, tie_word_embeddings=False),
-        description="LLaVA-OneVision-7B: SigLIP-so400m (26 layers used) + Qwen2-7B",
-    )
-
-
-# name -> factory; factories (not instances) so importing this module reads no files.
-_ARCHS: dict[str, Callable[[], ArchSpec]] = {
-    "default": _default_arch,
-    "llava-ov-0.5b": _llava_ov_05b,
-    "llava-ov-7b": _llava_ov_7b,
-}
-ARCH_NAMES: tuple[str, ...] = tuple(_ARCHS)
+# ---- the model config's named presets, as benchmark subjects -----------------------------
 
 
 def get_arch(name: str) -> ArchSpec:
-    """The preset ``name``; ConfigError listing the known presets otherwise."""
-    if name not in _ARCHS:
-        raise ConfigError(f"unknown architecture preset '{name}'; choose one of {list(ARCH_NAMES)} or pass a checkpoint folder.")
-    return _ARCHS[name]()
+    """The preset ``name`` with the embedded tokenizer's token ids; ConfigError listing the presets otherwise."""
+    config = LlavaConfig.from_name(name)
+    tokenizer_ids = LlavaConfig.from_name("default")  # every materialised folder carries the default tokenizer
+    config = replace(config, image_token_id=tokenizer_ids.image_token_id, video_token_id=tokenizer_ids.video_token_id)
+    return ArchSpec(name=name, config=config, description=preset_description(name))
 
 
 def default_vocab_floor() -> int:
     """The embedded tokenizer's id count: materialised vocabularies may not be smaller."""
-    from holitom.default_model import default_model_dir
-    from holitom.models.config import LlavaConfig
-
-    return LlavaConfig.from_pretrained(default_model_dir()).text.vocab_size
+    return LlavaConfig.from_name("default").text.vocab_size
 
 
 # ---- materialisation ----------------------------------------------------------------
@@ -366,8 +221,7 @@ def _write_checkpoint(spec: ArchSpec, folder: Path, seed: int, default_dir: Path
     import torch
     import transformers
 
-    default_cfg = json.loads((default_dir / "config.json").read_text())
-    hf_dict = spec.hf_config_dict(default_cfg["image_token_index"], default_cfg["video_token_index"])
+    hf_dict = spec.config.to_hf_dict()
     vision_cfg = hf_dict.pop("vision_config")
     text_cfg = hf_dict.pop("text_config")
     for key in ("model_type", "architectures"):
@@ -400,10 +254,7 @@ def _write_checkpoint(spec: ArchSpec, folder: Path, seed: int, default_dir: Path
 
 
 __all__ = [
-    "ARCH_NAMES",
     "ArchSpec",
-    "TextArch",
-    "VisionArch",
     "cache_root",
     "default_vocab_floor",
     "get_arch",

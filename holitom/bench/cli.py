@@ -26,7 +26,9 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's flags (no ``choices=``: the config refuses bad values with one clear line)."""
-    p.add_argument("--model", default="default", help="'default', an architecture preset (default, llava-ov-0.5b, llava-ov-7b; random weights) or a llava-hf checkpoint folder")
+    from holitom.models.config import PRESET_NAMES
+
+    p.add_argument("--model", default="default", help=f"a model preset ({', '.join(PRESET_NAMES)}; random weights except the default) or a llava-hf checkpoint folder")
     p.add_argument("--video", default=None, help="video file; default: a generated clip (moving shapes, one scene cut)")
     p.add_argument("--prompt", default=None, help="question about the video")
     from holitom.cli import FRAMES, SEED, int_flag

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from holitom.errors import ConfigError
-from holitom.limits import MAX_FRAMES, MAX_SEED, MIN_FRAMES, MIN_SEED, check_device, check_dtype, check_int
+from holitom.limits import MAX_FRAMES, MAX_SEED, MIN_FRAMES, MIN_SEED, PAPER_RETAIN_PERCENTS, check_device, check_dtype, check_int
 
 TRANSFORMERS = "transformers"
 RUNTIME_BACKENDS = ("torch", "onnxruntime")
 ALL_BACKENDS = (TRANSFORMERS, *RUNTIME_BACKENDS)
-PAPER_RATIOS = (0.10, 0.15, 0.20, 0.25)
+PAPER_RATIOS = tuple(percent / 100 for percent in PAPER_RETAIN_PERCENTS)
 DEFAULT_METHODS = ("vanilla", "holitom-outer", "holitom")
 DEFAULT_PROMPT = "Describe what happens in this video."
 # A competing method's presets are named like HoliTom's, with a family prefix: "evs-r10".
@@ -153,7 +153,7 @@ class BenchConfig:
     """What one benchmark run measures.
 
     Attributes:
-        model: ``default``, an architecture preset (:data:`holitom.bench.archs.ARCH_NAMES`,
+        model: ``default``, an architecture preset (:data:`holitom.models.config.PRESET_NAMES`,
             random weights) or a llava-hf checkpoint folder.
         video: a video file; None generates a clip (textured background, moving
             shapes, one scene cut) with :func:`holitom.video.make_frames`.
@@ -271,7 +271,7 @@ class BenchConfig:
         return tuple(dict.fromkeys(out))
 
     def _check_model(self) -> None:
-        from holitom.bench.archs import ARCH_NAMES
+        from holitom.models.config import PRESET_NAMES
 
         overrides = {
             k: v
@@ -280,8 +280,8 @@ class BenchConfig:
         }
         object.__setattr__(self, "overrides", overrides)
         if not isinstance(self.model, str) or not self.model:
-            raise ConfigError(f"model must be 'default', an architecture preset {list(ARCH_NAMES)} or a checkpoint folder, got {self.model!r}.")
-        if self.model in ARCH_NAMES:
+            raise ConfigError(f"model must be 'default', an architecture preset {list(PRESET_NAMES)} or a checkpoint folder, got {self.model!r}.")
+        if self.model in PRESET_NAMES:
             from holitom.bench.archs import default_vocab_floor, get_arch
 
             # Cheap (no torch, no weights): a bad override fails here, before any model is built.
@@ -292,22 +292,22 @@ class BenchConfig:
         path = expand_user(self.model, "model", ConfigError)
         if not path.exists():
             raise ConfigError(
-                f"model '{self.model}' is neither an architecture preset {list(ARCH_NAMES)} nor an existing checkpoint folder."
+                f"model '{self.model}' is neither an architecture preset {list(PRESET_NAMES)} nor an existing checkpoint folder."
             )
         if overrides:
             flags = ", ".join("--" + k.replace("_", "-") for k in overrides)
             raise ConfigError(
                 f"{flags} change an architecture preset's geometry; '{self.model}' is a checkpoint folder, whose geometry is fixed. "
-                f"Drop {flags} or pass a preset from {list(ARCH_NAMES)}."
+                f"Drop {flags} or pass a preset from {list(PRESET_NAMES)}."
             )
 
     # ---- derived ---------------------------------------------------------------------
 
     @property
     def is_arch_preset(self) -> bool:
-        from holitom.bench.archs import ARCH_NAMES
+        from holitom.models.config import PRESET_NAMES
 
-        return self.model in ARCH_NAMES
+        return self.model in PRESET_NAMES
 
     def rows(self) -> list[RowSpec]:
         """The rows to run: the transformers baseline first, then each runtime backend x method x ratio."""

@@ -284,7 +284,7 @@ def _projection_depths(config: BenchConfig, model: ResolvedModel):
     if not config.is_arch_preset:
         return None
     preset = get_arch(config.model)
-    real = Depths(vision=preset.vision.num_layers, text=preset.text.num_layers)
+    real = Depths(vision=preset.config.num_vision_layers_used, text=preset.text.num_layers)
     cfg = model.llava_config
     measured = Depths(vision=cfg.num_vision_layers_used, text=cfg.text.num_layers)
     probe = probe_depths(measured, real)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from holitom.errors import ConfigError
+from holitom.limits import PAPER_RETAIN_PERCENTS, check_int
 
 InnerMode = Literal["sequential", "mean"]
 INNER_MODES: tuple[str, ...] = ("sequential", "mean")
@@ -35,9 +36,7 @@ def _check_real(owner: str, name: str, value: Any) -> float:
 
 
 def _check_int(owner: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{owner}.{name} must be an integer, got {value!r} ({type(value).__name__}).")
-    return int(value)
+    return check_int(value, f"{owner}.{name}")
 
 
 @dataclass(frozen=True)
@@ -266,7 +265,8 @@ def _register_published() -> None:
     register_preset("none", MergeConfig())
     # Paper settings (DESIGN.md section 2): tau 0.65 at r = 0.10, 0.80 otherwise;
     # beta 0.6, D_frac 0, k_nn 7, unbounded windows; inner merge at 18/28 depth, R = 0.5.
-    for percent, tau in ((10, 0.65), (15, 0.80), (20, 0.80), (25, 0.80)):
+    for percent in PAPER_RETAIN_PERCENTS:
+        tau = 0.65 if percent == 10 else 0.80
         outer = MergeConfig(retain_ratio=percent / 100, tau=tau, beta=0.6, contextual_frac=0.0, k_nn=7)
         register_preset(f"r{percent}", outer.replace(inner=InnerMergeConfig()))
         register_preset(f"r{percent}-outer", outer)

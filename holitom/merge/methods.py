@@ -30,13 +30,12 @@ from typing import Any
 import torch
 
 from holitom.errors import ConfigError
+from holitom.limits import PAPER_RETAIN_PERCENTS
 from holitom.merge.baselines import ATTENTION_BASELINES, BaselineConfig, apply_fastv, apply_reduction, plan_fastv
 from holitom.merge.config import PAPER_INNER_LAYER_FRAC, MergeConfig, register_preset, register_preset_type
 from holitom.merge.inner import apply_inner_merge, plan_inner_merge
 from holitom.merge.layout import get_layout, place_tokens
 from holitom.merge.outer import outer_merge
-
-PAPER_RATIOS = (10, 15, 20, 25)
 
 
 class Reduction:
@@ -146,7 +145,7 @@ COMPETITORS = (
 
 def _register_competitors() -> None:
     for c in COMPETITORS:
-        for percent in PAPER_RATIOS:
+        for percent in PAPER_RETAIN_PERCENTS:
             r = percent / 100
             if c.fastv:  # identity outer step (r = 1), FastV keeps round(r * L_v) at K
                 config = BaselineConfig(c.method, 1.0, fastv_layer_frac=PAPER_INNER_LAYER_FRAC, fastv_ratio=1.0 - r)

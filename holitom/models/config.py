@@ -22,9 +22,10 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from holitom.errors import CheckpointError, ConfigError
+from holitom.limits import check_int
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,7 @@ _DEFAULT_ROPE_THETA = 10000.0
 
 def _positive_ints(owner: str, **values: int) -> None:
     for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}.")
+        check_int(value, f"{owner}.{name}", 1)
 
 
 @dataclass(frozen=True)
@@ -396,6 +396,71 @@ class LlavaConfig:
         except ConfigError as exc:
             raise CheckpointError(f"config.json describes an unsupported model: {exc}") from exc
 
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The llava-hf ``config.json`` dict of this geometry (inverse of :meth:`from_hf_dict`).
+
+        transformers' ``LlavaOnevisionConfig`` reads it, so a preset can be
+        materialised as a checkpoint that every loader (ours and transformers') reads.
+        """
+        v, t = self.vision, self.text
+        return {
+            "model_type": SUPPORTED_MODEL_TYPE,
+            "architectures": ["LlavaOnevisionForConditionalGeneration"],
+            VARIANT_CONFIG_KEY: self.variant,
+            "vision_config": {
+                "model_type": SUPPORTED_VISION_MODEL_TYPE,
+                "hidden_size": v.hidden_size,
+                "intermediate_size": v.intermediate_size,
+                "num_hidden_layers": v.num_layers,
+                "num_attention_heads": v.num_heads,
+                "image_size": v.image_size,
+                "patch_size": v.patch_size,
+                "num_channels": v.num_channels,
+                "hidden_act": v.hidden_act,
+                "layer_norm_eps": v.layer_norm_eps,
+                "vision_use_head": v.use_head,
+            },
+            "text_config": {
+                "model_type": SUPPORTED_TEXT_MODEL_TYPE,
+                "hidden_size": t.hidden_size,
+                "intermediate_size": t.intermediate_size,
+                "num_hidden_layers": t.num_layers,
+                "num_attention_heads": t.num_heads,
+                "num_key_value_heads": t.num_kv_heads,
+                "head_dim": t.head_dim,
+                "vocab_size": t.vocab_size,
+                "hidden_act": t.hidden_act,
+                "rms_norm_eps": t.rms_norm_eps,
+                "rope_theta": t.rope_theta,
+                "max_position_embeddings": t.max_position_embeddings,
+                "tie_word_embeddings": self.tie_word_embeddings,
+                "use_sliding_window": False,
+                "bos_token_id": t.bos_token_id,
+                "eos_token_id": list(t.eos_token_ids) or None,
+            },
+            "image_token_index": self.image_token_id,
+            "video_token_index": self.video_token_id,
+            "vision_feature_layer": self.vision_feature_layer,
+            "vision_feature_select_strategy": self.vision_feature_select_strategy,
+            "vision_aspect_ratio": "anyres_max_9",
+            "projector_hidden_act": self.projector_hidden_act,
+            "multimodal_projector_bias": self.projector_bias,
+            "tie_word_embeddings": self.tie_word_embeddings,
+        }
+
+    @classmethod
+    def from_name(cls, name: str) -> LlavaConfig:
+        """A named geometry preset (:data:`PRESET_NAMES`), like gpt-fast's ``ModelArgs.from_name``.
+
+        ``default`` is the embedded tiny checkpoint's geometry; the others are the
+        released LLaVA-OneVision models' (random-weight timing materialises them,
+        see :mod:`holitom.bench.archs`).
+
+        Raises:
+            ConfigError: ``name`` is not a preset.
+        """
+        return _preset(name).build()
+
     @classmethod
     def from_pretrained(cls, directory: str | Path, variant: str | None = None) -> LlavaConfig:
         """Read ``<directory>/config.json``."""
@@ -504,6 +569,63 @@ def _rope_theta(tc: Mapping[str, Any]) -> float:
         )
     return float(params.get("rope_theta", tc.get("rope_theta", _DEFAULT_ROPE_THETA)))
 
+# ---- named geometry presets ---------------------------------------------------------------
+
+# SigLIP-so400m as LLaVA-OneVision uses it: 26 layers (vision_feature_layer -1 of the
+# llava-hf config), 384 px, patch 14 -> 27x27 patches -> 14x14 = 196 tokens per frame.
+SIGLIP_SO400M = VisionConfig(hidden_size=1152, intermediate_size=4304, num_layers=26, num_heads=16, image_size=384, patch_size=14)
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A named geometry: ``build`` is called on lookup, so importing this module reads no files."""
+
+    name: str
+    description: str
+    build: Callable[[], LlavaConfig]
+
+
+def _default_geometry() -> LlavaConfig:
+    from holitom.default_model import default_model_dir
+
+    return LlavaConfig.from_pretrained(default_model_dir())
+
+
+def _qwen2(hidden: int, ffn: int, layers: int, heads: int, kv_heads: int, vocab: int) -> TextConfig:
+    return TextConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_layers=layers, num_heads=heads,
+        num_kv_heads=kv_heads, head_dim=hidden // heads, rope_theta=1_000_000.0,
+    )
+
+
+_PRESETS: dict[str, ModelPreset] = {
+    p.name: p
+    for p in (
+        ModelPreset("default", "the embedded tiny default model (real 384 px geometry, tiny widths)", _default_geometry),
+        ModelPreset(
+            "llava-ov-0.5b",
+            "LLaVA-OneVision-0.5B: SigLIP-so400m (26 layers used) + Qwen2-0.5B",
+            lambda: LlavaConfig(SIGLIP_SO400M, _qwen2(896, 4864, 24, 14, 2, 151936), tie_word_embeddings=True),
+        ),
+        ModelPreset(
+            "llava-ov-7b",
+            "LLaVA-OneVision-7B: SigLIP-so400m (26 layers used) + Qwen2-7B",
+            lambda: LlavaConfig(SIGLIP_SO400M, _qwen2(3584, 18944, 28, 28, 4, 152064)),
+        ),
+    )
+}
+PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
+
+
+def _preset(name: str) -> ModelPreset:
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of {list(PRESET_NAMES)} or pass a checkpoint folder.")
+    return _PRESETS[name]
+
+
+def preset_description(name: str) -> str:
+    return _preset(name).description
+
 
 __all__ = [
     "VisionConfig",
@@ -513,4 +635,7 @@ __all__ = [
     "VARIANTS",
     "DEFAULT_VARIANT",
     "VARIANT_CONFIG_KEY",
+    "PRESET_NAMES",
+    "SIGLIP_SO400M",
+    "preset_description",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from holitom.bench.archs import ARCH_NAMES, ArchSpec, get_arch
+from holitom.bench.archs import get_arch
+from holitom.models.config import PRESET_NAMES
 from holitom.bench.runner import paper_nominal_flops
 from holitom.merge import get_preset
 
@@ -29,9 +32,9 @@ def test_llava_ov_05b_dims():
     v, t = arch.vision, arch.text
     assert (v.hidden_size, v.num_layers, v.num_heads, v.intermediate_size, v.image_size, v.patch_size) == (1152, 26, 16, 4304, 384, 14)
     assert (t.hidden_size, t.num_layers, t.num_heads, t.num_kv_heads, t.intermediate_size, t.vocab_size) == (896, 24, 14, 2, 4864, 151936)
-    assert t.tie_word_embeddings and not get_arch("llava-ov-7b").text.tie_word_embeddings
+    assert arch.config.tie_word_embeddings and not get_arch("llava-ov-7b").config.tie_word_embeddings
     assert get_preset("r10").inner.resolve_layer(t.num_layers) == 15  # round(18/28 * 24)
-    cfg = arch.llava_config()
+    cfg = arch.config
     assert cfg.num_vision_layers_used == 26 and cfg.tokens_per_frame == 196
 
 
@@ -47,7 +50,7 @@ def test_llava_ov_05b_dims():
 )
 def test_resolution_overrides_follow_the_pooling(image_size, variant, grid, tokens):
     base = get_arch("llava-ov-0.5b")
-    arch = ArchSpec(base.name, base.vision, base.text, variant=variant).with_overrides(image_size=image_size)
+    arch = dataclasses.replace(base, config=dataclasses.replace(base.config, variant=variant)).with_overrides(image_size=image_size)
     assert arch.patch_grid == grid and arch.tokens_per_frame == tokens
     assert arch.overrides == ({"image_size": image_size} if image_size != 384 else {"image_size": 384})
 
@@ -62,10 +65,10 @@ def test_overrides_are_validated():
         arch.with_overrides(image_size=20)
     with pytest.raises(ConfigError, match=r"--vocab-size must be an integer >= 1280"):
         arch.with_overrides(vocab_size=1000, min_vocab_size=1280)
-    with pytest.raises(ConfigError, match=r"unknown architecture preset 'llava-ov-99b'"):
+    with pytest.raises(ConfigError, match=r"unknown model preset 'llava-ov-99b'"):
         get_arch("llava-ov-99b")
     smaller = arch.with_overrides(vision_layers=3, text_layers=4, vocab_size=4096)
     assert (smaller.vision.num_layers, smaller.text.num_layers, smaller.text.vocab_size) == (3, 4, 4096)
     assert smaller.vision.hidden_size == 1152 and smaller.text.hidden_size == 896  # widths stay real
     assert smaller.cache_key() != arch.cache_key()
-    assert set(ARCH_NAMES) == {"default", "llava-ov-0.5b", "llava-ov-7b"}
+    assert set(PRESET_NAMES) == {"default", "llava-ov-0.5b", "llava-ov-7b"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import sys
 import pytest
 
 from holitom.errors import CheckpointError, ConfigError
-from holitom.models.config import LlavaConfig, TextConfig, VisionConfig
+from holitom.default_model import default_model_dir
+from holitom.models.config import PRESET_NAMES, SIGLIP_SO400M, LlavaConfig, TextConfig, VisionConfig
 
 # Shaped like llava-hf/llava-onevision-qwen2-0.5b-ov-hf's config.json (transformers 4.x era):
 # many keys left to transformers' defaults, tie_word_embeddings only in text_config, rope_theta top-level.
@@ -144,3 +146,31 @@ def test_model_code_does_not_import_transformers():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_presets_round_trip_through_the_llava_hf_config(name):
+    # A preset is materialised through its llava-hf dict (transformers reads it); parsing it back
+    # must give the same geometry, or a benchmark would time another model than it names.
+    cfg = LlavaConfig.from_name(name)
+    assert LlavaConfig.from_hf_dict(cfg.to_hf_dict()) == cfg
+    assert cfg.tokens_per_frame == 196 and cfg.num_vision_layers_used == cfg.vision.num_layers
+
+
+def test_preset_geometries_are_the_released_models():
+    half, seven = LlavaConfig.from_name("llava-ov-0.5b"), LlavaConfig.from_name("llava-ov-7b")
+    assert half.vision == seven.vision == SIGLIP_SO400M and SIGLIP_SO400M.patch_grid == 27
+    assert (half.text.hidden_size, half.text.num_layers, half.text.num_kv_heads, half.text.head_dim) == (896, 24, 2, 64)
+    assert (seven.text.hidden_size, seven.text.num_layers, seven.text.num_kv_heads, seven.text.head_dim) == (3584, 28, 4, 128)
+    assert half.tie_word_embeddings and not seven.tie_word_embeddings
+    assert LlavaConfig.from_name("default") == LlavaConfig.from_pretrained(default_model_dir())
+    # The released 0.5B config.json (as llava-hf ships it) describes the same tower and decoder; only the
+    # vocabulary differs (llava-hf pads the embedding to 152000 rows; the preset keeps Qwen2's 151936).
+    released = LlavaConfig.from_hf_dict(ONEVISION_05B)
+    assert released.vision == half.vision
+    assert dataclasses.replace(released.text, bos_token_id=None, eos_token_ids=(), vocab_size=151936) == half.text
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown model preset 'llava-ov-99b'; choose one of \['default', 'llava-ov-0.5b', 'llava-ov-7b'\]"):
+        LlavaConfig.from_name("llava-ov-99b")
