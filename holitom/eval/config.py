@@ -55,11 +55,11 @@ class EvalConfig:
         if self.split not in SPLITS:
             raise ConfigError(f"split '{self.split}' is not one of {list(SPLITS)}; the held-out split is 'test'.")
         for name, low, high in (("items", 1, SPLIT_SIZE), ("start", 0, SPLIT_SIZE - 1), ("frames", MIN_FRAMES, MAX_FRAMES), ("max_new_tokens", 1, None)):
-            check_int(getattr(self, name), name, low, high)
+            object.__setattr__(self, name, check_int(getattr(self, name), name, low, high))
         if self.start + self.items > SPLIT_SIZE:
             raise ConfigError(f"items {self.start}..{self.start + self.items - 1} run past the split's {SPLIT_SIZE} items; lower --start or --items.")
         if self.threads is not None:
-            check_int(self.threads, "threads", 1)
+            object.__setattr__(self, "threads", check_int(self.threads, "threads", 1))
         if self.backends is not None:
             object.__setattr__(self, "backends", check_names("backends", self.backends, RUNTIME_BACKENDS))
         known = all_methods()
