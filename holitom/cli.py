@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import tempfile
-from pathlib import Path
 
 from holitom.errors import EXIT_USAGE, run_reporting_errors
 from holitom.limits import DTYPES, MAX_FRAMES, MAX_OPSET, MAX_SEED, MIN_FRAMES, MIN_OPSET, MIN_SEED
@@ -68,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the toolkit version and exit")
     sub = parser.add_subparsers(dest="command")
 
-    demo = sub.add_parser("demo", help="embedded default model on a generated clip: answer, token counts and TTFT with and without HoliTom")
+    demo = sub.add_parser("demo", help="embedded default model on a generated benchmark clip: its answer, token counts and TTFT with and without HoliTom")
     demo.add_argument("--backend", default="torch")
-    demo.add_argument("--frames", type=FRAMES, default=16)
+    demo.add_argument("--frames", type=FRAMES, default=8, help="frames sampled from the clip (default 8, what the default model was trained on)")
     demo.add_argument("--preset", default=None, help="HoliTom preset to compare with vanilla (default r15)")
     demo.add_argument("--max-new-tokens", type=int_flag(1), default=16)
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -121,16 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the merge presets")
 
-    from holitom.bench.cli import EXAMPLES as BENCH_EXAMPLES
-    from holitom.bench.cli import add_arguments as add_bench_arguments
+    import importlib
 
-    bench = sub.add_parser(
-        "bench",
-        help="latency benchmark: TTFT breakdown, decode speed, memory and FLOPs vs the transformers baseline",
-        epilog=BENCH_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_bench_arguments(bench)
+    for name, module, help_text in (
+        ("bench", "holitom.bench.cli", "latency benchmark: TTFT breakdown, decode speed, memory and FLOPs vs the transformers baseline"),
+        ("eval", "holitom.eval.cli", "fidelity: held-out accuracy of vanilla, HoliTom and the competing methods on the generated video-QA benchmark"),
+    ):
+        tool = importlib.import_module(module)  # light: no torch until a command runs
+        tool.add_arguments(sub.add_parser(name, help=help_text, epilog=tool.EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -200,34 +197,40 @@ def _cmd_run(args) -> int:
     return 0
 
 
+# The demo's clip and question: an item of the benchmark's held-out split (a moving shape).
+DEMO_ITEM = ("test", 1)
+
+
 def _cmd_demo(args) -> int:
+    from holitom.eval.videoqa import is_correct, make_item, write_clip
     from holitom.runtime import RuntimeConfig, load_pipeline
     from holitom.runtime.config import DEFAULT_PRESET
     from holitom.runtime.generation import GenerationConfig
-    from holitom.video.synthetic import make_frames, write_video
 
     preset = args.preset or DEFAULT_PRESET
     generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    item = make_item(*DEMO_ITEM)
     # Every config is built (validated) before the clip is generated: nothing is allocated for a refused run.
     configs = [RuntimeConfig(backend=args.backend, preset=name, num_frames=args.frames) for name in ("none", preset)]
-    question = "What moves in this video?"
     results = []
     with tempfile.TemporaryDirectory(prefix="holitom-demo-") as tmp:
-        clip = Path(tmp) / "demo.mp4"
-        write_video(clip, make_frames(max(args.frames * 2, 8), 256, 320, seed=0, scene_cut_at=args.frames), fps=8)
+        clip = write_clip(item, tmp)
         for config in configs:
             with load_pipeline("default", config) as pipeline:
-                pipeline.run(clip, question, args.frames, GenerationConfig(max_new_tokens=2))  # warm-up
-                results.append(pipeline.run(clip, question, args.frames, generation))
+                pipeline.run(clip, item.prompt, args.frames, GenerationConfig(max_new_tokens=2))  # warm-up
+                results.append(pipeline.run(clip, item.prompt, args.frames, generation))
     if args.json:
-        print(json.dumps({"question": question, "runs": [r.to_dict() for r in results]}))
+        runs = [{**r.to_dict(), "correct": is_correct(item, r.answer)} for r in results]
+        print(json.dumps({"item": item.item_id, "question": item.prompt, "expected": item.answer, "runs": runs}))
         return 0
-    print(f"embedded default model, generated {args.frames}-frame clip, backend {args.backend}")
-    print(f"question: {question}")
+    print(f"embedded default model, generated clip {item.item_id} ({item.qtype}), {args.frames} frames, backend {args.backend}")
+    print(f"question: {item.prompt}")
+    print(f"expected answer: {item.answer}")
     for r in results:
         t = r.tokens
         label = "vanilla" if r.preset == "none" else f"HoliTom {r.preset}"
-        print(f"\n{label}:\n  answer: {r.answer!r}")
+        verdict = "correct" if is_correct(item, r.answer) else "WRONG"
+        print(f"\n{label}:\n  answer: {r.answer!r} ({verdict})")
         print(f"  visual tokens: {t.visual_in} -> after outer merge {t.after_outer} -> after inner merge {t.after_inner}")
         print(f"  TTFT {r.timings_ms['ttft']:.1f} ms (vision {r.timings_ms['vision']:.1f}, merge {r.timings_ms.get('merge', 0):.1f}, prefill {r.timings_ms['prefill']:.1f})")
     base, fast = results
@@ -282,6 +285,12 @@ def _cmd_bench(args) -> int:
     return run_from_args(args)
 
 
+def _cmd_eval(args) -> int:
+    from holitom.eval.cli import run_from_args
+
+    return run_from_args(args)
+
+
 COMMANDS = {
     "run": _cmd_run,
     "demo": _cmd_demo,
@@ -291,6 +300,7 @@ COMMANDS = {
     "compare": _cmd_compare,
     "presets": _cmd_presets,
     "bench": _cmd_bench,
+    "eval": _cmd_eval,
 }
 
 

@@ -55,6 +55,24 @@ class RunResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class EncodedVideo:
+    """A video after decoding, sampling and the vision stage (:meth:`Pipeline.encode_video`).
+
+    Pipelines of one backend and one model differ only in their merging, so one
+    encoding serves them all (``holitom eval`` runs every method on it).
+
+    Attributes:
+        num_frames: frames sampled.
+        vision: the vision stage's outputs (``features``, ``attention``).
+        timings_ms: ``decode_video`` and ``vision`` times of the encoding.
+    """
+
+    num_frames: int
+    vision: dict
+    timings_ms: dict[str, float]
+
+
 class _Timer:
     """Wall-clock sections; ``sync`` is called before each reading so device work is counted."""
 
@@ -113,11 +131,25 @@ class Pipeline:
         text = build_video_prompt(tokenizer, prompt) if chat_template else prompt
         return list(encode_prompt(tokenizer, text, video_token_id=self.stages.video_token_id))
 
+    @property
+    def vision_output_names(self) -> tuple[str, ...]:
+        """What this pipeline's vision stage returns (no ``attention`` for methods that read no vision scores)."""
+        return tuple(self.stages.runners[C.VISION].spec.output_names)
+
+    def encode_video(self, video: VideoInput, num_frames: int) -> EncodedVideo:
+        """Decode, sample and preprocess ``video`` and run the vision stage on it."""
+        timer = _Timer(self.stages.synchronize)
+        with timer.section("decode_video"):
+            pixel_values = self.load_video(video, num_frames)  # (F, 3, H, W)
+        with timer.section("vision"):
+            vision = self._run(C.VISION, pixel_values=self.stages.to_device(pixel_values))
+        return EncodedVideo(num_frames=int(pixel_values.shape[0]), vision=vision, timings_ms=dict(timer.ms))
+
     # -- the whole run --------------------------------------------------------------------------
 
     def run(
         self,
-        video: VideoInput,
+        video: VideoInput | EncodedVideo,
         prompt: str,
         num_frames: int = 32,
         generation: GenerationConfig | None = None,
@@ -127,8 +159,10 @@ class Pipeline:
     ) -> RunResult:
         """Answer ``prompt`` about ``video``.
 
-        ``on_text`` receives the answer incrementally (streaming); ``progress`` is
-        called with the number of tokens generated so far.
+        ``video`` may be an :class:`EncodedVideo` from a pipeline of the same backend
+        and model (its decode and vision times are reported again). ``on_text``
+        receives the answer incrementally (streaming); ``progress`` is called with
+        the number of tokens generated so far.
         """
         generation = generation or GenerationConfig()
         stages = self.stages
@@ -141,10 +175,9 @@ class Pipeline:
                 "prompt, the video's tokens and the answer together; shorten the prompt."
             )
 
-        with timer.section("decode_video"):
-            pixel_values = self.load_video(video, num_frames)  # (F, 3, H, W)
-        with timer.section("vision"):
-            vision = self._run(C.VISION, pixel_values=stages.to_device(pixel_values))
+        encoded = video if isinstance(video, EncodedVideo) else self.encode_video(video, num_frames)
+        timer.ms.update(encoded.timings_ms)
+        vision = encoded.vision
         with timer.section("merge"):
             # Only what the outer merge declares: a method without vision scores gets none.
             merge_inputs = stages.runners[C.OUTER_MERGE].spec.input_names
@@ -236,7 +269,7 @@ class Pipeline:
         timings["ttft"] = ttft_ms
         timings["decode"] = decode_s * 1e3
         answer_ids = [t for t in generated if t not in stop_ids]
-        visual_in = int(pixel_values.shape[0]) * stages.dims.tokens_per_frame
+        visual_in = encoded.num_frames * stages.dims.tokens_per_frame
         after_inner = int(tail_positions.shape[1]) - (seq_len - visual_tokens.shape[0])
         return RunResult(
             answer=stages.tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
@@ -251,7 +284,7 @@ class Pipeline:
             decode_tokens_per_s=(decode_steps / decode_s) if decode_steps else None,
             backend=stages.backend,
             preset=stages.preset,
-            num_frames=int(pixel_values.shape[0]),
+            num_frames=encoded.num_frames,
             stop_reason=stop_reason,
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Callable
 
 from holitom.errors import ConfigError, run_reporting_errors
 
@@ -57,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
-def _split(value: str | None, what: str) -> tuple[str, ...] | None:
+def split_list(value: str | None, what: str) -> tuple[str, ...] | None:
     if value is None:
         return None
     items = tuple(v.strip() for v in value.split(",") if v.strip())
@@ -66,8 +67,8 @@ def _split(value: str | None, what: str) -> tuple[str, ...] | None:
     return items
 
 
-def _floats(value: str | None) -> tuple[float, ...] | None:
-    items = _split(value, "ratios")
+def parse_ratios(value: str | None) -> tuple[float, ...] | None:
+    items = split_list(value, "ratios")
     if items is None:
         return None
     try:
@@ -102,24 +103,23 @@ def config_from_args(args: argparse.Namespace):
     )
     if args.prompt is not None:
         kwargs["prompt"] = args.prompt
-    for key, value in (("backends", _split(args.backends, "backends")), ("methods", _split(args.methods, "methods")), ("ratios", _floats(args.ratios))):
+    for key, value in (("backends", split_list(args.backends, "backends")), ("methods", split_list(args.methods, "methods")), ("ratios", parse_ratios(args.ratios))):
         if value is not None:
             kwargs[key] = value
     return BenchConfig(**kwargs)
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the benchmark for parsed flags; HolitomError propagates (the callers print it as one line)."""
-    from holitom.bench.report import print_table, write_outputs
-    from holitom.bench.runner import run_bench
+def run_and_report(args: argparse.Namespace, run: Callable, config, print_table: Callable, write_outputs: Callable) -> int:
+    """Run ``run(config, log=...)`` and report it as the flags ask (table or --json, files with --out, progress unless --quiet).
 
-    config = config_from_args(args)
+    Shared by ``holitom bench`` and ``holitom eval``.
+    """
     if args.out:
         from holitom.paths import check_writable_dir
 
         check_writable_dir(args.out, "--out")  # before the measurement: an output error must not cost it
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    result = run_bench(config, log=log)
+    result = run(config, log=log)
     # The results are printed first, so they survive a failure to write --out (a full disk, a vanished folder).
     if args.json:
         print(json.dumps(result), flush=True)
@@ -133,24 +133,40 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed flags; HolitomError propagates (the callers print it as one line)."""
+    from holitom.bench.report import print_table, write_outputs
+    from holitom.bench.runner import run_bench
+
+    return run_and_report(args, run_bench, config_from_args(args), print_table, write_outputs)
+
+
+def script_main(argv: list[str] | None, prog: str, description: str, examples: str, add: Callable, run: Callable) -> int:
+    """A script's entry point: parse ``argv`` with the flags ``add`` declares, ``run`` them, errors as one line (exit 2)."""
     from holitom.cli import OneLineParser
 
-    parser = OneLineParser(
-        prog="bench_latency",
-        description="HoliTom latency benchmark: TTFT breakdown, decode speed, memory and FLOPs against the transformers baseline.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    return parser
+    parser = OneLineParser(prog=prog, description=description, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add(parser)
+    args = parser.parse_args(argv)
+    return run_reporting_errors(prog, lambda: run(args))
+
+
+DESCRIPTION = "HoliTom latency benchmark: TTFT breakdown, decode speed, memory and FLOPs against the transformers baseline."
 
 
 def main(argv: list[str] | None = None, prog: str = "bench_latency") -> int:
-    parser = build_parser()
-    parser.prog = prog
-    args = parser.parse_args(argv)
-    return run_reporting_errors(prog, lambda: run_from_args(args))
+    return script_main(argv, prog, DESCRIPTION, EXAMPLES, add_arguments, run_from_args)
 
 
-__all__ = ["EXAMPLES", "add_arguments", "build_parser", "config_from_args", "main", "run_from_args"]
+__all__ = [
+    "DESCRIPTION",
+    "EXAMPLES",
+    "add_arguments",
+    "config_from_args",
+    "main",
+    "parse_ratios",
+    "run_and_report",
+    "run_from_args",
+    "script_main",
+    "split_list",
+]

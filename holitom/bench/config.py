@@ -115,6 +115,39 @@ class RowSpec:
         return {"id": self.id, **asdict(self)}
 
 
+def check_names(what: str, values: Any, known: tuple[str, ...]) -> tuple[str, ...]:
+    """``values`` as a tuple without repeats, or a ConfigError naming the unknown ones."""
+    if isinstance(values, str) or not isinstance(values, (tuple, list)) or not values:
+        raise ConfigError(f"{what} must be a non-empty list of names from {list(known)}, got {values!r}.")
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; choose from {list(known)}.")
+    return tuple(dict.fromkeys(values))  # drop repeats, keep order
+
+
+def plan_rows(backends: tuple[str, ...], methods: tuple[str, ...], ratios: tuple[float, ...]) -> list[RowSpec]:
+    """Rows for validated names: the transformers baseline first, then each runtime backend x method x ratio.
+
+    A method runs only on the backends its :class:`MethodSpec` lists (competing
+    methods: torch); ``holitom eval`` plans its rows here too.
+    """
+    specs = method_specs()
+    rows: list[RowSpec] = []
+    if TRANSFORMERS in backends:
+        rows.append(RowSpec(TRANSFORMERS, "vanilla", None, "none", True))
+    for backend in RUNTIME_BACKENDS:
+        if backend not in backends:
+            continue
+        for name in methods:
+            spec = specs[name]
+            if backend not in spec.backends:
+                continue
+            for ratio in ratios if spec.uses_ratio else (None,):
+                pct = None if ratio is None else _pct(ratio)
+                rows.append(RowSpec(backend, name, ratio, spec.preset_for(pct), spec.inner_merge))
+    return rows
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """What one benchmark run measures.
@@ -195,8 +228,8 @@ class BenchConfig:
         check_dtype(self.dtype)
         check_device(self.device)
 
-        object.__setattr__(self, "backends", self._names("backends", self.backends, ALL_BACKENDS))
-        object.__setattr__(self, "methods", self._names("methods", self.methods, tuple(method_specs())))
+        object.__setattr__(self, "backends", check_names("backends", self.backends, ALL_BACKENDS))
+        object.__setattr__(self, "methods", check_names("methods", self.methods, tuple(method_specs())))
         object.__setattr__(self, "ratios", self._ratios(self.ratios))
         if "onnxruntime" in self.backends and self.dtype != "float32":
             raise ConfigError(
@@ -215,15 +248,6 @@ class BenchConfig:
             )
 
     # ---- validation helpers ------------------------------------------------------------
-
-    @staticmethod
-    def _names(what: str, values: Any, known: tuple[str, ...]) -> tuple[str, ...]:
-        if isinstance(values, str) or not isinstance(values, (tuple, list)) or not values:
-            raise ConfigError(f"{what} must be a non-empty list of names from {list(known)}, got {values!r}.")
-        unknown = [v for v in values if v not in known]
-        if unknown:
-            raise ConfigError(f"unknown {what} {unknown}; choose from {list(known)}.")
-        return tuple(dict.fromkeys(values))  # drop repeats, keep order
 
     def _ratios(self, values: Any) -> tuple[float, ...]:
         if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list)) or not values:
@@ -287,21 +311,7 @@ class BenchConfig:
 
     def rows(self) -> list[RowSpec]:
         """The rows to run: the transformers baseline first, then each runtime backend x method x ratio."""
-        specs = method_specs()
-        rows: list[RowSpec] = []
-        if TRANSFORMERS in self.backends:
-            rows.append(RowSpec(TRANSFORMERS, "vanilla", None, "none", True))
-        for backend in RUNTIME_BACKENDS:
-            if backend not in self.backends:
-                continue
-            for name in self.methods:
-                spec = specs[name]
-                if backend not in spec.backends:
-                    continue
-                for ratio in self.ratios if spec.uses_ratio else (None,):
-                    pct = None if ratio is None else _pct(ratio)
-                    rows.append(RowSpec(backend, name, ratio, spec.preset_for(pct), spec.inner_merge))
-        return rows
+        return plan_rows(self.backends, self.methods, self.ratios)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -316,6 +326,9 @@ __all__ = [
     "MethodSpec",
     "PAPER_RATIOS",
     "RowSpec",
+    "RUNTIME_BACKENDS",
     "TRANSFORMERS",
+    "check_names",
     "method_specs",
+    "plan_rows",
 ]

@@ -203,14 +203,14 @@ def paper_nominal_flops(text, tokens_per_frame: int, frames: int, merge) -> floa
     return holitom_prefill_flops(text.num_layers, k, n, text.hidden_size, text.intermediate_size, ratio)
 
 
-def _row_merge_config(row: RowSpec):
+def row_merge_config(row: RowSpec):
     """The config the row's pipeline runs (the preset, minus its inner step when the row turns it off)."""
     from holitom.runtime import RuntimeConfig
 
     return RuntimeConfig(preset=row.preset, inner_merge=row.inner_merge).merge_config()
 
 
-def _measured_formula_flops(text, tokens: dict[str, int], merge) -> float:
+def measured_formula_flops(text, tokens: dict[str, int], merge) -> float:
     """The paper's formula on the token counts that ran (visual tokens incl. newlines, layers split at K)."""
     from holitom.flops import model_prefill_flops
     from holitom.merge import reduction_for
@@ -414,9 +414,9 @@ def assemble(config, env, model: ResolvedModel, video_info, rows, samples, flops
     for row in rows:
         runs = samples[row.id]
         chosen = _median_sample(runs)
-        merge = _row_merge_config(row)
+        merge = row_merge_config(row)
         nominal = paper_nominal_flops(text, cfg.tokens_per_frame, config.frames, merge)
-        measured = _measured_formula_flops(text, chosen.tokens, merge)
+        measured = measured_formula_flops(text, chosen.tokens, merge)
         timings = {k: round(chosen.timings_ms[k], 3) for k in (*TIMING_PARTS, "ttft")}
         ttft = chosen.timings_ms["ttft"]
         out_rows.append(
@@ -532,4 +532,14 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["PUBLISHED_TTFT_MS", "ResolvedModel", "assemble", "paper_nominal_flops", "prepare_video", "resolve_model", "run_bench"]
+__all__ = [
+    "PUBLISHED_TTFT_MS",
+    "ResolvedModel",
+    "assemble",
+    "measured_formula_flops",
+    "paper_nominal_flops",
+    "prepare_video",
+    "resolve_model",
+    "row_merge_config",
+    "run_bench",
+]

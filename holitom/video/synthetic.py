@@ -35,7 +35,7 @@ _LOSSLESS_ENCODERS = (
     ("ffv1", ("bgr0", "bgr0"), {}),
 )
 
-_SHAPES = ("circle", "square", "triangle")
+SHAPES = ("circle", "square", "triangle")
 
 
 def _positive_int(value: object, name: str) -> int:
@@ -44,7 +44,7 @@ def _positive_int(value: object, name: str) -> int:
     return int(value)
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def background_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A static texture: coloured tiles, a gradient and a diagonal grating. (H, W, 3) float32 in 0..255."""
     tile = max(4, min(height, width) // 6)
     rows, cols = -(-height // tile), -(-width // tile)
@@ -56,6 +56,24 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     grating = 18.0 * np.sin(2.0 * np.pi * (xx + yy) / period)  # (H, W)
     img = img + (gradient + grating)[..., None]
     return np.clip(img, 0.0, 255.0).astype(np.float32)
+
+
+def shape_mask(kind: str, dy: np.ndarray, dx: np.ndarray, size: float) -> np.ndarray:
+    """Pixels covered by a shape whose bounding box of side ``size`` starts at offset 0.
+
+    ``dy, dx (H, W)``: each pixel's offset from the box's top-left corner. Shapes:
+    ``circle``, ``square``, and an isosceles ``triangle`` with its apex at the top centre.
+    """
+    if kind == "circle":
+        r = size / 2.0
+        return (dy - r) ** 2 + (dx - r) ** 2 <= r * r
+    inside_y = (dy >= 0) & (dy < size)
+    if kind == "square":
+        return inside_y & (dx >= 0) & (dx < size)
+    if kind == "triangle":
+        half = 0.5 * dy  # half-width grows with depth below the apex
+        return inside_y & (np.abs(dx - size / 2.0) <= half)
+    raise InputError(f"unknown shape {kind!r}; choose one of {list(SHAPES)}.")
 
 
 def _bounce(start: np.ndarray, velocity: np.ndarray, t: np.ndarray, span: np.ndarray) -> np.ndarray:
@@ -70,12 +88,12 @@ def _bounce(start: np.ndarray, velocity: np.ndarray, t: np.ndarray, span: np.nda
 
 def _scene(rng: np.random.Generator, num_frames: int, height: int, width: int, t0: int) -> np.ndarray:
     """Render frames t0..t0+num_frames-1 of one scene. (num_frames, H, W, 3) uint8."""
-    background = _background(rng, height, width)
+    background = background_texture(rng, height, width)
     short = min(height, width)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)  # (H, W)
     t = np.arange(t0, t0 + num_frames, dtype=np.float64)
     out = np.repeat(background[None], num_frames, axis=0)  # (F, H, W, 3)
-    for kind in _SHAPES:
+    for kind in SHAPES:
         size = float(rng.uniform(0.14, 0.24) * short)
         color = rng.uniform(0.0, 255.0, size=3)
         # Strong colours: push one channel to an extreme so shapes stand out from the texture.
@@ -88,16 +106,7 @@ def _scene(rng: np.random.Generator, num_frames: int, height: int, width: int, t
         corner = _bounce(start, velocity, t, span)  # (F, 2) top-left (y, x)
         for f in range(num_frames):
             y0, x0 = corner[f]
-            dy, dx = yy - y0, xx - x0  # (H, W)
-            if kind == "circle":
-                r = size / 2.0
-                mask = (dy - r) ** 2 + (dx - r) ** 2 <= r * r
-            elif kind == "square":
-                mask = (dy >= 0) & (dy < size) & (dx >= 0) & (dx < size)
-            else:  # isosceles triangle, apex at the top centre
-                inside_y = (dy >= 0) & (dy < size)
-                half = 0.5 * dy  # half-width grows with depth below the apex
-                mask = inside_y & (np.abs(dx - size / 2.0) <= half)
+            mask = shape_mask(kind, yy - y0, xx - x0, size)  # (H, W)
             out[f][mask] = color
     return np.rint(out).astype(np.uint8)
 
@@ -204,4 +213,4 @@ def write_video(path: str | os.PathLike, frames, fps: float = 8.0, *, lossless: 
     return p
 
 
-__all__ = ["make_frames", "write_video"]
+__all__ = ["SHAPES", "background_texture", "make_frames", "shape_mask", "write_video"]

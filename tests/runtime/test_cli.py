@@ -52,12 +52,20 @@ def test_run_onnxruntime_on_an_export(default_export, clip_path):
     assert out["tokens"]["after_inner"] == out["tokens"]["after_outer"]
 
 
-def test_demo_json():
+def test_demo_asks_a_benchmark_question():
+    from holitom.cli import DEMO_ITEM
+    from holitom.eval.videoqa import is_correct, make_item
+
     proc = cli("demo", "--frames", 4, "--max-new-tokens", 3, "--json")
     assert proc.returncode == 0, proc.stderr
-    runs = json.loads(proc.stdout)["runs"]
+    out = json.loads(proc.stdout)
+    item = make_item(*DEMO_ITEM)
+    assert (out["question"], out["expected"]) == (item.prompt, item.answer)
+    runs = out["runs"]
     assert [r["preset"] for r in runs] == ["none", "r15"]
     assert runs[1]["tokens"]["after_inner"] < runs[0]["tokens"]["after_inner"]
+    # Scored against the benchmark's answer (the shipped model is untrained: see the README).
+    assert [r["correct"] for r in runs] == [is_correct(item, r["answer"]) for r in runs]
 
 
 @pytest.mark.parametrize(

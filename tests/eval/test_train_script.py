@@ -1,0 +1,97 @@
+"""scripts/train_default_model.py: packed questions compute exactly what separate prompts do; a few steps run end to end.
+
+The training itself (about half an hour) does not run here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from holitom.default_model import default_model_dir
+from holitom.eval.videoqa import make_item, pose
+from holitom.models.loading import load_llava
+from holitom.models.pooling import pool_tokens
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_default_model.py"
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    spec = importlib.util.spec_from_file_location("train_default_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_packed_questions_match_separate_prefills(trainer):
+    from transformers import AutoTokenizer
+
+    model = load_llava(default_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    packer = trainer.Packer(tokenizer, model.config.video_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    hidden = torch.randn(3, 729, model.config.vision.hidden_size, generator=torch.Generator().manual_seed(0))  # (F, N, Dv)
+    item = make_item("train", 0)
+    rng = np.random.Generator(np.random.PCG64(0))
+    posed = [pose(qa, form, rng)[:2] for qa in item.questions for form in ("short", "choice")]
+    prefix, ids, targets = trainer.pack(packer, posed)
+    with torch.no_grad():
+        packed = trainer.forward_packed(model, hidden, prefix, ids, targets)  # (T, V)
+        video = model.unmerged_video_tokens(pool_tokens(model.projector(hidden), 27, model.config.pooling))  # (Nv, D)
+        offset = 0
+        for prompt, answer in posed:  # the oracle: each question alone through the model's own prefill
+            before, after = packer.split_prompt(prompt)
+            answer_ids = packer.answer_ids(answer)
+            embeds = torch.cat((model.embed(torch.tensor([before]))[0], video, model.embed(torch.tensor([after + answer_ids[:-1]]))[0]))[None]
+            logits, _ = model.prefill(embeds, torch.arange(embeds.shape[1])[None])  # (1, S, V)
+            alone = logits[0, -len(answer_ids) :]  # the positions that predict the answer and the end token
+            torch.testing.assert_close(packed[offset : offset + len(answer_ids)], alone, rtol=0, atol=1e-5)
+            assert targets[targets >= 0][offset : offset + len(answer_ids)].tolist() == answer_ids
+            offset += len(answer_ids)
+    assert offset == packed.shape[0]
+
+
+def test_a_few_training_steps_write_a_loadable_checkpoint(trainer, tmp_path, capsys):
+    out = tmp_path / "model"
+    assert trainer.main(["--out", str(out), "--train-clips", "7", "--val-clips", "7", "--steps", "3", "--eval-every", "2"]) == 0
+    log = capsys.readouterr().out
+    assert "step" in log and "final val accuracy" in log
+    provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
+    assert provenance["steps"] == 3 and 0.0 <= provenance["val_accuracy"] <= 1.0
+    trained = load_llava(out)
+    start = load_llava(default_model_dir())  # same vision tower: it stays frozen
+    for (name, a), (_, b) in zip(trained.named_parameters(), start.named_parameters()):
+        if name.startswith("vision."):
+            assert torch.equal(a, b), name
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    _, info = LlavaOnevisionForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+
+
+def test_frame_subsets_keep_every_answer_true(trainer):
+    """The curriculum's frame subsets, checked against each question type's meaning (from the scene, not the visibility table)."""
+    from holitom.eval.videoqa import NUM_FRAMES, SOURCE_FRAMES
+    from holitom.video.sampling import sample_frame_indices
+
+    sampled = sample_frame_indices(SOURCE_FRAMES, NUM_FRAMES)
+    rng = np.random.Generator(np.random.PCG64(3))
+    for index in range(35):
+        item = make_item("train", index)
+        for size in (2, 3, 4):
+            keep = trainer.frame_subset(item.clip, rng, size).tolist()
+            assert keep == sorted(set(keep)) and len(keep) in (size, NUM_FRAMES)
+            times = [int(sampled[f]) for f in keep]
+            if item.qtype == "scene_cut":  # both sides of the cut
+                assert min(times) < item.clip.cut_at <= max(times)
+            if item.qtype in ("appear", "short_event"):  # the changing object both shown and absent
+                first, last = item.clip.sprites[1].frames
+                shown = [first <= t <= last for t in times]
+                assert any(shown) and not all(shown)
+    item = make_item("train", 0)
+    assert trainer.frame_subset(item.clip, rng, NUM_FRAMES).tolist() == list(range(NUM_FRAMES))
