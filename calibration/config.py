@@ -36,6 +36,7 @@ DEFAULT_METHOD = "minmax"
 # "float32" keeps that score path out of INT8 (nodes_to_exclude), "int8" quantizes it like the rest.
 SCORE_PRECISIONS = (FLOAT32, INT8)
 DEFAULT_SCORE_PRECISION = FLOAT32
+ACTIVATION_TYPES = ("int8", "uint8")
 # MatMulNBits block sizes onnxruntime implements.
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".gif", ".mpg", ".mpeg", ".ts")
@@ -58,6 +59,7 @@ class CalibrationConfig:
     decoder: str = INT8
     block_size: int = 32
     score_precision: str = DEFAULT_SCORE_PRECISION
+    activations: str = "int8"  # "uint8": faster on CPUs without VNNI, not a TensorRT input (holitom.calibration.quantize.ACTIVATIONS)
     preset: str | None = None  # preset the report's decision and answer agreement use (default: r10, else the export's first)
     report_tokens: int = 8  # greedy tokens compared end to end per clip
     progress: bool = True
@@ -73,6 +75,8 @@ class CalibrationConfig:
             raise ConfigError(f"block size {self.block_size} is not one onnxruntime's MatMulNBits implements; choose one of {list(BLOCK_SIZES)}.")
         if self.score_precision not in SCORE_PRECISIONS:
             raise ConfigError(f"score precision {self.score_precision!r} is not one of {list(SCORE_PRECISIONS)}.")
+        if self.activations not in ACTIVATION_TYPES:
+            raise ConfigError(f"activation type {self.activations!r} is not one of {list(ACTIVATION_TYPES)}.")
         wanted = {C.VISION: self.vision, **{stage: self.decoder for stage in DECODER_STAGES}}
         for stage, precision in wanted.items():
             check_precision(stage, precision)
