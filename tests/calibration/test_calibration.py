@@ -146,7 +146,7 @@ def test_agreement_reports_cosine_and_max_error_and_fails_outside_tolerance():
     from holitom.calibration.compare import agreement, check_agreement, cosine
 
     a = torch.tensor([1.0, 2.0, 3.0])
-    b = torch.tensor([1.0, 2.0, 3.5])
+    b = torch.tensor([1.0, 2.0, 4.0])
     x, y = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])  # float64
     want = float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
     assert cosine(a, b) == pytest.approx(want, abs=1e-12)
