@@ -235,3 +235,16 @@ def test_cli_refusal_is_one_line_exit_2(float_export, tmp_path, capsys):
     assert main(["calibrate", str(float_export), "--out", str(tmp_path / "o"), "--videos", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("holitom calibrate: error:") and "no video files" in err
+
+
+def test_bench_runs_a_quantized_export_of_the_same_model(int8_result, tmp_path):
+    from holitom.bench.config import BenchConfig
+    from holitom.bench.runner import _export_for
+
+    config = BenchConfig(model="default", backends=("onnxruntime",), export=str(int8_result.out), project_full_depth=False)
+    made_from = int8_result.manifest.source["path"]
+    assert _export_for(config, made_from, print) == int8_result.out
+    with pytest.raises(ConfigError, match="was made from"):
+        _export_for(config, tmp_path, print)
+    with pytest.raises(ConfigError, match="must be an export folder"):
+        BenchConfig(model="default", backends=("torch",), export=str(int8_result.out))
