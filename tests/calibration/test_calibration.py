@@ -74,7 +74,9 @@ def test_manifest_records_precisions_calibration_validation_and_report(int8_resu
     assert {s: g["precision"] for s, g in q["graphs"].items()} == {
         C.VISION: "int8", C.EMBED: "float32", C.DECODER_HEAD: "int8", C.DECODER_TAIL: "int8", C.DECODE_STEP: "int8"
     }
-    assert q["graphs"][C.VISION]["calibration_method"] == "minmax"
+    from holitom.calibration.config import DEFAULT_METHOD
+
+    assert q["graphs"][C.VISION]["calibration_method"] == DEFAULT_METHOD == q["calibration"]["method"]
     cal = q["calibration"]
     assert cal["frames"] == 10 and cal["frames_per_clip"] == clip_frames and len(cal["videos"]) == 3
     assert sorted(cal["videos"]) == sorted(str(p) for p in video_folder.rglob("*.mp4"))
