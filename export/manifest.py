@@ -51,6 +51,8 @@ KEY_FILES = "files"
 # Advice for a damaged export folder (its own manifest says where it came from).
 _REEXPORT = "export the model again with `holitom export --model CHECKPOINT --out NEW_FOLDER` (add --preset for each preset you need)"
 KEY_ENGINES = "engines"  # TensorRT engines built beside the graphs (absent before 1.2 and until built)
+# Optional from 1.2 on: how graphs were quantized (`holitom calibrate`); "precision" stays the I/O dtype.
+KEY_QUANTIZATION = "quantization"
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class Manifest:
     files: dict[str, dict] = field(default_factory=dict)  # file name -> {"bytes": int, "sha256": hex}, every graph and asset
     attention: str = "standard"  # decoder prefill attention form (holitom.models.export_attention); absent before 1.1
     engines: EngineSet | None = None  # TensorRT engines, once `holitom build-engines` ran
+    quantization: dict = field(default_factory=dict)  # per-graph precisions, calibration and its report (holitom.calibration)
     format_version: str = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,6 +200,7 @@ class Manifest:
             KEY_VALIDATION: self.validation,
             KEY_FILES: self.files,
             **({KEY_ENGINES: self.engines.to_dict()} if self.engines is not None else {}),
+            **({KEY_QUANTIZATION: self.quantization} if self.quantization else {}),
         }
 
     def write(self, folder: Path) -> Path:
@@ -443,6 +447,7 @@ def read_manifest(folder: str | Path, check_files: bool = True, fix: str = _REEX
         validation=f.get(data, KEY_VALIDATION, dict, default={}),
         files=files,
         engines=engines,
+        quantization=f.get(data, KEY_QUANTIZATION, dict, default={}),
         attention=f.get(data, KEY_ATTENTION, str, default="standard"),
         format_version=version,
     )

@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, help_text in (
         ("bench", "holitom.bench.cli", "latency benchmark: TTFT breakdown, decode speed, memory and FLOPs vs the transformers baseline"),
         ("eval", "holitom.eval.cli", "fidelity: held-out accuracy of vanilla, HoliTom and the competing methods on the generated video-QA benchmark"),
+        ("calibrate", "holitom.calibration.cli", "quantize a float32 export: INT8 vision tower calibrated on videos (QDQ), weight-only INT8/INT4 decoders"),
     ):
         tool = importlib.import_module(module)  # light: no torch until a command runs
         tool.add_arguments(sub.add_parser(name, help=help_text, epilog=tool.EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter))
@@ -291,6 +292,12 @@ def _cmd_eval(args) -> int:
     return run_from_args(args)
 
 
+def _cmd_calibrate(args) -> int:
+    from holitom.calibration.cli import run_from_args
+
+    return run_from_args(args)
+
+
 COMMANDS = {
     "run": _cmd_run,
     "demo": _cmd_demo,
@@ -301,6 +308,7 @@ COMMANDS = {
     "presets": _cmd_presets,
     "bench": _cmd_bench,
     "eval": _cmd_eval,
+    "calibrate": _cmd_calibrate,
 }
 
 

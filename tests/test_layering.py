@@ -22,6 +22,8 @@ FORBIDDEN = {
     "export": ("holitom.runtime", "holitom.bench", "holitom.cli"),
     "runtime/backends": ("holitom.export", "holitom.bench", "holitom.cli"),
     "runtime": ("holitom.bench", "holitom.cli"),
+    # Above the runtime (it runs exports to calibrate and validate them); its cli.py borrows the CLI's flag types, as holitom.bench.cli does.
+    "calibration": ("holitom.bench",),
 }
 # ... except these: the export folder's file format (the manifest, the graphs' I/O checks) that backends read.
 ALLOWED = {"runtime/backends": ("holitom.export.manifest", "holitom.export.onnx_io")}

@@ -210,6 +210,7 @@ class BenchConfig:
     threads: int | None = None
     interleave: bool = True
     project_full_depth: bool = True
+    export: str | None = None  # an export folder of the same model (e.g. `holitom calibrate`'s INT8 one) for the onnxruntime rows
     overrides: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -236,6 +237,13 @@ class BenchConfig:
                 f"the onnxruntime backend runs the float32 export, but dtype {self.dtype} was asked; "
                 "drop onnxruntime from --backends or use --dtype float32."
             )
+        if self.export is not None:
+            from holitom.sources import resolve_source
+
+            if not resolve_source(self.export).is_export or "onnxruntime" not in self.backends:
+                raise ConfigError(f"--export '{self.export}' must be an export folder, run by the onnxruntime rows (keep onnxruntime in --backends).")
+            if self.project_full_depth and (self.vision_layers or self.text_layers):
+                raise ConfigError("--export runs one fixed export, so a layer-trimmed preset cannot be projected to full depth; add --no-projection.")
         if self.video is not None:
             from holitom.paths import existing_path
 

@@ -100,6 +100,19 @@ def prepare_video(config: BenchConfig, folder: Path) -> tuple[Path, dict[str, An
     return path, {"source": "generated", "frames": count, "height": 256, "width": 320, "scene_cut_at": count // 2, "seed": config.seed}
 
 
+def _export_for(config, checkpoint: Path, log: Callable[[str], None]) -> Path:
+    """``config.export`` when given (it must come from ``checkpoint``), else the runtime's own cached export."""
+    if config.export is None:
+        return ensure_export(checkpoint, log)
+    from holitom.errors import ConfigError
+    from holitom.export.manifest import read_manifest
+
+    made_from = read_manifest(config.export).source.get("path")
+    if Path(str(made_from)).resolve() != Path(checkpoint).resolve():
+        raise ConfigError(f"--export '{config.export}' was made from '{made_from}', not from the benchmarked model '{checkpoint}'.")
+    return Path(config.export)
+
+
 def ensure_export(checkpoint: Path, log: Callable[[str], None]) -> Path:
     """The runtime's own cached export of ``checkpoint`` (what `holitom run --backend onnxruntime` uses)."""
     from holitom.export.cache import ensure_export as cached_export
@@ -251,7 +264,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = _stderr_l
         t = phase("model", started)
         with tempfile.TemporaryDirectory(prefix="holitom-bench-") as tmp:
             video, video_info = prepare_video(config, Path(tmp))
-            export_dir = ensure_export(model.checkpoint, log) if any(r.backend == "onnxruntime" for r in rows) else None
+            export_dir = _export_for(config, model.checkpoint, log) if any(r.backend == "onnxruntime" for r in rows) else None
             t = phase("video_and_export", t)
             memory = _measure_memory(config, rows, model, video, export_dir, log) if config.measure_memory else {}
             t = phase("memory", t)
