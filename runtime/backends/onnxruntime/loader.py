@@ -12,6 +12,7 @@ from pathlib import Path
 
 from holitom import contracts as C
 from holitom.errors import BackendError, ManifestError, MissingDependencyError
+from holitom.runtime.arrays import NumpyArrays
 from holitom.runtime.backends.onnxruntime.runner import OnnxrtRunner
 from holitom.sources import ModelSource
 from holitom.runtime.stages import StageSet
@@ -92,4 +93,4 @@ def create_stages(source: ModelSource, config) -> StageSet:
         stage: OnnxrtRunner(specs[stage], partial(session_from_file, folder / file, providers, specs[stage]), config.check_inputs)
         for stage, file in files.items()
     }
-    return export_stage_set("onnxruntime", folder, manifest, config, runners, inner_merge)
+    return export_stage_set("onnxruntime", folder, manifest, config, runners, inner_merge, NumpyArrays())

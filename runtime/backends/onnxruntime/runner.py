@@ -1,20 +1,20 @@
-"""A runner over one onnxruntime InferenceSession."""
+"""A runner over one onnxruntime InferenceSession: numpy arrays in and out (no torch)."""
 
 from __future__ import annotations
 
 from typing import Mapping
 
 import numpy as np
-import torch
 
 from holitom.runtime.base import Runner
 
 
 class OnnxrtRunner(Runner):
-    """Feeds torch tensors to a session and returns torch tensors (zero-copy on the CPU).
+    """Feeds numpy arrays to a session and returns numpy arrays.
 
     ``session_loader`` is a lazy callable returning an ``onnxruntime.InferenceSession``:
-    nothing is loaded until :meth:`activate`.
+    nothing is loaded until :meth:`activate`. A torch tensor in the feed (the export
+    validator's reference inputs) is read through numpy without a copy on the CPU.
     """
 
     backend = "onnxruntime"
@@ -36,11 +36,10 @@ class OnnxrtRunner(Runner):
         # Inputs the graph dropped as unused (e.g. a constant-folded position) are not fed.
         arrays = {name: _to_numpy(value) for name, value in feed.items() if name in self._input_names}
         names = self.spec.output_names
-        values = self.session.run(names, arrays)
-        return {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in zip(names, values)}
+        return dict(zip(names, self.session.run(names, arrays)))
 
 
 def _to_numpy(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().contiguous().numpy()
+    if hasattr(value, "detach"):  # a torch tensor; torch itself is not imported here
+        value = value.detach().cpu().contiguous().numpy()
     return np.ascontiguousarray(value)
