@@ -12,7 +12,7 @@ import json
 import sys
 import tempfile
 
-from holitom.errors import EXIT_USAGE, run_reporting_errors
+from holitom.errors import EXIT_USAGE, require_extra, run_reporting_errors
 from holitom.limits import DTYPES, MAX_FRAMES, MAX_OPSET, MAX_SEED, MIN_FRAMES, MIN_OPSET, MIN_SEED
 
 
@@ -145,9 +145,10 @@ def _generation(args):
 
 
 def _cmd_presets(args) -> int:
-    from holitom.merge import get_preset, preset_names
+    from holitom.merge import available_preset_names
+    from holitom.merge.config import get_preset
 
-    for name in preset_names():
+    for name in available_preset_names():
         print(f"{name:12s} {json.dumps(get_preset(name).to_dict())}")
     return 0
 
@@ -239,6 +240,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    require_extra("export", "holitom export")
     from holitom.export import ExportConfig, export_model
     from holitom.runtime.validate import validate_export
 
@@ -265,6 +267,7 @@ def _cmd_build_engines(args) -> int:
 
 
 def _cmd_check_ops(args) -> int:
+    require_extra("export", "holitom check-ops")
     from holitom.export.trt_ops import OperatorTable, check_export, format_reports
 
     table = OperatorTable.load()
@@ -280,6 +283,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    require_extra("bench", "holitom bench")
     from holitom.bench.cli import run_from_args
 
     return run_from_args(args)
