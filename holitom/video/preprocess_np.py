@@ -18,7 +18,7 @@ width first, and exact integer arithmetic once its weights are fixed:
   the width pass rounded to uint8 before the height pass reads it.
 
 Integer sums make the result independent of summation order, so numpy gives the
-same bytes (``tests/video/test_preprocess.py`` checks both preprocessors against
+same bytes (float64 matrix products over blocks of outputs hold them exactly) (``tests/video/test_preprocess.py`` checks both preprocessors against
 transformers). The float ``mean`` / ``std`` are fused with the rescale factor in
 float32 as transformers does. The route torchvision takes for bilinear on x86
 CPUs without AVX2 (float resize, then round) is not reproduced here.
@@ -38,8 +38,11 @@ from holitom.video.preprocess_config import VideoPreprocessConfig
 _SUPPORT = {"bicubic": 2.0, "bilinear": 1.0}
 _CUBIC_A = -0.5  # Keys' cubic as PIL (and torch's antialiased kernel) use it
 _MAX_PRECISION = 22
-# Frames resized per chunk: bounds the int32 accumulators to a few frames' worth.
+# Frames resized per chunk: bounds the float64 working arrays to a few frames' worth.
 _CHUNK_FRAMES = 4
+# Outputs per dense block of an axis's weights: small enough that the zeros around each output's taps
+# stay few, large enough for BLAS to run at speed.
+_BLOCK_OUTPUTS = 16
 
 
 def _filter(mode: str, x: float) -> float:
@@ -90,16 +93,42 @@ def axis_weights(in_size: int, out_size: int, mode: str) -> tuple[np.ndarray, np
     return taps, fixed, precision
 
 
-def _resample_axis(x: np.ndarray, axis: int, out_size: int, mode: str) -> np.ndarray:
-    """uint8 ``x`` resampled along ``axis`` to ``out_size`` with the fixed-point kernel; uint8 out."""
-    taps, weights, precision = axis_weights(x.shape[axis], out_size, mode)
-    shape = [1] * x.ndim
-    shape[axis] = out_size
-    acc = np.full(x.shape[:axis] + (out_size,) + x.shape[axis + 1 :], 1 << (precision - 1) if precision else 0, dtype=np.int32)
-    for j in range(taps.shape[1]):
-        acc += np.take(x, taps[:, j], axis=axis).astype(np.int32) * weights[:, j].reshape(shape)
-    np.right_shift(acc, precision, out=acc)  # arithmetic shift: floor, as the kernel's
-    return np.clip(acc, 0, 255).astype(np.uint8)
+@lru_cache(maxsize=32)
+def _band_blocks(in_size: int, out_size: int, mode: str) -> tuple[tuple[int, int, int, np.ndarray], ...]:
+    """The axis's weights as dense float64 blocks: ``(first output, first input, inputs, weights (outputs, inputs))``.
+
+    Each block of consecutive outputs reads one contiguous input window, so one matrix product per block
+    does the work of every tap (the zero entries outside each output's taps cost a little, BLAS pays it back).
+    """
+    taps, weights, _ = axis_weights(in_size, out_size, mode)
+    blocks = []
+    for lo in range(0, out_size, _BLOCK_OUTPUTS):
+        hi = min(lo + _BLOCK_OUTPUTS, out_size)
+        first, last = int(taps[lo:hi].min()), int(taps[lo:hi].max())
+        dense = np.zeros((hi - lo, last - first + 1), dtype=np.float64)  # (outputs, inputs)
+        rows = np.repeat(np.arange(hi - lo), taps.shape[1])
+        np.add.at(dense, (rows, (taps[lo:hi] - first).reshape(-1)), weights[lo:hi].reshape(-1))  # clamped taps weigh 0
+        blocks.append((lo, first, last - first + 1, dense))
+    return tuple(blocks)
+
+
+def _resample_rows(x: np.ndarray, out_size: int, mode: str) -> np.ndarray:
+    """uint8 ``x`` (in, columns) resampled along axis 0 with the fixed-point kernel: (out_size, columns) uint8.
+
+    The products and sums are integers below 2**53, so float64 matrix products give them exactly,
+    whatever order BLAS adds in.
+    """
+    _, _, precision = axis_weights(x.shape[0], out_size, mode)
+    values = x.astype(np.float64)  # (in, columns)
+    acc = np.empty((out_size, x.shape[1]), dtype=np.float64)
+    for lo, first, count, dense in _band_blocks(x.shape[0], out_size, mode):
+        np.matmul(dense, values[first : first + count], out=acc[lo : lo + dense.shape[0]])
+    # (acc + 2**(p-1)) >> p, in float64: adding, scaling by a power of two and flooring stay exact.
+    acc += (1 << (precision - 1)) if precision else 0
+    acc *= 2.0**-precision
+    np.floor(acc, out=acc)
+    np.clip(acc, 0, 255, out=acc)
+    return acc.astype(np.uint8)
 
 
 def _nearest_exact(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
@@ -119,10 +148,13 @@ def resize_uint8(frames: np.ndarray, height: int, width: int, mode: str) -> np.n
     out = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
     for start in range(0, frames.shape[0], _CHUNK_FRAMES):
         chunk = frames[start : start + _CHUNK_FRAMES]  # (f, H, W, 3)
-        if chunk.shape[2] != width:  # width first: its uint8 result is what the height pass reads
-            chunk = _resample_axis(chunk, 2, width, mode)
-        if chunk.shape[1] != height:
-            chunk = _resample_axis(chunk, 1, height, mode)
+        f, h, w, _ = chunk.shape
+        if w != width:  # width first: its uint8 result is what the height pass reads
+            rows = _resample_rows(chunk.transpose(2, 0, 1, 3).reshape(w, -1), width, mode)  # (width, f*H*3)
+            chunk, w = rows.reshape(width, f, h, 3).transpose(1, 2, 0, 3), width  # (f, H, width, 3)
+        if h != height:
+            rows = _resample_rows(chunk.transpose(1, 0, 2, 3).reshape(h, -1), height, mode)  # (height, f*w*3)
+            chunk = rows.reshape(height, f, w, 3).transpose(1, 0, 2, 3)  # (f, height, w, 3)
         out[start : start + _CHUNK_FRAMES] = chunk
     return out
 
