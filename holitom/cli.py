@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(run)
     run.add_argument("--video", required=True, help="video file (anything PyAV/FFmpeg decodes)")
     run.add_argument("--prompt", required=True, help="the question; put <video> in it to place the video, else it goes first")
-    run.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt (an export folder with engines)")
+    run.add_argument("--backend", default=None, help="torch | onnxruntime | tensorrt (an export folder with engines); default: onnxruntime for an export folder, else torch")
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=DTYPES)
     run.add_argument("--frames", type=FRAMES, default=32)
@@ -153,6 +153,13 @@ def _cmd_presets(args) -> int:
     return 0
 
 
+def _default_backend(model: str) -> str:
+    # An export folder runs on onnxruntime (the edge install has no torch); a checkpoint on torch.
+    from holitom.sources import MANIFEST_NAME
+
+    return "onnxruntime" if model != "default" and (Path(model) / MANIFEST_NAME).is_file() else "torch"
+
+
 def _cmd_run(args) -> int:
     from holitom.prompting import check_text
     from holitom.runtime import RuntimeConfig, load_pipeline
@@ -160,7 +167,7 @@ def _cmd_run(args) -> int:
 
     check_text(args.prompt, "prompt (--prompt)")  # before anything loads
     config = RuntimeConfig(
-        backend=args.backend,
+        backend=args.backend or _default_backend(args.model),
         preset=args.preset or DEFAULT_PRESET,
         inner_merge=not args.no_inner_merge,
         device=args.device,

@@ -42,3 +42,21 @@ def test_import_holitom_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"`import holitom` pulled in heavy modules: {out}"
+
+
+def test_the_edge_runtime_modules_import_no_torch():
+    """What `holitom run --backend onnxruntime` on an export folder imports (the CLI, configs, pipeline, backend,
+    tokenizer, preprocessor, manifest) pulls in neither torch nor transformers; the run itself is checked in
+    tests/runtime/test_edge_install.py."""
+    code = (
+        "import sys\n"
+        "from holitom.cli import build_parser\n"
+        "build_parser().parse_args(['run', '--video', 'x.mp4', '--prompt', 'hi'])\n"
+        "from holitom.runtime import RuntimeConfig, load_pipeline\n"
+        "RuntimeConfig(backend='onnxruntime', preset='r15')\n"
+        "import holitom.runtime.pipeline, holitom.runtime.backends.onnxruntime, holitom.runtime.backends.export_folder\n"
+        "import holitom.chat_tokenizer, holitom.video.preprocess_np, holitom.export.manifest, holitom.merge\n"
+        "print(','.join(m for m in ('torch', 'transformers', 'onnx', 'safetensors') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"the edge runtime's modules pulled in {out}"
