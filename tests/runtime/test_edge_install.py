@@ -17,29 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from holitom.runtime import GenerationConfig, RuntimeConfig, load_pipeline
-
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = [("none", True), ("r15", False), ("r15", True)]
 FRAMES = 6
 PROMPT = "What is moving? <video> Answer briefly."
-# Heavy modules the edge process must never import.
-HEAVY = ("torch", "transformers", "torchvision", "safetensors", "onnx")
-
-# Runs inside the edge virtualenv: every (model, setting, clip), then the modules it imported.
-EDGE_DRIVER = """
-import json, sys
-from holitom.runtime import GenerationConfig, RuntimeConfig, load_pipeline
-
-jobs = json.loads(sys.argv[1])
-answers = []
-for model, preset, inner, clip, frames, prompt in jobs:
-    config = RuntimeConfig(backend="onnxruntime", preset=preset, inner_merge=inner, num_frames=frames)
-    with load_pipeline(model, config) as pipe:
-        result = pipe.run(clip, prompt, frames, GenerationConfig(max_new_tokens=6))
-    answers.append({"token_ids": result.token_ids, "answer": result.answer, "tokens": result.to_dict()["tokens"]})
-print(json.dumps({"answers": answers, "heavy": [m for m in %r if m in sys.modules]}))
-""" % (HEAVY,)
+DRIVER = Path(__file__).with_name("edge_driver.py")  # runs the jobs in a fresh process of either install
 
 
 @pytest.fixture(scope="session")
@@ -67,14 +49,11 @@ def clips(tmp_path_factory) -> list[Path]:
     return [write_video(d / f"clip{i}.mp4", make_frames(n, h, w, seed=11 + i, scene_cut_at=cut), fps=8) for i, (n, h, w, cut) in enumerate(shapes)]
 
 
-def _full_install_answers(jobs) -> list[dict]:
-    answers = []
-    for model, preset, inner, clip, frames, prompt in jobs:
-        config = RuntimeConfig(backend="onnxruntime", preset=preset, inner_merge=inner, num_frames=frames)
-        with load_pipeline(model, config) as pipe:
-            result = pipe.run(clip, prompt, frames, GenerationConfig(max_new_tokens=6))
-        answers.append({"token_ids": result.token_ids, "answer": result.answer, "tokens": result.to_dict()["tokens"]})
-    return answers
+def _answers(python: Path, jobs: list, cwd: Path) -> dict:
+    # cwd away from the checkout: the edge process must import the installed package, not the source tree.
+    proc = subprocess.run([str(python), str(DRIVER), json.dumps(jobs)], capture_output=True, text=True, cwd=str(cwd))
+    assert proc.returncode == 0, f"{python} failed:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
@@ -85,11 +64,9 @@ def test_edge_install_gives_the_full_install_answers_without_torch(edge_python, 
         for preset, inner in SETTINGS
         for clip in clips
     ]
-    proc = subprocess.run([str(edge_python), "-c", EDGE_DRIVER, json.dumps(jobs)], capture_output=True, text=True, cwd=str(clips[0].parent))
-    assert proc.returncode == 0, f"the edge run failed:\n{proc.stderr[-4000:]}"
-    edge = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert edge["heavy"] == [], f"the edge run imported {edge['heavy']}"
-    full = _full_install_answers(jobs)
+    edge, full = _answers(edge_python, jobs, clips[0].parent), _answers(Path(sys.executable), jobs, clips[0].parent)
+    assert edge["heavy"] == [] and full["heavy"] == [], f"imported: edge {edge['heavy']}, full install {full['heavy']}"
+    full = full["answers"]
     for job, got, want in zip(jobs, edge["answers"], full):
         assert got == want, f"edge and full install differ on {job}: {got} != {want}"
     # The llava-video test model's answers are not one repeated token: the comparison can tell runs apart.

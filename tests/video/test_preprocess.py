@@ -6,8 +6,6 @@ transformers (and torchvision, which its processor needs) are imported only here
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from holitom.video import (
 )
 
 from holitom.video.preprocess_np import NumpyVideoPreprocessor
+from lean_imports import imported_by  # tests/ helper (tests/conftest.py puts it on sys.path)
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("torchvision")
@@ -201,24 +200,10 @@ def test_broken_json_and_missing_dir(tmp_path):
 
 
 def test_preprocess_imports_neither_torchvision_nor_transformers():
-    code = (
-        "import sys\n"
-        "from holitom.video.preprocess import VideoPreprocessor\n"
-        "from holitom.video import make_frames\n"
-        "VideoPreprocessor()(make_frames(1, 40, 40))\n"
-        "print(','.join(m for m in ('torchvision', 'transformers') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"holitom.video.preprocess imported {out}"
+    code = "from holitom.video.preprocess import VideoPreprocessor\nfrom holitom.video import make_frames\nVideoPreprocessor()(make_frames(1, 40, 40))"
+    assert imported_by(code, ("torchvision", "transformers")) == []
 
 
 def test_numpy_preprocessor_imports_no_torch():
-    code = (
-        "import sys\n"
-        "from holitom.video.preprocess_np import NumpyVideoPreprocessor\n"
-        "from holitom.video import make_frames\n"
-        "NumpyVideoPreprocessor()(make_frames(2, 50, 70))\n"
-        "print(','.join(m for m in ('torch', 'torchvision', 'transformers') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"holitom.video.preprocess_np imported {out}"
+    code = "from holitom.video.preprocess_np import NumpyVideoPreprocessor\nfrom holitom.video import make_frames\nNumpyVideoPreprocessor()(make_frames(2, 50, 70))"
+    assert imported_by(code, ("torch", "torchvision", "transformers")) == []
