@@ -122,7 +122,7 @@ class Pipeline:
             clip = read_video(video, num_frames)
         else:
             clip = clip_from_frames(video, num_frames)
-        return self.stages.arrays.contiguous(self.stages.preprocessor(clip.frames))  # (F, 3, H, W) float32
+        return self.stages.preprocessor(clip.frames)  # (F, 3, H, W) float32, contiguous (numpy or torch, per preprocessor)
 
     def encode_prompt(self, prompt: str, chat_template: bool = True) -> list[int]:
         """Token ids with exactly one video placeholder (see :mod:`holitom.prompting`)."""
