@@ -29,8 +29,9 @@ VARIANTS = {
     "memory arena on": {"memory_arena": True},
     "optimization extended": {"optimization": "extended"},
     "optimization basic": {"optimization": "basic"},
+    "io binding": {"io_binding": True},
+    "spinning": {"spinning": True},
     "1 thread": {"threads": 1},
-    "no io binding": {"io_binding": False},
 }
 
 CHILD = r"""

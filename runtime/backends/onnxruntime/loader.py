@@ -67,13 +67,16 @@ class SessionSettings:
       skips the optimization passes (graphs whose weights sit in an external-data file are not cached).
     - ``io_binding``: the decode step binds its inputs where they lie and writes its outputs (logits, KV caches)
       into buffers the runner reuses.
+    - ``spinning``: idle intra-op threads spin for work instead of sleeping (onnxruntime's default); between two
+      session calls the pipeline runs numpy and Python code that spinning threads compete with.
     """
 
     optimization: str = "all"
     threads: int = 0
     memory_arena: bool = False
     optimized_cache: bool = True
-    io_binding: bool = True
+    io_binding: bool = False
+    spinning: bool = False
 
 
 DEFAULT_SESSION_SETTINGS = SessionSettings()
@@ -111,6 +114,8 @@ def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.threads
     options.enable_cpu_mem_arena = settings.memory_arena
+    if not settings.spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     level = settings.optimization
     load_from, cached, staging = path, _optimized_cache_path(path, providers, settings), None
     if cached is not None and cached.is_file():
