@@ -18,7 +18,7 @@ width first, and exact integer arithmetic once its weights are fixed:
   the width pass rounded to uint8 before the height pass reads it.
 
 Integer sums make the result independent of summation order, so numpy gives the
-same bytes (float64 matrix products over blocks of outputs hold them exactly) (``tests/video/test_preprocess.py`` checks both preprocessors against
+same bytes (float matrix products over blocks of outputs hold them exactly) (``tests/video/test_preprocess.py`` checks both preprocessors against
 transformers). The float ``mean`` / ``std`` are fused with the rescale factor in
 float32 as transformers does. The route torchvision takes for bilinear on x86
 CPUs without AVX2 (float resize, then round) is not reproduced here.
@@ -38,8 +38,9 @@ from holitom.video.preprocess_config import VideoPreprocessConfig
 _SUPPORT = {"bicubic": 2.0, "bilinear": 1.0}
 _CUBIC_A = -0.5  # Keys' cubic as PIL (and torch's antialiased kernel) use it
 _MAX_PRECISION = 22
-# Frames resized per chunk: bounds the float64 working arrays to a few frames' worth.
-_CHUNK_FRAMES = 4
+# Pixel values resized per chunk of frames: bounds the float working arrays (64 MB in float32) while keeping each
+# matrix product large (many small products are what multi-threaded BLAS does worst).
+_CHUNK_VALUES = 16 * 2**20
 # Outputs per dense block of an axis's weights: small enough that the zeros around each output's taps
 # stay few, large enough for BLAS to run at speed.
 _BLOCK_OUTPUTS = 16
@@ -94,13 +95,18 @@ def axis_weights(in_size: int, out_size: int, mode: str) -> tuple[np.ndarray, np
 
 
 @lru_cache(maxsize=32)
-def _band_blocks(in_size: int, out_size: int, mode: str) -> tuple[tuple[int, int, int, np.ndarray], ...]:
-    """The axis's weights as dense float64 blocks: ``(first output, first input, inputs, weights (outputs, inputs))``.
+def _axis_plan(in_size: int, out_size: int, mode: str) -> tuple[int, type, tuple[tuple[int, int, int, np.ndarray], ...]]:
+    """The axis's weights as dense blocks: ``(precision, dtype, ((first output, first input, inputs, weights (outputs, inputs)), ...))``.
 
     Each block of consecutive outputs reads one contiguous input window, so one matrix product per block
-    does the work of every tap (the zero entries outside each output's taps cost a little, BLAS pays it back).
+    does the work of every tap (the zeros around each output's taps cost a little, BLAS pays it back).
+    Every product and partial sum is an integer, so a float type gives them exactly, whatever order BLAS
+    adds in, as long as they stay below its integer range: float32 (2**24) when the largest possible
+    ``|sum| + 2**(p-1)`` fits, float64 (2**53) otherwise.
     """
-    taps, weights, _ = axis_weights(in_size, out_size, mode)
+    taps, weights, precision = axis_weights(in_size, out_size, mode)
+    largest = 255 * int(np.abs(weights).sum(axis=1).max()) + (1 << max(precision - 1, 0))
+    dtype = np.float32 if largest < 2**24 else np.float64
     blocks = []
     for lo in range(0, out_size, _BLOCK_OUTPUTS):
         hi = min(lo + _BLOCK_OUTPUTS, out_size)
@@ -108,27 +114,42 @@ def _band_blocks(in_size: int, out_size: int, mode: str) -> tuple[tuple[int, int
         dense = np.zeros((hi - lo, last - first + 1), dtype=np.float64)  # (outputs, inputs)
         rows = np.repeat(np.arange(hi - lo), taps.shape[1])
         np.add.at(dense, (rows, (taps[lo:hi] - first).reshape(-1)), weights[lo:hi].reshape(-1))  # clamped taps weigh 0
-        blocks.append((lo, first, last - first + 1, dense))
-    return tuple(blocks)
+        blocks.append((lo, first, last - first + 1, dense.astype(dtype)))
+    return precision, dtype, tuple(blocks)
 
 
-def _resample_rows(x: np.ndarray, out_size: int, mode: str) -> np.ndarray:
-    """uint8 ``x`` (in, columns) resampled along axis 0 with the fixed-point kernel: (out_size, columns) uint8.
-
-    The products and sums are integers below 2**53, so float64 matrix products give them exactly,
-    whatever order BLAS adds in.
-    """
-    _, _, precision = axis_weights(x.shape[0], out_size, mode)
-    values = x.astype(np.float64)  # (in, columns)
-    acc = np.empty((out_size, x.shape[1]), dtype=np.float64)
-    for lo, first, count, dense in _band_blocks(x.shape[0], out_size, mode):
-        np.matmul(dense, values[first : first + count], out=acc[lo : lo + dense.shape[0]])
-    # (acc + 2**(p-1)) >> p, in float64: adding, scaling by a power of two and flooring stay exact.
+def _round_shift(acc: np.ndarray, precision: int) -> np.ndarray:
+    """``clip((acc + 2**(p-1)) >> p, 0, 255)`` in place, in ``acc``'s float type (adding, scaling by a power of two
+    and flooring integers below its integer range are exact): the uint8 result as exact float values."""
     acc += (1 << (precision - 1)) if precision else 0
     acc *= 2.0**-precision
     np.floor(acc, out=acc)
-    np.clip(acc, 0, 255, out=acc)
-    return acc.astype(np.uint8)
+    return np.clip(acc, 0, 255, out=acc)
+
+
+def _resample_width(x: np.ndarray, out_size: int, mode: str) -> np.ndarray:
+    """(f, H, W, 3) pixel values -> (f, H, out_size, 3), as exact floats. Channels stay interleaved: each
+    block's weights act on (input, channel) pairs through a Kronecker product with the 3x3 identity."""
+    f, h, w, c = x.shape
+    precision, dtype, blocks = _axis_plan(w, out_size, mode)
+    rows = x.reshape(f * h, w * c).astype(dtype, copy=False)  # (f*H, W*3), a free reshape of contiguous frames
+    acc = np.empty((f * h, out_size * c), dtype=dtype)
+    eye = np.eye(c, dtype=dtype)
+    for lo, first, count, dense in blocks:
+        weights = np.kron(dense.T, eye)  # (count*3, outputs*3)
+        acc[:, lo * c : (lo + dense.shape[0]) * c] = rows[:, first * c : (first + count) * c] @ weights
+    return _round_shift(acc, precision).reshape(f, h, out_size, c)
+
+
+def _resample_height(x: np.ndarray, out_size: int, mode: str) -> np.ndarray:
+    """(f, H, W, 3) pixel values -> (f, out_size, W, 3), as exact floats (one batched product per block)."""
+    f, h, w, c = x.shape
+    precision, dtype, blocks = _axis_plan(h, out_size, mode)
+    cols = x.reshape(f, h, w * c).astype(dtype, copy=False)  # (f, H, W*3)
+    acc = np.empty((f, out_size, w * c), dtype=dtype)
+    for lo, first, count, dense in blocks:
+        np.matmul(dense, cols[:, first : first + count], out=acc[:, lo : lo + dense.shape[0]])  # (f, outputs, W*3)
+    return _round_shift(acc, precision).reshape(f, out_size, w, c)
 
 
 def _nearest_exact(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
@@ -139,24 +160,28 @@ def _nearest_exact(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
     return np.take(x, np.minimum(src, in_size - 1), axis=axis)
 
 
+def _resize(frames: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
+    """(F, H, W, 3) uint8 -> (F, height, width, 3) float32 holding the uint8 values of torchvision's CPU
+    ``resize(antialias=True)`` (float: the normalisation reads them as float32 next)."""
+    if frames.shape[1:3] == (height, width):
+        return frames.astype(np.float32)  # torchvision returns the input unchanged at the target size
+    if mode == "nearest-exact":
+        return _nearest_exact(_nearest_exact(frames, 1, height), 2, width).astype(np.float32)
+    out = np.empty((frames.shape[0], height, width, 3), dtype=np.float32)
+    step = max(1, _CHUNK_VALUES // max(frames[0].size, height * width * 3))
+    for start in range(0, frames.shape[0], step):
+        chunk = frames[start : start + step]  # (f, H, W, 3)
+        if chunk.shape[2] != width:  # width first: its uint8 result is what the height pass reads
+            chunk = _resample_width(np.ascontiguousarray(chunk), width, mode)  # (f, H, width, 3)
+        if chunk.shape[1] != height:
+            chunk = _resample_height(chunk, height, mode)  # (f, height, width, 3)
+        out[start : start + step] = chunk
+    return out
+
+
 def resize_uint8(frames: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
     """(F, H, W, 3) uint8 -> (F, height, width, 3) uint8, as torchvision's CPU ``resize(antialias=True)``."""
-    if frames.shape[1:3] == (height, width):
-        return frames  # torchvision returns the input unchanged at the target size
-    if mode == "nearest-exact":
-        return _nearest_exact(_nearest_exact(frames, 1, height), 2, width)
-    out = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
-    for start in range(0, frames.shape[0], _CHUNK_FRAMES):
-        chunk = frames[start : start + _CHUNK_FRAMES]  # (f, H, W, 3)
-        f, h, w, _ = chunk.shape
-        if w != width:  # width first: its uint8 result is what the height pass reads
-            rows = _resample_rows(chunk.transpose(2, 0, 1, 3).reshape(w, -1), width, mode)  # (width, f*H*3)
-            chunk, w = rows.reshape(width, f, h, 3).transpose(1, 2, 0, 3), width  # (f, H, width, 3)
-        if h != height:
-            rows = _resample_rows(chunk.transpose(1, 0, 2, 3).reshape(h, -1), height, mode)  # (height, f*w*3)
-            chunk = rows.reshape(height, f, w, 3).transpose(1, 0, 2, 3)  # (f, height, w, 3)
-        out[start : start + _CHUNK_FRAMES] = chunk
-    return out
+    return _resize(frames, height, width, mode).astype(np.uint8)
 
 
 class NumpyVideoPreprocessor:
@@ -184,9 +209,8 @@ class NumpyVideoPreprocessor:
         """Preprocess a :class:`VideoClip` or in-memory frames (any form :func:`holitom.video.as_rgb_frames` takes)."""
         rgb = frames.frames if isinstance(frames, VideoClip) else as_rgb_frames(frames)  # (F, H, W, 3) uint8
         c = self.config
-        if c.do_resize:
-            rgb = resize_uint8(np.ascontiguousarray(rgb), c.height, c.width, c.interpolation)  # (F, h, w, 3)
-        video = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32)  # (F, 3, h, w), a new array
+        pixels = _resize(rgb, c.height, c.width, c.interpolation) if c.do_resize else rgb  # (F, h, w, 3) pixel values
+        video = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32)  # (F, 3, h, w), a new array
         if c.do_normalize:
             video -= self._mean
             video /= self._std
