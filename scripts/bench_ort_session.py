@@ -32,6 +32,7 @@ VARIANTS = {
     "io binding": {"io_binding": True},
     "spinning": {"spinning": True},
     "1 thread": {"threads": 1},
+    "vision in one call": {"vision_chunk": 0},
 }
 
 CHILD = r"""

@@ -85,3 +85,15 @@ def test_cuda_device_picks_the_gpu_providers_or_says_what_to_install(monkeypatch
     assert loader.providers_for("cuda:1") == [("TensorrtExecutionProvider", {"device_id": 1}), ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert loader.providers_for("cuda") == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+
+
+def test_vision_in_chunks_equals_one_call(default_export):
+    manifest = read_manifest(default_export)
+    spec = C.stage_specs(manifest.dims)[C.VISION]
+    session = partial(loader.session_from_file, default_export / manifest.graphs[C.VISION].file, ["CPUExecutionProvider"], spec)
+    size = manifest.dims.image_size
+    pixels = np.random.default_rng(1).standard_normal((7, 3, size, size), dtype=np.float32)  # 7: the last chunk is short
+    whole = OnnxrtRunner(spec, session).activate().infer({"pixel_values": pixels})
+    chunked = OnnxrtRunner(spec, session, chunk=3).activate().infer({"pixel_values": pixels})
+    for name in whole:
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-6, err_msg=name)

@@ -67,6 +67,8 @@ class SessionSettings:
       skips the optimization passes (graphs whose weights sit in an external-data file are not cached).
     - ``io_binding``: the decode step binds its inputs where they lie and writes its outputs (logits, KV caches)
       into buffers the runner reuses.
+    - ``vision_chunk``: frames per vision-encoder call (0: all at once); the frames are independent, so the
+      tower's activations peak at a chunk's size.
     - ``spinning``: idle intra-op threads spin for work instead of sleeping (onnxruntime's default); between two
       session calls the pipeline runs numpy and Python code that spinning threads compete with.
     """
@@ -77,6 +79,7 @@ class SessionSettings:
     optimized_cache: bool = True
     io_binding: bool = False
     spinning: bool = False
+    vision_chunk: int = 4
 
 
 DEFAULT_SESSION_SETTINGS = SessionSettings()
@@ -176,8 +179,11 @@ def create_stages(source: ModelSource, config) -> StageSet:
     providers = providers_for(config.device)
     specs = C.stage_specs(manifest.dims, manifest.precision)
     shapes = {C.DECODE_STEP: partial(decode_step_output_shapes, manifest.dims)} if DEFAULT_SESSION_SETTINGS.io_binding else {}
+    chunks = {C.VISION: DEFAULT_SESSION_SETTINGS.vision_chunk}
     runners = {
-        stage: OnnxrtRunner(specs[stage], partial(session_from_file, folder / file, providers, specs[stage]), config.check_inputs, shapes.get(stage))
+        stage: OnnxrtRunner(
+            specs[stage], partial(session_from_file, folder / file, providers, specs[stage]), config.check_inputs, shapes.get(stage), chunks.get(stage, 0)
+        )
         for stage, file in files.items()
     }
     return export_stage_set("onnxruntime", folder, manifest, config, runners, inner_merge, NumpyArrays())

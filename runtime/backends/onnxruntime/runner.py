@@ -15,16 +15,20 @@ class OnnxrtRunner(Runner):
     ``session_loader`` is a lazy callable returning an ``onnxruntime.InferenceSession``:
     nothing is loaded until :meth:`activate`. With ``output_shapes`` (feed -> {output: shape}) the
     runner binds its inputs and outputs (IO binding) and writes every output into buffers it keeps
-    and reuses, so a call returns arrays that stay valid until the call after next. A torch tensor in the feed (the export
+    and reuses, so a call returns arrays that stay valid until the call after next. With ``chunk`` the
+    inputs are fed ``chunk`` rows (axis 0) at a time and the outputs concatenated. A torch tensor in the feed (the export
     validator's reference inputs) is read through numpy without a copy on the CPU.
     """
 
     backend = "onnxruntime"
 
-    def __init__(self, spec, session_loader, check_inputs: bool = True, output_shapes: Callable[[dict], dict] | None = None):
+    def __init__(
+        self, spec, session_loader, check_inputs: bool = True, output_shapes: Callable[[dict], dict] | None = None, chunk: int = 0
+    ):
         super().__init__(spec, check_inputs)
         self._load = session_loader
         self._output_shapes = output_shapes
+        self._chunk = chunk
         self.session = None
         self._input_names: set[str] = set()
         self._binding = None
@@ -45,9 +49,15 @@ class OnnxrtRunner(Runner):
         # Inputs the graph dropped as unused (e.g. a constant-folded position) are not fed.
         arrays = {name: _to_numpy(value) for name, value in feed.items() if name in self._input_names}
         names = self.spec.output_names
-        if self._binding is None:
+        if self._binding is not None:
+            return self._infer_bound(arrays)
+        rows = len(next(iter(arrays.values())))
+        if not self._chunk or rows <= self._chunk:
             return dict(zip(names, self.session.run(names, arrays)))
-        return self._infer_bound(arrays)
+        # A stage whose rows are independent (the vision tower's frames) runs a few rows at a time: its
+        # activations (attention scores of every layer) then peak at a chunk's size, not the whole input's.
+        parts = [self.session.run(names, {k: v[i : i + self._chunk] for k, v in arrays.items()}) for i in range(0, rows, self._chunk)]
+        return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(names)}
 
     def _infer_bound(self, arrays: dict) -> dict:
         """Inputs bound where they lie; outputs written into this runner's own buffers (no per-call allocation).
