@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import tempfile
+from pathlib import Path
 
 from holitom.errors import EXIT_USAGE, require_extra, run_reporting_errors
 from holitom.limits import DTYPES, MAX_FRAMES, MAX_OPSET, MAX_SEED, MIN_FRAMES, MIN_OPSET, MIN_SEED
@@ -297,6 +298,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    require_extra("export", "holitom eval")
     from holitom.eval.cli import run_from_args
 
     return run_from_args(args)
