@@ -453,7 +453,7 @@ def read_manifest(folder: str | Path, check_files: bool = True, fix: str = _REEX
     )
     if manifest.layout != llava.layout:
         raise f.fail(KEY_LAYOUT, f"{manifest.layout!r}, but the model config's layout is {llava.layout!r}")
-    from holitom.models.export_attention import FLAVORS
+    from holitom.models.facts import ATTENTION_FLAVORS as FLAVORS
 
     if manifest.attention not in FLAVORS:
         raise ManifestError(f"{path} declares attention {manifest.attention!r}, which this toolkit does not know ({list(FLAVORS)}); {fix}.")

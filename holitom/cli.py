@@ -11,8 +11,9 @@ import argparse
 import json
 import sys
 import tempfile
+from pathlib import Path
 
-from holitom.errors import EXIT_USAGE, run_reporting_errors
+from holitom.errors import EXIT_USAGE, require_extra, run_reporting_errors
 from holitom.limits import DTYPES, MAX_FRAMES, MAX_OPSET, MAX_SEED, MIN_FRAMES, MIN_OPSET, MIN_SEED
 
 
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(run)
     run.add_argument("--video", required=True, help="video file (anything PyAV/FFmpeg decodes)")
     run.add_argument("--prompt", required=True, help="the question; put <video> in it to place the video, else it goes first")
-    run.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt (an export folder with engines)")
+    run.add_argument("--backend", default=None, help="torch | onnxruntime | tensorrt (an export folder with engines); default: onnxruntime for an export folder, else torch")
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=DTYPES)
     run.add_argument("--frames", type=FRAMES, default=32)
@@ -146,11 +147,19 @@ def _generation(args):
 
 
 def _cmd_presets(args) -> int:
-    from holitom.merge import get_preset, preset_names
+    from holitom.merge import available_preset_names
+    from holitom.merge.config import get_preset
 
-    for name in preset_names():
+    for name in available_preset_names():
         print(f"{name:12s} {json.dumps(get_preset(name).to_dict())}")
     return 0
+
+
+def _default_backend(model: str) -> str:
+    # An export folder runs on onnxruntime (the edge install has no torch); a checkpoint on torch.
+    from holitom.sources import MANIFEST_NAME
+
+    return "onnxruntime" if model != "default" and (Path(model) / MANIFEST_NAME).is_file() else "torch"
 
 
 def _cmd_run(args) -> int:
@@ -160,7 +169,7 @@ def _cmd_run(args) -> int:
 
     check_text(args.prompt, "prompt (--prompt)")  # before anything loads
     config = RuntimeConfig(
-        backend=args.backend,
+        backend=args.backend or _default_backend(args.model),
         preset=args.preset or DEFAULT_PRESET,
         inner_merge=not args.no_inner_merge,
         device=args.device,
@@ -240,6 +249,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    require_extra("export", "holitom export")
     from holitom.export import ExportConfig, export_model
     from holitom.runtime.validate import validate_export
 
@@ -266,6 +276,7 @@ def _cmd_build_engines(args) -> int:
 
 
 def _cmd_check_ops(args) -> int:
+    require_extra("export", "holitom check-ops")
     from holitom.export.trt_ops import OperatorTable, check_export, format_reports
 
     table = OperatorTable.load()
@@ -281,12 +292,14 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    require_extra("bench", "holitom bench")
     from holitom.bench.cli import run_from_args
 
     return run_from_args(args)
 
 
 def _cmd_eval(args) -> int:
+    require_extra("export", "holitom eval")
     from holitom.eval.cli import run_from_args
 
     return run_from_args(args)

@@ -68,6 +68,31 @@ class MissingDependencyError(HolitomError, ImportError):
         self.package = package
 
 
+class MissingExtraError(MissingDependencyError):
+    """A command needs an extra of the package (``[export]``, ``[bench]``) that the edge install leaves out."""
+
+    def __init__(self, extra: str, purpose: str, package: str):
+        HolitomError.__init__(self, f'{purpose} needs: pip install "holitom-deploy[{extra}]" (the package \'{package}\' is not installed)')
+        self.package = package
+        self.extra = extra
+
+
+# What each extra adds that the edge install (numpy, onnxruntime, PyAV, tokenizers, jinja2) lacks, as import names.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "export": ("torch", "transformers", "safetensors", "onnx", "onnxscript"),
+    "bench": ("torch", "transformers", "safetensors", "onnx", "psutil"),
+}
+
+
+def require_extra(extra: str, purpose: str) -> None:
+    """Raise :class:`MissingExtraError` unless every module of ``extra`` is installed (found, not imported)."""
+    import importlib.util
+
+    for module in EXTRA_MODULES[extra]:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(extra, purpose, module)
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM (or SIGINT) arrived: raised in the main thread so every ``finally`` / cleanup runs."""
 
@@ -130,8 +155,10 @@ __all__ = [
     "BackendError",
     "EngineMismatchError",
     "MissingDependencyError",
+    "MissingExtraError",
     "Interrupted",
     "EXIT_USAGE",
     "EXIT_INTERRUPTED",
+    "require_extra",
     "run_reporting_errors",
 ]

@@ -161,8 +161,9 @@ def _is_bare_tokenizer(tokenizer) -> bool:
 def _text_tokenizer(tokenizer):
     # A transformers processor carries the tokenizer as an attribute; its own
     # __call__ takes images first, so never call a processor with text alone.
+    # holitom.chat_tokenizer.ChatTokenizer carries a bare tokenizers.Tokenizer.
     inner = getattr(tokenizer, "tokenizer", None)
-    if inner is not None and hasattr(inner, "convert_tokens_to_ids"):
+    if inner is not None and (hasattr(inner, "convert_tokens_to_ids") or _is_bare_tokenizer(inner)):
         return inner
     return tokenizer
 

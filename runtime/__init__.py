@@ -28,6 +28,9 @@ def load_pipeline(model: str | Path, config: RuntimeConfig | None = None):
     source = resolve_source(model)
     factory = get_backend(config.backend)
     if runs_exports(config.backend) and not source.is_export:
+        from holitom.errors import require_extra
+
+        require_extra("export", f"running the checkpoint '{model}' on the {config.backend} backend (it is exported first; an export folder runs without it)")
         from holitom.export.cache import ensure_export
         from holitom.runtime.validate import validate_export
 

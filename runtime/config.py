@@ -35,18 +35,17 @@ class RuntimeConfig:
 
         if self.backend not in backend_names():
             raise ConfigError(f"unknown backend '{self.backend}'; choose one of {backend_names()}.")
-        from holitom.merge import preset_names
+        from holitom.merge import available_preset_names
+        from holitom.merge import config as merge_presets
 
-        if self.preset not in preset_names():
-            raise ConfigError(f"unknown preset '{self.preset}'; choose one of {preset_names()}.")
-        if self.backend != "torch":
-            from holitom.merge import MergeConfig, get_preset
-
-            if not isinstance(get_preset(self.preset), MergeConfig):
-                raise ConfigError(
-                    f"preset '{self.preset}' is a competing method, which runs on the torch backend only; pass "
-                    f"--backend torch with a checkpoint folder (or 'default'), or a HoliTom preset (none, r10..r25, r10-outer..r25-outer)."
-                )
+        # HoliTom's presets are known without torch; only another name needs the competing methods' registry.
+        if self.preset not in merge_presets.preset_names() and self.preset not in available_preset_names():
+            raise ConfigError(f"unknown preset '{self.preset}'; choose one of {available_preset_names()}.")
+        if self.backend != "torch" and not isinstance(merge_presets.get_preset(self.preset), merge_presets.MergeConfig):
+            raise ConfigError(
+                f"preset '{self.preset}' is a competing method, which runs on the torch backend only; pass "
+                f"--backend torch with a checkpoint folder (or 'default'), or a HoliTom preset (none, r10..r25, r10-outer..r25-outer)."
+            )
 
     def merge_config(self):
         """The preset's config (HoliTom or a competing method), without its inner step when ``inner_merge`` is off."""
@@ -54,3 +53,4 @@ class RuntimeConfig:
 
         cfg = get_preset(self.preset)
         return cfg if self.inner_merge else reduction_for(cfg).without_inner()
+

@@ -1,11 +1,15 @@
-"""Next-token selection for the decode loop: greedy or seeded sampling."""
+"""Next-token selection for the decode loop: greedy or seeded sampling, in numpy.
+
+One selector for every backend: the pipeline hands it the last position's
+logits on the host (one (V,) vector per token, already what a sampler reads).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from holitom.errors import ConfigError
 
@@ -45,23 +49,31 @@ class TokenSelector:
 
     def __init__(self, config: GenerationConfig):
         self.config = config
-        self._generator = torch.Generator().manual_seed(config.seed)
+        self._rng = np.random.default_rng(config.seed)
 
-    def __call__(self, logits: torch.Tensor) -> int:
-        logits = logits.reshape(-1).float().cpu()  # (V,)
+    def __call__(self, logits: np.ndarray) -> int:
+        logits = np.asarray(logits, dtype=np.float64).reshape(-1)  # (V,)
         if not self.config.do_sample:
             # argmax returns the first maximum: ties go to the lowest token id.
-            return int(torch.argmax(logits))
+            return int(np.argmax(logits))
         logits = logits / self.config.temperature
         if self.config.top_k:
-            k = min(self.config.top_k, logits.numel())
-            kth = torch.topk(logits, k).values[-1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
+            k = min(self.config.top_k, logits.size)
+            kth = np.partition(logits, logits.size - k)[logits.size - k]
+            logits = np.where(logits < kth, -np.inf, logits)
+        probs = _softmax(logits)  # (V,)
         if self.config.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True)  # (V,)
-            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            order = np.argsort(-probs, kind="stable")  # (V,) most likely first, ties by token id
+            mass_before = np.cumsum(probs[order]) - probs[order]
             # Drop a token when the mass before it already reaches top_p; the top token always stays.
-            drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= self.config.top_p
-            logits = logits.masked_fill(torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), float("-inf"))
-        probs = logits.softmax(-1)
-        return int(torch.multinomial(probs, 1, generator=self._generator))
+            drop = np.zeros(probs.size, dtype=bool)
+            drop[order] = mass_before >= self.config.top_p
+            probs = _softmax(np.where(drop, -np.inf, logits))
+        # Inverse CDF of one uniform draw: the first token whose cumulative mass passes it.
+        cumulative = np.cumsum(probs)
+        return int(min(np.searchsorted(cumulative, self._rng.random() * cumulative[-1], side="right"), probs.size - 1))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())  # -inf -> 0
+    return shifted / shifted.sum()

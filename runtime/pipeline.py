@@ -4,7 +4,9 @@ inner merge -> decoder tail -> decode loop, on any backend.
 The pipeline is backend-agnostic: it only splices the merged visual tokens into
 the prompt embeddings, tracks RoPE positions and the two KV groups (layers < K
 hold the full prompt, layers >= K the merged one), and selects tokens. Every
-model computation goes through a :class:`~holitom.runtime.base.Runner`.
+model computation goes through a :class:`~holitom.runtime.base.Runner`; the
+little arithmetic of its own goes through the stage set's array type
+(:mod:`holitom.runtime.arrays`), so on onnxruntime it runs without torch.
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from holitom import contracts as C
 from holitom.errors import InputError
 from holitom.runtime.generation import GenerationConfig, TokenSelector
 from holitom.runtime.stages import StageSet
 
-VideoInput = str | Path | np.ndarray | torch.Tensor
+VideoInput = str | Path | np.ndarray  # or a torch.Tensor of frames
 
 
 class ContextLimitWarning(UserWarning):
@@ -113,7 +114,7 @@ class Pipeline:
     def _run(self, stage: str, **feed) -> dict:
         return self.stages.runners[stage].infer(feed)
 
-    def load_video(self, video: VideoInput, num_frames: int) -> torch.Tensor:
+    def load_video(self, video: VideoInput, num_frames: int):
         """Decode and sample a file, or take frames already in memory; returns pixel_values (F, 3, H, W)."""
         from holitom.video import clip_from_frames, read_video
 
@@ -121,7 +122,7 @@ class Pipeline:
             clip = read_video(video, num_frames)
         else:
             clip = clip_from_frames(video, num_frames)
-        return self.stages.preprocessor(clip.frames).contiguous()  # (F, 3, H, W) float32
+        return self.stages.preprocessor(clip.frames)  # (F, 3, H, W) float32, contiguous (numpy or torch, per preprocessor)
 
     def encode_prompt(self, prompt: str, chat_template: bool = True) -> list[int]:
         """Token ids with exactly one video placeholder (see :mod:`holitom.prompting`)."""
@@ -166,6 +167,7 @@ class Pipeline:
         """
         generation = generation or GenerationConfig()
         stages = self.stages
+        xp = stages.arrays
         timer = _Timer(stages.synchronize)
         prompt_ids = self.encode_prompt(prompt, chat_template)  # checks the placeholder before any heavy work
         limit = stages.context_length
@@ -202,18 +204,18 @@ class Pipeline:
             )
         with timer.section("prefill"):
             inputs_embeds, visual_span = self._splice(prompt_ids, visual_tokens)  # (1, S, D)
-            position_ids = torch.arange(seq_len, dtype=torch.int64)[None]  # (1, S)
-            span = torch.tensor(visual_span, dtype=torch.int64)
-            head = self._run(C.DECODER_HEAD, inputs_embeds=inputs_embeds, position_ids=stages.to_device(position_ids))
-        hidden, tail_positions = head["hidden_states"], stages.to_device(position_ids)
+            position_ids = xp.int64(np.arange(seq_len)[None])  # (1, S)
+            span = xp.int64(visual_span)
+            head = self._run(C.DECODER_HEAD, inputs_embeds=inputs_embeds, position_ids=position_ids)
+        hidden, tail_positions = head["hidden_states"], position_ids
         if stages.inner_merge_enabled:
             with timer.section("merge"):
                 inner = self._run(
                     C.INNER_MERGE,
                     hidden_states=hidden,
-                    attn_row=head["attn_row"][visual_span[0] : visual_span[1]].contiguous(),  # (L_v,)
+                    attn_row=xp.contiguous(head["attn_row"][visual_span[0] : visual_span[1]]),  # (L_v,)
                     position_ids=tail_positions,
-                    visual_span=stages.to_device(span),
+                    visual_span=span,
                 )
             hidden, tail_positions = inner["merged_hidden_states"], inner["merged_position_ids"]
         with timer.section("prefill"):
@@ -228,7 +230,7 @@ class Pipeline:
 
         selector = TokenSelector(generation)
         stop_ids = set(generation.stop_token_ids if generation.stop_token_ids is not None else stages.stop_token_ids)
-        token = selector(tail["logits"])
+        token = selector(xp.to_host(tail["logits"]))
         ttft_ms = sum(timer.ms.values())
         generated = [token]
         streamer = _TextStreamer(stages.tokenizer, on_text)
@@ -242,18 +244,18 @@ class Pipeline:
         # Decoding continues at position = full prompt length (DESIGN.md Stage III step 4).
         next_position = seq_len
         while stop_reason != "stop_token" and len(generated) < max_tokens:
-            ids = stages.to_device(torch.tensor([[token]], dtype=torch.int64))
+            ids = xp.int64([[token]])
             step_embeds = self._run(C.EMBED, input_ids=ids)["inputs_embeds"]  # (1, 1, D)
             out = self._run(
                 C.DECODE_STEP,
                 inputs_embeds=step_embeds,
-                position_ids=stages.to_device(torch.tensor([[next_position]], dtype=torch.int64)),
+                position_ids=xp.int64([[next_position]]),
                 **past,
             )
             for i in range(L):
                 past[C.past_key_name(i)] = out[C.present_key_name(i)]
                 past[C.past_value_name(i)] = out[C.present_value_name(i)]
-            token = selector(out["logits"])
+            token = selector(xp.to_host(out["logits"]))
             generated.append(token)
             next_position += 1
             decode_steps += 1
@@ -288,17 +290,18 @@ class Pipeline:
             stop_reason=stop_reason,
         )
 
-    def _splice(self, prompt_ids: list[int], visual_tokens: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _splice(self, prompt_ids: list[int], visual_tokens) -> tuple[object, tuple[int, int]]:
         """Embed the text around the single placeholder and insert the visual tokens there."""
         where = [i for i, t in enumerate(prompt_ids) if t == self.stages.video_token_id]
         if len(where) != 1:
             raise InputError(f"the prompt has {len(where)} video placeholders; it needs exactly one.")
         at = where[0]
         text_ids = prompt_ids[:at] + prompt_ids[at + 1 :]
-        ids = self.stages.to_device(torch.tensor([text_ids], dtype=torch.int64))  # (1, S0)
+        xp = self.stages.arrays
+        ids = xp.int64([text_ids])  # (1, S0)
         text = self._run(C.EMBED, input_ids=ids)["inputs_embeds"]  # (1, S0, D)
-        visual = visual_tokens.to(text.dtype)[None]  # (1, N, D)
-        embeds = torch.cat([text[:, :at], visual, text[:, at:]], dim=1)  # (1, S0 + N, D)
+        visual = xp.like(visual_tokens, text)[None]  # (1, N, D)
+        embeds = xp.concat([text[:, :at], visual, text[:, at:]], axis=1)  # (1, S0 + N, D)
         return embeds, (at, at + visual_tokens.shape[0])
 
 

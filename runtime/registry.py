@@ -22,6 +22,8 @@ _BACKENDS: dict[str, str] = {
 }
 # Backends that run export folders (the others run checkpoints).
 _RUNS_EXPORTS: set[str] = {"onnxruntime"}
+# The package extra a backend needs beyond the edge install (its runners exchange torch tensors).
+_EXTRAS: dict[str, str] = {"torch": "export", "tensorrt": "export"}
 
 
 def register_backend(name: str, target: str, *, runs_exports: bool = False) -> None:
@@ -45,5 +47,9 @@ def backend_names() -> list[str]:
 def get_backend(name: str) -> Callable:
     if name not in _BACKENDS:
         raise BackendError(f"unknown backend '{name}'; choose one of {backend_names()}.")
+    if name in _EXTRAS:
+        from holitom.errors import require_extra
+
+        require_extra(_EXTRAS[name], f"the {name} backend")
     module_name, attr = _BACKENDS[name].split(":")
     return getattr(importlib.import_module(module_name), attr)

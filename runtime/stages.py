@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
-
-import torch
 
 from holitom import contracts as C
 from holitom.contracts import ModelDims
@@ -19,7 +17,9 @@ class StageSet:
 
     ``inner_merge_enabled`` says whether the pipeline calls the inner-merge stage
     (the decoder is always split at ``dims.inner_layer``; without the inner merge
-    the tail simply sees every token).
+    the tail simply sees every token). ``arrays`` is the runners' array type
+    (:mod:`holitom.runtime.arrays`): numpy for onnxruntime, torch tensors on a
+    device for the torch and tensorrt backends.
     """
 
     backend: str
@@ -32,8 +32,7 @@ class StageSet:
     stop_token_ids: tuple[int, ...]
     inner_merge_enabled: bool
     context_length: int  # positions the decoder takes: prompt plus generated tokens
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    compute_dtype: torch.dtype = torch.float32
+    arrays: Any  # NumpyArrays | TorchArrays
 
     def __post_init__(self):
         required = [s for s in C.STAGE_ORDER if s != C.INNER_MERGE or self.inner_merge_enabled]
@@ -49,12 +48,9 @@ class StageSet:
         for runner in self.runners.values():
             runner.deactivate()
 
-    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Move to the stages' device; floating tensors also take the compute dtype."""
-        dtype = self.compute_dtype if tensor.is_floating_point() else tensor.dtype
-        return tensor.to(self.device, dtype=dtype, non_blocking=True)
+    def to_device(self, array):
+        """Move to the runners' device; floating arrays also take the compute dtype."""
+        return self.arrays.to_device(array)
 
     def synchronize(self) -> None:
-        # The one deliberate host sync of the pipeline, used only to read timers.
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        self.arrays.synchronize()

@@ -134,7 +134,8 @@ def validate_export(torch_model, tokenizer, folder: Path, num_frames: int) -> li
             runner = ort(specs[stage], file)
             for feed, want in stages.runners[stage].calls:
                 label = stage if stage not in (C.OUTER_MERGE, C.INNER_MERGE) else f"{stage}[{preset}]"
-                checks += compare_outputs(label, runner.infer(feed), want)
+                got = {name: torch.from_numpy(value) for name, value in runner.infer(feed).items()}
+                checks += compare_outputs(label, got, want)
             runner.deactivate()
     failed = [c for c in checks if not c.passed]
     if failed:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
+
+from lean_imports import imported_by  # tests/ helper (tests/conftest.py puts it on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,10 +35,21 @@ def test_no_generic_top_level_names_installed():
 
 
 def test_import_holitom_is_light():
+    heavy = imported_by("import holitom, holitom.errors", ("torch", "onnxruntime", "tensorrt", "triton", "onnx", "transformers"))
+    assert heavy == [], f"`import holitom` pulled in heavy modules: {heavy}"
+
+
+def test_the_edge_runtime_modules_import_no_torch():
+    """What `holitom run --backend onnxruntime` on an export folder imports (the CLI, configs, pipeline, backend,
+    tokenizer, preprocessor, manifest) pulls in neither torch nor transformers; the run itself is checked in
+    tests/runtime/test_edge_install.py."""
     code = (
-        "import sys, holitom, holitom.errors\n"
-        "heavy = [m for m in ('torch', 'onnxruntime', 'tensorrt', 'triton', 'onnx', 'transformers') if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
+        "from holitom.cli import build_parser\n"
+        "build_parser().parse_args(['run', '--video', 'x.mp4', '--prompt', 'hi'])\n"
+        "from holitom.runtime import RuntimeConfig, load_pipeline\n"
+        "RuntimeConfig(backend='onnxruntime', preset='r15')\n"
+        "import holitom.runtime.pipeline, holitom.runtime.backends.onnxruntime, holitom.runtime.backends.export_folder\n"
+        "import holitom.chat_tokenizer, holitom.video.preprocess_np, holitom.export.manifest, holitom.merge"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"`import holitom` pulled in heavy modules: {out}"
+    heavy = imported_by(code, ("torch", "transformers", "onnx", "safetensors"))
+    assert heavy == [], f"the edge runtime's modules pulled in {heavy}"

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from holitom.errors import ConfigError
+from holitom.models.facts import ATTENTION_FLAVORS as FLAVORS
 from holitom.models.ops import repeat_kv
 
-FLAVORS = ("standard", "onnxruntime")
 DEFAULT_FLAVOR = "standard"
 
 _active = DEFAULT_FLAVOR

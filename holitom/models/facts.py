@@ -4,11 +4,15 @@
 - :func:`split_layer`: K, where the decoder is split around the inner merge;
 - :func:`model_dims`: the :class:`holitom.contracts.ModelDims` of the stage contracts;
 - :func:`stop_token_ids`: the token ids that end generation;
+- :data:`ATTENTION_FLAVORS`: the forms of the decoder's prefill attention an export may hold
+  (the manifest records one; torch-free, so the edge runtime reads it).
 """
 
 from __future__ import annotations
 
 from holitom.contracts import ModelDims
+
+ATTENTION_FLAVORS = ("standard", "onnxruntime")
 
 
 def split_layer(merge_config, num_layers: int) -> int:

@@ -13,6 +13,8 @@ Frames already in memory (camera, another decoder) skip the file::
 
 ``import holitom.video`` needs numpy only; PyAV loads on the first decode and
 torch on first use of :class:`VideoPreprocessor` (attribute access below).
+:class:`NumpyVideoPreprocessor` gives the same ``pixel_values`` (as numpy) without
+torch: the edge runtime's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from holitom.video.clip import VideoClip, as_rgb_frames, clip_from_frames
+from holitom.video.preprocess_np import NumpyVideoPreprocessor
 from holitom.video.reader import FrameCountWarning, read_video
 from holitom.video.sampling import FrameShortageWarning, sample_frame_indices
 from holitom.video.synthetic import make_frames, write_video
@@ -42,6 +45,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "FrameCountWarning",
     "FrameShortageWarning",
+    "NumpyVideoPreprocessor",
     "PreprocessorConfigWarning",
     "VideoClip",
     "VideoPreprocessConfig",

@@ -56,22 +56,25 @@ def select_graphs(folder: Path, manifest, config) -> tuple[dict[str, str], bool]
 REEXPORT_FIX = "export the model again with `holitom export --model CHECKPOINT --out NEW_FOLDER`"
 
 
-def export_stage_set(backend: str, folder: Path, manifest, config, runners: dict, inner_merge: bool, device=None) -> StageSet:
-    """The stage set over an export folder's runners, tokenizer and preprocessor."""
-    from holitom.models.checkpoint import load_tokenizer
-    from holitom.video.preprocess import VideoPreprocessor
+def export_stage_set(backend: str, folder: Path, manifest, config, runners: dict, inner_merge: bool, arrays) -> StageSet:
+    """The stage set over an export folder's runners, tokenizer and preprocessor (both without torch or transformers).
 
-    extra = {} if device is None else {"device": device}
+    ``arrays``: the runners' array type (:mod:`holitom.runtime.arrays`); the preprocessor gives numpy
+    ``pixel_values`` and the pipeline moves them there.
+    """
+    from holitom.chat_tokenizer import ChatTokenizer
+    from holitom.video.preprocess_np import NumpyVideoPreprocessor
+
     return StageSet(
         backend=backend,
         preset=config.preset,
         runners=runners,
         dims=manifest.dims,
-        tokenizer=load_tokenizer(folder, ManifestError, REEXPORT_FIX),
-        preprocessor=VideoPreprocessor.from_pretrained(folder),
+        tokenizer=ChatTokenizer.from_folder(folder, ManifestError, REEXPORT_FIX),
+        preprocessor=NumpyVideoPreprocessor.from_pretrained(folder),
         video_token_id=manifest.video_token_id,
         stop_token_ids=tuple(manifest.stop_token_ids),
         inner_merge_enabled=inner_merge,
         context_length=manifest.context_length,
-        **extra,
+        arrays=arrays,
     )

@@ -6,8 +6,6 @@ transformers (and torchvision, which its processor needs) are imported only here
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,6 +23,9 @@ from holitom.video import (
     write_video,
 )
 
+from holitom.video.preprocess_np import NumpyVideoPreprocessor
+from lean_imports import imported_by  # tests/ helper (tests/conftest.py puts it on sys.path)
+
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("torchvision")
 from transformers import LlavaOnevisionVideoProcessor  # noqa: E402
@@ -41,34 +42,47 @@ def _reference(frames: np.ndarray, **config) -> torch.Tensor:
     return processor(videos=[frames], return_tensors="pt")["pixel_values_videos"][0]  # (F, 3, H, W)
 
 
-def _assert_parity(ours: torch.Tensor, ref: torch.Tensor) -> None:
+# Both preprocessors answer to the same oracle: torch's (the torch backend) and numpy's (the edge runtime).
+PREPROCESSORS = {"torch": VideoPreprocessor, "numpy": NumpyVideoPreprocessor}
+
+
+@pytest.fixture(params=sorted(PREPROCESSORS))
+def make_preprocessor(request):
+    return PREPROCESSORS[request.param]
+
+
+def _assert_parity(ours, ref: torch.Tensor) -> None:
+    if isinstance(ours, np.ndarray):
+        assert ours.flags.c_contiguous
+        ours = torch.from_numpy(ours)
     assert ours.shape == ref.shape and ours.dtype == ref.dtype == torch.float32
     err = (ours - ref).abs().max().item()
     assert err <= PARITY_TOL, f"max abs diff {err:.3g} > {PARITY_TOL}"
 
 
 @pytest.mark.parametrize("height, width", SIZES)
-def test_parity_default_llava_onevision_settings(height, width):
+def test_parity_default_llava_onevision_settings(height, width, make_preprocessor):
     frames = make_frames(2, height, width, seed=height + width)
     ref = _reference(frames, size={"height": 384, "width": 384}, resample=3, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    ours = VideoPreprocessor()(frames)
-    assert ours.shape == (2, 3, 384, 384) and ours.is_contiguous()
+    ours = make_preprocessor()(frames)
+    assert ours.shape == (2, 3, 384, 384)
     _assert_parity(ours, ref)
 
 
 @pytest.mark.parametrize("resample", [0, 2, 3])
 @pytest.mark.parametrize("height, width", [(240, 320), (500, 200), (100, 100)])
-def test_parity_other_resamplers_and_clip_normalisation(resample, height, width):
+def test_parity_other_resamplers_and_clip_normalisation(resample, height, width, make_preprocessor):
     frames = make_frames(2, height, width, seed=resample)
     ref = _reference(frames, size={"height": 336, "width": 448}, resample=resample, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
-    ours = VideoPreprocessor(VideoPreprocessConfig(height=336, width=448, resample=resample, image_mean=CLIP_MEAN, image_std=CLIP_STD))(frames)
+    ours = make_preprocessor(VideoPreprocessConfig(height=336, width=448, resample=resample, image_mean=CLIP_MEAN, image_std=CLIP_STD))(frames)
     _assert_parity(ours, ref)
 
 
-def test_parity_on_noise():
-    # Noise has the strongest high frequencies: the worst case for resampling kernels.
-    frames = np.random.default_rng(0).integers(0, 256, (3, 301, 517, 3), dtype=np.uint8)
-    _assert_parity(VideoPreprocessor()(frames), _reference(frames, resample=3, image_mean=[0.5] * 3, image_std=[0.5] * 3))
+@pytest.mark.parametrize("resample", [2, 3])
+def test_parity_on_noise(make_preprocessor, resample):
+    # Noise has the strongest high frequencies: the worst case for resampling kernels (and for bicubic's clamping).
+    frames = np.random.default_rng(resample).integers(0, 256, (3, 301, 517, 3), dtype=np.uint8)
+    _assert_parity(make_preprocessor(VideoPreprocessConfig(resample=resample))(frames), _reference(frames, resample=resample, image_mean=[0.5] * 3, image_std=[0.5] * 3))
 
 
 @pytest.mark.parametrize("resample", [2, 3])
@@ -91,11 +105,11 @@ def test_parity_float_resize_route(monkeypatch, resample):
     assert not torch.equal(VideoPreprocessor(VideoPreprocessConfig(resample=resample))(frames), ours)
 
 
-def test_parity_with_the_default_model_processor():
+def test_parity_with_the_default_model_processor(make_preprocessor):
     frames = make_frames(3, 270, 480, seed=4)
     ref_processor = LlavaOnevisionVideoProcessor.from_pretrained(default_model_dir())
     ref = ref_processor(videos=[frames], return_tensors="pt")["pixel_values_videos"][0]
-    ours = VideoPreprocessor.from_pretrained(default_model_dir())
+    ours = make_preprocessor.from_pretrained(default_model_dir())
     assert ours.config == VideoPreprocessConfig()  # the shipped config is the LLaVA-OneVision one
     _assert_parity(ours(frames), ref)
 
@@ -121,12 +135,12 @@ def test_input_forms_agree():
         pre(frames[..., :2])
 
 
-def test_rescale_and_normalize_switches():
+def test_rescale_and_normalize_switches(make_preprocessor):
     frames = make_frames(1, 384, 384, seed=8)  # at the target size: no resize
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    only_rescale = VideoPreprocessor(VideoPreprocessConfig(do_normalize=False))(frames)
+    only_rescale = torch.as_tensor(make_preprocessor(VideoPreprocessConfig(do_normalize=False))(frames))
     assert torch.allclose(only_rescale, x / 255, atol=1e-7)
-    raw = VideoPreprocessor(VideoPreprocessConfig(do_normalize=False, do_rescale=False))(frames)
+    raw = torch.as_tensor(make_preprocessor(VideoPreprocessConfig(do_normalize=False, do_rescale=False))(frames))
     assert torch.equal(raw, x)
     ref = _reference(frames, do_normalize=False, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     _assert_parity(only_rescale, ref)
@@ -186,12 +200,10 @@ def test_broken_json_and_missing_dir(tmp_path):
 
 
 def test_preprocess_imports_neither_torchvision_nor_transformers():
-    code = (
-        "import sys\n"
-        "from holitom.video.preprocess import VideoPreprocessor\n"
-        "from holitom.video import make_frames\n"
-        "VideoPreprocessor()(make_frames(1, 40, 40))\n"
-        "print(','.join(m for m in ('torchvision', 'transformers') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"holitom.video.preprocess imported {out}"
+    code = "from holitom.video.preprocess import VideoPreprocessor\nfrom holitom.video import make_frames\nVideoPreprocessor()(make_frames(1, 40, 40))"
+    assert imported_by(code, ("torchvision", "transformers")) == []
+
+
+def test_numpy_preprocessor_imports_no_torch():
+    code = "from holitom.video.preprocess_np import NumpyVideoPreprocessor\nfrom holitom.video import make_frames\nNumpyVideoPreprocessor()(make_frames(2, 50, 70))"
+    assert imported_by(code, ("torch", "torchvision", "transformers")) == []

@@ -7,11 +7,13 @@ calls the exporter.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from holitom import contracts as C
 from holitom.errors import BackendError, ManifestError, MissingDependencyError
+from holitom.runtime.arrays import NumpyArrays
 from holitom.runtime.backends.onnxruntime.runner import OnnxrtRunner
 from holitom.sources import ModelSource
 from holitom.runtime.stages import StageSet
@@ -30,8 +32,12 @@ def providers_for(device: str) -> list[str]:
     available = ort.get_available_providers()
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in available:
-            raise MissingDependencyError("onnxruntime-gpu", "running the onnxruntime backend on CUDA")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            raise MissingDependencyError("onnxruntime-gpu", "running the onnxruntime backend on CUDA", 'pip install "holitom-deploy[gpu]"')
+        index = int(device.split(":")[1]) if ":" in device else 0
+        # TensorRT's provider first where the build has it (it takes the subgraphs it can and leaves the rest,
+        # e.g. the merge graphs' local functions, to CUDA), then CUDA, then the CPU for what neither takes.
+        gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+        return [(p, {"device_id": index}) for p in gpu] + ["CPUExecutionProvider"]
     if device != "cpu":
         raise BackendError(f"device '{device}' is not supported by the onnxruntime backend; use 'cpu' or 'cuda'.")
     return ["CPUExecutionProvider"]
@@ -48,19 +54,94 @@ def _session_io(session) -> dict[str, list[tuple[str, str, tuple]]]:
     return {"inputs": [describe(a) for a in session.get_inputs()], "outputs": [describe(a) for a in session.get_outputs()]}
 
 
-def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None = None):
-    """Create an InferenceSession (called lazily by the runner's activate); with ``spec``, check its I/O against the contract."""
+@dataclass(frozen=True)
+class SessionSettings:
+    """How every session of the backend is built; each default is a measured choice (``scripts/bench_ort_session.py``,
+    figures in the README's edge runtime section).
+
+    - ``optimization``: onnxruntime's graph optimization level ("all" adds the layout and fusion passes).
+    - ``threads``: intra-op threads; 0 lets onnxruntime take one per physical core.
+    - ``memory_arena``: onnxruntime's CPU arena, which keeps (and rounds up) the largest buffers a session ever
+      needed; without it freed activations go back to the heap.
+    - ``optimized_cache``: keep each graph as optimized for this machine under the cache folder, so a later load
+      skips the optimization passes (graphs whose weights sit in an external-data file are not cached).
+    - ``io_binding``: the decode step binds its inputs where they lie and writes its outputs (logits, KV caches)
+      into buffers the runner reuses.
+    - ``vision_chunk``: frames per vision-encoder call (0: all at once); the frames are independent, so the
+      tower's activations peak at a chunk's size.
+    - ``spinning``: idle intra-op threads spin for work instead of sleeping (onnxruntime's default); between two
+      session calls the pipeline runs numpy and Python code that spinning threads compete with.
+    """
+
+    optimization: str = "all"
+    threads: int = 0
+    memory_arena: bool = False
+    optimized_cache: bool = True
+    io_binding: bool = False
+    spinning: bool = False
+    vision_chunk: int = 4
+
+
+DEFAULT_SESSION_SETTINGS = SessionSettings()
+_OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+OPTIMIZED_CACHE_DIR = "ort-optimized"
+
+
+def _optimized_cache_path(path: Path, providers: list[str], settings: SessionSettings) -> Path | None:
+    """Where the optimized form of ``path`` is kept for this onnxruntime, provider list and machine (None: not cached)."""
+    if not settings.optimized_cache or (path.parent / (path.name + ".data")).exists():
+        return None
+    import hashlib
+    import platform
+
+    from holitom.errors import ConfigError
+    from holitom.paths import cache_root
+
     ort = _import_onnxruntime()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    st = path.stat()
+    # The file's identity (path, size, mtime) and everything the optimized graph depends on.
+    key = "|".join(map(str, (path.resolve(), st.st_size, st.st_mtime_ns, ort.__version__, providers, settings.optimization, platform.machine(), platform.processor())))
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        root = cache_root()
+    except ConfigError:
+        return None  # no usable cache folder: load without the cache
+    return root / OPTIMIZED_CACHE_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.onnx"
+
+
+def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None = None, settings: SessionSettings | None = None):
+    """Create an InferenceSession (called lazily by the runner's activate); with ``spec``, check its I/O against the contract."""
+    import os
+
+    ort = _import_onnxruntime()
+    settings = settings or DEFAULT_SESSION_SETTINGS
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.threads
+    options.enable_cpu_mem_arena = settings.memory_arena
+    if not settings.spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    level = settings.optimization
+    load_from, cached, staging = path, _optimized_cache_path(path, providers, settings), None
+    if cached is not None and cached.is_file():
+        load_from, level = cached, "disable"  # already optimized for this machine: onnxruntime's offline mode
+    elif cached is not None:
+        staging = cached.with_name(f".{cached.stem}.{os.getpid()}.onnx")
+        try:
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            options.optimized_model_filepath = str(staging)
+            options.log_severity_level = 3  # its warning that the file is for this machine only: the cache key says so
+        except OSError:
+            staging = None
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPTIMIZATION_LEVELS[level])
+    try:
+        session = ort.InferenceSession(str(load_from), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own pybind exception types (Fail, InvalidGraph, ...)
         reason = str(exc).strip().rstrip(".")
         raise BackendError(
             f"onnxruntime {ort.__version__} could not load '{path}': {reason}. Re-export the model with this toolkit; "
             "an export made with --attention onnxruntime also needs a build with the com.microsoft contrib ops."
         ) from exc
+    if staging is not None and staging.is_file():
+        os.replace(staging, cached)  # whole files only: a concurrent load reads the old one or this one
     if spec is not None:
         from holitom.export.onnx_io import io_mismatches
 
@@ -72,6 +153,15 @@ def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None
             )
     return session
 
+
+def decode_step_output_shapes(dims: C.ModelDims, feed: dict) -> dict[str, tuple[int, ...]]:
+    """The decode step's output shapes from its inputs: one position more than each past KV, and the logits."""
+    shapes = {"logits": (1, dims.vocab_size)}
+    for i in range(dims.num_layers):
+        for past, present in ((C.past_key_name(i), C.present_key_name(i)), (C.past_value_name(i), C.present_value_name(i))):
+            b, h, length, d = feed[past].shape  # (B, Hkv, S, hd)
+            shapes[present] = (b, h, length + 1, d)
+    return shapes
 
 
 def create_stages(source: ModelSource, config) -> StageSet:
@@ -88,8 +178,12 @@ def create_stages(source: ModelSource, config) -> StageSet:
     files, inner_merge = select_graphs(folder, manifest, config)
     providers = providers_for(config.device)
     specs = C.stage_specs(manifest.dims, manifest.precision)
+    shapes = {C.DECODE_STEP: partial(decode_step_output_shapes, manifest.dims)} if DEFAULT_SESSION_SETTINGS.io_binding else {}
+    chunks = {C.VISION: DEFAULT_SESSION_SETTINGS.vision_chunk}
     runners = {
-        stage: OnnxrtRunner(specs[stage], partial(session_from_file, folder / file, providers, specs[stage]), config.check_inputs)
+        stage: OnnxrtRunner(
+            specs[stage], partial(session_from_file, folder / file, providers, specs[stage]), config.check_inputs, shapes.get(stage), chunks.get(stage, 0)
+        )
         for stage, file in files.items()
     }
-    return export_stage_set("onnxruntime", folder, manifest, config, runners, inner_merge)
+    return export_stage_set("onnxruntime", folder, manifest, config, runners, inner_merge, NumpyArrays())

@@ -1,46 +1,95 @@
-"""A runner over one onnxruntime InferenceSession."""
+"""A runner over one onnxruntime InferenceSession: numpy arrays in and out (no torch)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
-import torch
 
 from holitom.runtime.base import Runner
 
 
 class OnnxrtRunner(Runner):
-    """Feeds torch tensors to a session and returns torch tensors (zero-copy on the CPU).
+    """Feeds numpy arrays to a session and returns numpy arrays.
 
     ``session_loader`` is a lazy callable returning an ``onnxruntime.InferenceSession``:
-    nothing is loaded until :meth:`activate`.
+    nothing is loaded until :meth:`activate`. With ``output_shapes`` (feed -> {output: shape}) the
+    runner binds its inputs and outputs (IO binding) and writes every output into buffers it keeps
+    and reuses, so a call returns arrays that stay valid until the call after next. With ``chunk`` the
+    inputs are fed ``chunk`` rows (axis 0) at a time and the outputs concatenated. A torch tensor in the feed (the export
+    validator's reference inputs) is read through numpy without a copy on the CPU.
     """
 
     backend = "onnxruntime"
 
-    def __init__(self, spec, session_loader, check_inputs: bool = True):
+    def __init__(
+        self, spec, session_loader, check_inputs: bool = True, output_shapes: Callable[[dict], dict] | None = None, chunk: int = 0
+    ):
         super().__init__(spec, check_inputs)
         self._load = session_loader
+        self._output_shapes = output_shapes
+        self._chunk = chunk
         self.session = None
         self._input_names: set[str] = set()
+        self._binding = None
+        self._buffers: dict[str, list[np.ndarray]] = {}  # output name -> two flat buffers, used in turn
+        self._turn = 0
 
     def _activate(self) -> None:
         self.session = self._load()
         self._input_names = {i.name for i in self.session.get_inputs()}
+        if self._output_shapes is not None:
+            self._binding = self.session.io_binding()
 
     def _deactivate(self) -> None:
-        self.session = None
+        self.session = self._binding = None
+        self._buffers = {}
 
     def _infer(self, feed: Mapping) -> dict:
         # Inputs the graph dropped as unused (e.g. a constant-folded position) are not fed.
         arrays = {name: _to_numpy(value) for name, value in feed.items() if name in self._input_names}
         names = self.spec.output_names
-        values = self.session.run(names, arrays)
-        return {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in zip(names, values)}
+        if self._binding is not None:
+            return self._infer_bound(arrays)
+        rows = len(next(iter(arrays.values())))
+        if not self._chunk or rows <= self._chunk:
+            return dict(zip(names, self.session.run(names, arrays)))
+        # A stage whose rows are independent (the vision tower's frames) runs a few rows at a time: its
+        # activations (attention scores of every layer) then peak at a chunk's size, not the whole input's.
+        parts = [self.session.run(names, {k: v[i : i + self._chunk] for k, v in arrays.items()}) for i in range(0, rows, self._chunk)]
+        return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(names)}
+
+    def _infer_bound(self, arrays: dict) -> dict:
+        """Inputs bound where they lie; outputs written into this runner's own buffers (no per-call allocation).
+
+        Two buffers per output, used in turn: a call's outputs (the decode step's KV caches) are the next
+        call's inputs, so they must survive one more call; they are overwritten by the call after it.
+        """
+        binding = self._binding
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        for name, array in arrays.items():
+            binding.bind_cpu_input(name, array)
+        shapes = self._output_shapes(arrays)
+        dtypes = {t.name: np.dtype(t.dtype) for t in self.spec.outputs}
+        out = {}
+        for name in self.spec.output_names:
+            out[name] = self._buffer(name, shapes[name], dtypes[name])
+            binding.bind_output(name, "cpu", 0, out[name].dtype, out[name].shape, out[name].ctypes.data)
+        self.session.run_with_iobinding(binding)
+        self._turn ^= 1
+        return out
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        pair = self._buffers.setdefault(name, [np.empty(0, dtype), np.empty(0, dtype)])
+        size = int(np.prod(shape))
+        if pair[self._turn].size < size:
+            # Grow by half again: a KV cache gains one position per call, so this reallocates O(log n) times.
+            pair[self._turn] = np.empty(max(size, pair[self._turn].size * 3 // 2), dtype)
+        return pair[self._turn][:size].reshape(shape)
 
 
 def _to_numpy(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().contiguous().numpy()
+    if hasattr(value, "detach"):  # a torch tensor; torch itself is not imported here
+        value = value.detach().cpu().contiguous().numpy()
     return np.ascontiguousarray(value)

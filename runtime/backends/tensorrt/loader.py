@@ -11,6 +11,7 @@ import torch
 
 from holitom import contracts as C
 from holitom.errors import BackendError, ManifestError
+from holitom.runtime.arrays import TorchArrays
 from holitom.runtime.backends.tensorrt.runner import TensorrtRunner
 from holitom.sources import ModelSource
 from holitom.runtime.stages import StageSet
@@ -45,7 +46,7 @@ def create_stages(source: ModelSource, config) -> StageSet:
     files, inner_merge = select_graphs(folder, manifest, config)
     specs = C.stage_specs(manifest.dims, manifest.precision)
     runners = {stage: TensorrtRunner(specs[stage], _engine_loader(folder, manifest, file), device, config.check_inputs) for stage, file in files.items()}
-    return export_stage_set("tensorrt", folder, manifest, config, runners, inner_merge, device=device)
+    return export_stage_set("tensorrt", folder, manifest, config, runners, inner_merge, TorchArrays(device))
 
 
 def _engine_loader(folder, manifest, onnx_file: str):

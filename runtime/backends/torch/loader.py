@@ -18,6 +18,7 @@ from holitom.runtime.backends.torch.runner import (
 )
 from holitom.models.facts import model_dims, split_layer, stop_token_ids
 from holitom.sources import ModelSource
+from holitom.runtime.arrays import TorchArrays
 from holitom.runtime.stages import StageSet
 
 
@@ -69,8 +70,7 @@ def build_torch_stages(
         stop_token_ids=stop_token_ids(tokenizer),
         inner_merge_enabled=has_inner,
         context_length=cfg.text.max_position_embeddings,
-        device=device,
-        compute_dtype=dtype,
+        arrays=TorchArrays(device, dtype),
     )
 
 

@@ -1,0 +1,99 @@
+"""The onnxruntime backend's session settings: IO binding of the decode step and the optimized-graph cache."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from holitom import contracts as C
+from holitom.export.manifest import read_manifest
+from holitom.runtime import GenerationConfig, RuntimeConfig, load_pipeline
+from holitom.runtime.backends.onnxruntime import loader
+from holitom.runtime.backends.onnxruntime.runner import OnnxrtRunner
+
+
+def _decode_feed(dims, past: int, rng) -> dict:
+    feed = {"inputs_embeds": rng.standard_normal((1, 1, dims.hidden_size), dtype=np.float32), "position_ids": np.array([[past]])}
+    for i in range(dims.num_layers):
+        length = past if i < dims.inner_layer else past // 2  # the two KV groups have their own lengths
+        for name in (C.past_key_name(i), C.past_value_name(i)):
+            feed[name] = rng.standard_normal((1, dims.num_kv_heads, length, dims.head_dim), dtype=np.float32)
+    return feed
+
+
+def _next_feed(feed: dict, out: dict, dims) -> dict:
+    nxt = {"inputs_embeds": feed["inputs_embeds"], "position_ids": feed["position_ids"] + 1}
+    for i in range(dims.num_layers):
+        nxt[C.past_key_name(i)] = out[C.present_key_name(i)]
+        nxt[C.past_value_name(i)] = out[C.present_value_name(i)]
+    return nxt
+
+
+def test_bound_decode_steps_equal_plain_runs(default_export):
+    """Several chained steps (each step's KV outputs are the next one's inputs, in the runner's own buffers)."""
+    manifest = read_manifest(default_export)
+    dims, spec = manifest.dims, C.stage_specs(manifest.dims)[C.DECODE_STEP]
+    session = partial(loader.session_from_file, default_export / manifest.graphs[C.DECODE_STEP].file, ["CPUExecutionProvider"], spec)
+    plain = OnnxrtRunner(spec, session).activate()
+    bound = OnnxrtRunner(spec, session, output_shapes=partial(loader.decode_step_output_shapes, dims)).activate()
+    feed_plain = feed_bound = _decode_feed(dims, 37, np.random.default_rng(0))
+    for _ in range(5):
+        want, got = plain.infer(feed_plain), bound.infer(feed_bound)
+        assert set(got) == set(want)
+        for name in want:
+            assert got[name].shape == want[name].shape and np.array_equal(got[name], want[name]), name
+        feed_plain, feed_bound = _next_feed(feed_plain, want, dims), _next_feed(feed_bound, got, dims)
+    assert bound._binding is not None and plain._binding is None
+
+
+def test_optimized_graph_cache_is_written_then_used(default_export, clip_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOLITOM_CACHE", str(tmp_path / "cache"))
+    config = RuntimeConfig(backend="onnxruntime", preset="r15", num_frames=4)
+
+    def answer():
+        with load_pipeline(default_export, config) as pipe:
+            return pipe.run(clip_path, "What happens?", 4, GenerationConfig(max_new_tokens=4)).token_ids
+
+    first = answer()
+    cached = sorted((tmp_path / "cache" / loader.OPTIMIZED_CACHE_DIR).glob("*.onnx"))
+    assert len(cached) == 7 and not list((tmp_path / "cache" / loader.OPTIMIZED_CACHE_DIR).glob(".*"))  # every graph, no staging left
+    loads = []
+    real = loader.session_from_file
+
+    def spy(path, providers, spec=None, settings=None):
+        loads.append(loader._optimized_cache_path(path, providers, settings or loader.DEFAULT_SESSION_SETTINGS))
+        return real(path, providers, spec, settings)
+
+    monkeypatch.setattr(loader, "session_from_file", spy)
+    assert answer() == first
+    assert sorted(loads) == cached  # the second load found each graph's cached optimized form
+
+
+def test_cuda_device_picks_the_gpu_providers_or_says_what_to_install(monkeypatch):
+    """Which providers --device cuda asks for (the GPU providers themselves cannot run on this project's machines)."""
+    import onnxruntime
+    import pytest
+
+    from holitom.errors import MissingDependencyError
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(MissingDependencyError, match=r"onnxruntime-gpu.*holitom-deploy\[gpu\]"):
+        loader.providers_for("cuda")
+    assert loader.providers_for("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert loader.providers_for("cuda:1") == [("TensorrtExecutionProvider", {"device_id": 1}), ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert loader.providers_for("cuda") == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+
+
+def test_vision_in_chunks_equals_one_call(default_export):
+    manifest = read_manifest(default_export)
+    spec = C.stage_specs(manifest.dims)[C.VISION]
+    session = partial(loader.session_from_file, default_export / manifest.graphs[C.VISION].file, ["CPUExecutionProvider"], spec)
+    size = manifest.dims.image_size
+    pixels = np.random.default_rng(1).standard_normal((7, 3, size, size), dtype=np.float32)  # 7: the last chunk is short
+    whole = OnnxrtRunner(spec, session).activate().infer({"pixel_values": pixels})
+    chunked = OnnxrtRunner(spec, session, chunk=3).activate().infer({"pixel_values": pixels})
+    for name in whole:
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-6, err_msg=name)
