@@ -21,6 +21,7 @@ from typing import Any
 from holitom.sources import MANIFEST_NAME
 from holitom.contracts import ModelDims, StageSpec
 from holitom.errors import EngineMismatchError, InputError, ManifestError
+from holitom.limits import DTYPES
 from holitom.plugins_trt.tensorrt_env import EngineTarget
 
 FORMAT_NAME = "holitom-export"
@@ -364,8 +365,8 @@ def read_manifest(folder: str | Path, check_files: bool = True, fix: str = _REEX
     except InputError as exc:
         raise f.fail(KEY_DIMS, str(exc)) from None
     precision = f.get(data, KEY_PRECISION, str)
-    if precision not in ("float32", "float16", "bfloat16"):
-        raise f.fail(KEY_PRECISION, f"{precision!r} is not float32, float16 or bfloat16")
+    if precision not in DTYPES:
+        raise f.fail(KEY_PRECISION, f"{precision!r} is not one of {', '.join(DTYPES)}")
     grid = f.int_list(data, KEY_GRID)
     if len(grid) != 2:
         raise f.fail(KEY_GRID, f"expected [rows, columns], got {grid}")

@@ -190,7 +190,7 @@ class Pipeline:
         if seq_len > limit:
             raise InputError(
                 f"the prompt ({len(prompt_ids) - 1} text tokens) and the video ({visual_tokens.shape[0]} tokens after "
-                f"merging {pixel_values.shape[0]} frames) need {seq_len} positions, but the model's context holds {limit}; "
+                f"merging {encoded.num_frames} frames) need {seq_len} positions, but the model's context holds {limit}; "
                 "use fewer --frames, a preset that keeps fewer tokens, or a shorter prompt."
             )
         # The first token comes from the prefill; each further one takes the next position.
