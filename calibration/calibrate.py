@@ -19,7 +19,7 @@ from holitom import contracts as C
 from holitom.errors import ConfigError
 
 from holitom.calibration.compare import OutputAgreement, agreement, check_agreement, run_graph
-from holitom.calibration.config import FLOAT32, INT8, CalibrationConfig
+from holitom.calibration.config import FLOAT32, CalibrationConfig
 from holitom.calibration.report import REPORT_PNG, CalibrationReport
 
 # The report's HoliTom preset when none is asked: the paper's most aggressive setting, where decisions matter most.

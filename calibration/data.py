@@ -22,6 +22,7 @@ from holitom import contracts as C
 from holitom.errors import InputError
 from holitom.runtime.validate import RecordingRunner
 
+from holitom.calibration.compare import as_torch
 from holitom.calibration.config import VIDEO_SUFFIXES
 
 # The question asked about every calibration clip (its answer is what end-to-end agreement compares).
@@ -84,7 +85,8 @@ def record_pipeline(export_dir: Path, videos: list[Path], num_frames: int, prese
     with pipe, tqdm(total=len(videos) * num_frames, desc=desc, unit="frame", disable=None if progress else True) as bar:
         for video in videos:
             result = pipe.run(video, PROMPT, num_frames, generation)
-            recording.clips.append(ClipRecord(video, {s: r.calls for s, r in recorders.items()}, list(result.token_ids)))
+            calls = {s: [(as_torch(feed), as_torch(out)) for feed, out in r.calls] for s, r in recorders.items()}
+            recording.clips.append(ClipRecord(video, calls, list(result.token_ids)))
             for r in recorders.values():  # the next clip's first calls
                 r.calls = []
             bar.update(num_frames)

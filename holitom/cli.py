@@ -306,6 +306,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
+    require_extra("calibrate", "holitom calibrate")
     from holitom.calibration.cli import run_from_args
 
     return run_from_args(args)

@@ -81,6 +81,7 @@ class MissingExtraError(MissingDependencyError):
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "export": ("torch", "transformers", "safetensors", "onnx", "onnxscript"),
     "bench": ("torch", "transformers", "safetensors", "onnx", "psutil"),
+    "calibrate": ("torch", "onnx", "matplotlib"),
 }
 
 

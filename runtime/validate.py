@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from holitom import contracts as C
@@ -68,8 +69,13 @@ class RecordingRunner(Runner):
     def _infer(self, feed):
         out = self.inner.infer(feed)
         if len(self.calls) < self.keep:
-            self.calls.append(({k: v.clone() for k, v in feed.items()}, {k: v.clone() for k, v in out.items()}))
+            self.calls.append(({k: _copy(v) for k, v in feed.items()}, {k: _copy(v) for k, v in out.items()}))
         return out
+
+
+def _copy(array):
+    """A copy of a runner's array: torch tensors (torch, tensorrt backends) or numpy arrays (onnxruntime)."""
+    return array.clone() if isinstance(array, torch.Tensor) else np.array(array, copy=True)
 
 
 def tolerance_for(output: str, reference: torch.Tensor) -> float:

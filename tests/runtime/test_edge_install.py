@@ -74,10 +74,12 @@ def test_edge_install_gives_the_full_install_answers_without_torch(edge_python, 
 
 
 def test_edge_cli_refuses_what_needs_an_extra(edge_python, tmp_path):
-    """Commands that need the [export] or [bench] extra say which, on one line, and exit 2."""
+    """Commands that need an extra ([export], [bench], [calibrate]) say which, on one line, and exit 2."""
     for argv, extra in (
         (["export", "--model", "default", "--out", str(tmp_path / "out")], "export"),
         (["bench"], "bench"),
+        (["eval"], "export"),
+        (["calibrate", str(tmp_path), "--out", str(tmp_path / "int8"), "--videos", str(tmp_path)], "calibrate"),
         (["run", "--model", "default", "--backend", "torch", "--video", "x.mp4", "--prompt", "hi"], "export"),
     ):
         proc = subprocess.run([str(edge_python.parent / "holitom"), *argv], capture_output=True, text=True, cwd=str(tmp_path))
