@@ -366,7 +366,7 @@ def read_manifest(folder: str | Path, check_files: bool = True, fix: str = _REEX
         raise f.fail(KEY_DIMS, str(exc)) from None
     precision = f.get(data, KEY_PRECISION, str)
     if precision not in DTYPES:
-        raise f.fail(KEY_PRECISION, f"{precision!r} is not one of {', '.join(DTYPES)}")
+        raise f.fail(KEY_PRECISION, f"{precision!r} is not {', '.join(DTYPES[:-1])} or {DTYPES[-1]}")
     grid = f.int_list(data, KEY_GRID)
     if len(grid) != 2:
         raise f.fail(KEY_GRID, f"expected [rows, columns], got {grid}")
