@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from holitom.errors import ExportError
@@ -84,16 +83,12 @@ def agreement(stage: str, precision: str, got: list[dict], want: list[dict]) -> 
     return rows
 
 
-def as_torch(arrays: dict) -> dict:
-    """A runner's arrays as torch tensors: the onnxruntime runners exchange numpy; the comparisons work in torch."""
-    return {name: torch.from_numpy(np.asarray(value)) for name, value in arrays.items()}
-
-
 def run_graph(path: Path, stage: str, dims, feeds: list[dict]) -> list[dict]:
     """Outputs of the graph at ``path`` for each feed, through the onnxruntime backend's runner."""
     from holitom import contracts as C
     from holitom.runtime.backends.onnxruntime.loader import providers_for, session_from_file
     from holitom.runtime.backends.onnxruntime.runner import OnnxrtRunner
+    from holitom.runtime.validate import as_torch
 
     spec = C.stage_specs(dims)[stage]
     runner = OnnxrtRunner(spec, lambda: session_from_file(path, providers_for("cpu"), spec)).activate()

@@ -20,9 +20,8 @@ import torch
 
 from holitom import contracts as C
 from holitom.errors import InputError
-from holitom.runtime.validate import RecordingRunner
+from holitom.runtime.validate import RecordingRunner, as_torch
 
-from holitom.calibration.compare import as_torch
 from holitom.calibration.config import VIDEO_SUFFIXES
 
 # The question asked about every calibration clip (its answer is what end-to-end agreement compares).

@@ -73,6 +73,11 @@ class RecordingRunner(Runner):
         return out
 
 
+def as_torch(arrays: dict) -> dict:
+    """A runner's arrays as torch tensors: the onnxruntime runners exchange numpy; the comparisons work in torch."""
+    return {name: torch.from_numpy(np.asarray(value)) for name, value in arrays.items()}
+
+
 def _copy(array):
     """A copy of a runner's array: torch tensors (torch, tensorrt backends) or numpy arrays (onnxruntime)."""
     return array.clone() if isinstance(array, torch.Tensor) else np.array(array, copy=True)
@@ -140,7 +145,7 @@ def validate_export(torch_model, tokenizer, folder: Path, num_frames: int) -> li
             runner = ort(specs[stage], file)
             for feed, want in stages.runners[stage].calls:
                 label = stage if stage not in (C.OUTER_MERGE, C.INNER_MERGE) else f"{stage}[{preset}]"
-                got = {name: torch.from_numpy(value) for name, value in runner.infer(feed).items()}
+                got = as_torch(runner.infer(feed))
                 checks += compare_outputs(label, got, want)
             runner.deactivate()
     failed = [c for c in checks if not c.passed]
