@@ -69,6 +69,7 @@ except ImportError as exc:  # pragma: no cover - triton ships with CUDA builds o
     raise MissingDependencyError("triton", "the HoliTom merge kernels (GPU path)") from exc
 
 from holitom.plugins_trt import triton_dpc, triton_inner, triton_temporal
+from holitom.plugins_trt.triton_dpc import ROW_ELEMENTS as DPC_ROW_ELEMENTS
 from holitom.plugins_trt.triton_dpc import density_peak_merge_kernel  # the ops' one-launch kernels (trt_spec.AOT_KERNELS)
 from holitom.plugins_trt.triton_temporal import temporal_segment_kernel
 from holitom.plugins_trt.ops import (
@@ -271,8 +272,8 @@ def density_peak_merge(
     assignment = _empty((num_groups, n), torch.long, tokens.device)
     if num_groups and n:
         block_n = _block(n)
-        # The kernel walks rows in chunks of _ROW_ELEMENTS // (BLOCK_N * BLOCK_D) (>= 1) slots.
-        block_d = min(_tiles(tokens).dpc_hidden, _block(dim, floor=1), triton_dpc._ROW_ELEMENTS.value // block_n)
+        # The kernel walks rows in chunks of ROW_ELEMENTS // (BLOCK_N * BLOCK_D) (>= 1) slots.
+        block_d = min(_tiles(tokens).dpc_hidden, _block(dim, floor=1), DPC_ROW_ELEMENTS.value // block_n)
         triton_dpc.density_peak_merge_kernel[(num_groups,)](
             tokens, valid, num_clusters, num_groups, n, dim, merged, is_centre, assignment,
             K_NN=k_nn, BETA=beta, BLOCK_N=block_n, BLOCK_D=block_d,

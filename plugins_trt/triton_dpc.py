@@ -50,7 +50,7 @@ import triton
 import triton.language as tl
 
 # Elements of the one-launch kernel's (ROWS, BLOCK_N, BLOCK_D) steps: ROWS = this // (BLOCK_N * BLOCK_D).
-_ROW_ELEMENTS = tl.constexpr(16384)
+ROW_ELEMENTS = tl.constexpr(16384)
 
 
 @triton.jit
@@ -181,7 +181,7 @@ def density_peak_merge_kernel(
     BLOCK_D: tl.constexpr,
 ):
     """The whole ``DensityPeakMerge`` op for group ``program_id(0)``, in row chunks of ``ROWS`` slots."""
-    ROWS: tl.constexpr = _ROW_ELEMENTS // (BLOCK_N * BLOCK_D)  # a (ROWS, BLOCK_N, BLOCK_D) distance step
+    ROWS: tl.constexpr = ROW_ELEMENTS // (BLOCK_N * BLOCK_D)  # a (ROWS, BLOCK_N, BLOCK_D) distance step
     g = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, BLOCK_N)
     m = tl.load(num_clusters_ptr + g)
