@@ -76,7 +76,7 @@ def _distance_rows(d2_ptr, g, i, j, n):
 
 
 @triton.jit
-def _distance_tile(x_ptr, valid_ptr, g, i, j, n, dim, BLOCK_D: tl.constexpr):
+def _distance_tile(x_ptr, g, i, j, valid_i, valid_j, n, dim, BLOCK_D: tl.constexpr):
     """``(BLOCK_I, BLOCK_J)`` float32 squared distances over D of rows i and columns j of group g; ``+inf`` off the valid slots."""
     i_ok = i < n
     j_ok = j < n
@@ -89,8 +89,6 @@ def _distance_tile(x_ptr, valid_ptr, g, i, j, n, dim, BLOCK_D: tl.constexpr):
         xj = tl.load(x_ptr + base + j[:, None].to(tl.int64) * dim + d[None, :], mask=j_ok[:, None] & d_ok[None, :], other=0.0)
         diff = xi.to(tl.float32)[:, None, :] - xj.to(tl.float32)[None, :, :]  # (BLOCK_I, BLOCK_J, BLOCK_D)
         acc += tl.sum(diff * diff, axis=2)
-    valid_i = _flags(valid_ptr, g, i, n)
-    valid_j = _flags(valid_ptr, g, j, n)
     return tl.where(valid_i[:, None] & valid_j[None, :], tl.div_rn(acc, dim.to(tl.float32)), float("inf"))
 
 
@@ -184,22 +182,25 @@ def density_peak_merge_kernel(
     ROWS: tl.constexpr = ROW_ELEMENTS // (BLOCK_N * BLOCK_D)  # a (ROWS, BLOCK_N, BLOCK_D) distance step
     g = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, BLOCK_N)
+    valid_j = _flags(valid_ptr, g, j, slots)
     m = tl.load(num_clusters_ptr + g)
     # Density and each row's largest distance (the densest token's delta is the group's largest).
     rho = tl.full([BLOCK_N], -2.0, dtype=tl.float32)  # padding lanes below every slot (invalid: -1)
     group_max = tl.zeros([ROWS], dtype=tl.float32)
     for r0 in range(0, slots, ROWS):
         i = r0 + tl.arange(0, ROWS)
-        tile = _distance_tile(tokens_ptr, valid_ptr, g, i, j, slots, hidden, BLOCK_D)  # (ROWS, BLOCK_N)
-        rho_i, row_max = _density_rows(tile, j, m, K_NN, _flags(valid_ptr, g, i, slots), BLOCK_N)
+        valid_i = _flags(valid_ptr, g, i, slots)
+        tile = _distance_tile(tokens_ptr, g, i, j, valid_i, valid_j, slots, hidden, BLOCK_D)  # (ROWS, BLOCK_N)
+        rho_i, row_max = _density_rows(tile, j, m, K_NN, valid_i, BLOCK_N)
         rho = _put(rho, j, i, rho_i, slots)
         group_max = tl.maximum(group_max, row_max)
     group_max_all = tl.max(group_max, axis=0)
     gamma = tl.full([BLOCK_N], -2.0, dtype=tl.float32)
     for r0 in range(0, slots, ROWS):
         i = r0 + tl.arange(0, ROWS)
-        tile = _distance_tile(tokens_ptr, valid_ptr, g, i, j, slots, hidden, BLOCK_D)
-        gamma_i = _gamma_rows(tile, i, j, _pick(rho, j, i), rho, group_max_all, _flags(valid_ptr, g, i, slots))
+        valid_i = _flags(valid_ptr, g, i, slots)
+        tile = _distance_tile(tokens_ptr, g, i, j, valid_i, valid_j, slots, hidden, BLOCK_D)
+        gamma_i = _gamma_rows(tile, i, j, _pick(rho, j, i), rho, group_max_all, valid_i)
         gamma = _put(gamma, j, i, gamma_i, slots)
     centre = tl.zeros([BLOCK_N], dtype=tl.int32)
     for r0 in range(0, slots, ROWS):
@@ -211,8 +212,9 @@ def density_peak_merge_kernel(
     assignment = tl.full([BLOCK_N], -1, dtype=tl.int64)
     for r0 in range(0, slots, ROWS):
         i = r0 + tl.arange(0, ROWS)
-        tile = _distance_tile(tokens_ptr, valid_ptr, g, i, j, slots, hidden, BLOCK_D)
-        slot = _assign_rows(tile, i, j, _pick(centre, j, i) != 0, is_centre, _flags(valid_ptr, g, i, slots), m, BLOCK_N)
+        valid_i = _flags(valid_ptr, g, i, slots)
+        tile = _distance_tile(tokens_ptr, g, i, j, valid_i, valid_j, slots, hidden, BLOCK_D)
+        slot = _assign_rows(tile, i, j, _pick(centre, j, i) != 0, is_centre, valid_i, m, BLOCK_N)
         assignment = _put(assignment, j, i, slot, slots)
         tl.store(assignment_ptr + g * slots + i, slot, mask=i < slots)
     # merged = W @ x, W the clusters' weighted one-hot matrix, ROWS output slots at a time.
@@ -242,7 +244,7 @@ def distance_kernel(
     g = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)  # (BLOCK_I,)
     j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)  # (BLOCK_J,)
-    d2 = _distance_tile(x_ptr, valid_ptr, g, i, j, n, dim, BLOCK_D)
+    d2 = _distance_tile(x_ptr, g, i, j, _flags(valid_ptr, g, i, n), _flags(valid_ptr, g, j, n), n, dim, BLOCK_D)
     tl.store(d2_ptr + g * n * n + i[:, None].to(tl.int64) * n + j[None, :], d2, mask=(i < n)[:, None] & (j < n)[None, :])
 
 
