@@ -69,6 +69,7 @@ TEMPORAL_CASES = [
     # (frames, positions, hidden, video, tau, max_window, dtype)
     (1, 196, 8, "planted", 0.8, 0, torch.float32),
     (3, 169, 24, "planted", 0.65, 0, torch.float32),
+    (3, 196, 72, "planted", 0.75, 2, torch.float32),  # hidden above the plugin's BLOCK_D = 64: two chunks
     (7, 196, 16, "planted", 0.8, 0, torch.float32),
     (9, 169, 8, "planted", 0.5, 3, torch.float32),
     (5, 196, 40, "near_static", 0.8, 0, torch.float32),

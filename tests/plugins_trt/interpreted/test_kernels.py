@@ -97,7 +97,7 @@ def launch_like_the_aot_plugin(kernels, op: str, inputs: list[torch.Tensor], att
     return outputs
 
 
-AOT_TEMPORAL_CASES = [c for c in TEMPORAL_CASES if c[-1] == torch.float32 and (c[0] in (1, 9, 64) or c[3] == "repeated")]
+AOT_TEMPORAL_CASES = [c for c in TEMPORAL_CASES if c[-1] == torch.float32 and (c[0] in (1, 9, 64) or c[2] > 64 or c[3] == "repeated")]
 # The plugin's tiles walk BLOCK_N = 256 lanes two rows at a time whatever n is, slowly under the interpreter: small n.
 AOT_DPC_CASES = [
     # (slots, hidden, valid counts per group, k_nn, tokens, dtype), as DPC_CASES
@@ -109,9 +109,10 @@ AOT_DPC_CASES = [
 
 def test_aot_cases_cover_the_limits():
     assert {c[0] for c in AOT_TEMPORAL_CASES} >= {1, 9, 64} and any(c[3] == "repeated" for c in AOT_TEMPORAL_CASES)
-    assert any(c[1] > AOT_KERNELS[TEMPORAL_SEGMENT].blocks[1][1] for c in AOT_TEMPORAL_CASES)  # several position blocks
+    blocks = dict(AOT_KERNELS[TEMPORAL_SEGMENT].blocks)
+    assert any(c[1] > blocks["BLOCK_P"] for c in AOT_TEMPORAL_CASES) and any(c[2] > blocks["BLOCK_D"] for c in AOT_TEMPORAL_CASES)
     assert {c[3] for c in AOT_DPC_CASES} >= {1, 100} and any(0 in c[2] for c in AOT_DPC_CASES)  # k = 1 ties, M = 0 group
-    assert any(c[1] > AOT_KERNELS[DENSITY_PEAK_MERGE].blocks[1][1] for c in AOT_DPC_CASES)  # several hidden chunks
+    assert any(c[1] > dict(AOT_KERNELS[DENSITY_PEAK_MERGE].blocks)["BLOCK_D"] for c in AOT_DPC_CASES)  # several hidden chunks
     assert {c[4] for c in AOT_DPC_CASES} == {"clustered", "duplicated"}
 
 
