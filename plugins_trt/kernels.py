@@ -8,10 +8,17 @@ CUDA tensors through :mod:`holitom.merge._device` (the step functions
 ``temporal_stage1``, ``dpc_plan``, ``inner_assign`` and ``inner_merge_rows``).
 Kernels live in ``triton_temporal.py``, ``triton_dpc.py`` and ``triton_inner.py``.
 
+Each op runs as ONE launch (:func:`temporal_segment_kernel`, :func:`density_peak_merge_kernel`,
+re-exported here): the kernel a TensorRT AOT plugin compiles and launches, with the
+parameters agreed in :data:`holitom.plugins_trt.trt_spec.AOT_KERNELS`; the launchers
+below launch the same kernel with block sizes that fit the input. The torch merge
+path's steps (``temporal_stage1``, ``dpc_plan``) launch the step kernels instead,
+which share every algorithm step (a ``@triton.jit`` helper) with the one-launch kernels.
+
 Design decisions:
 
-- Where the temporal DP runs: on the device, in ONE program
-  (:func:`triton_temporal.segment_kernel`), for the ``TemporalSegment`` op. The
+- Where the temporal DP runs: on the device, in the op's one program
+  (:func:`triton_temporal.temporal_segment_kernel`), for the ``TemporalSegment`` op. The
   DP is ``F`` dependent steps of a vector max over at most ``F`` window lengths
   (``F = 32``: 32 steps, a few microseconds in one program, with ``dp`` held in
   registers, so no barrier between steps), and the op's consumers are on the
@@ -24,14 +31,14 @@ Design decisions:
   (:func:`temporal_stage1` builds the table with the kernels, the host code of
   :mod:`holitom.merge.temporal` does the rest). This choice was not measured
   on a GPU (none was available when it was written); ``scripts/bench_kernels.py``
-  times the device DP against copy + host DP.
+  times the one launch against the step kernels + copy + host DP.
 - Precision: every kernel loads its inputs in their dtype (float32, float16,
   bfloat16) and accumulates in float32; divisions and square roots are
   IEEE-rounded (``div_rn``, ``sqrt_rn``); products that decide a tie (distances,
   the inner merge's similarities) are summed element by element in one fixed
   order, so equal inputs give bitwise-equal results wherever they sit in a
-  tile (``tl.dot`` does not promise that); only the DPC merge's weighted sum
-  uses ``tl.dot`` (IEEE float32, no TF32). ``exp`` (the density) may differ from
+  tile (``tl.dot`` does not promise that); the DPC merge's weighted sum is
+  float32 too (within the merged values' tolerance). ``exp`` (the density) may differ from
   torch's by a few ulps on a GPU, so only decisions within a few ulps of a tie
   can differ from the reference; exact ties follow the contracts' rules.
 - No host sync in any launcher: shapes and attributes are checked on the host
@@ -62,6 +69,9 @@ except ImportError as exc:  # pragma: no cover - triton ships with CUDA builds o
     raise MissingDependencyError("triton", "the HoliTom merge kernels (GPU path)") from exc
 
 from holitom.plugins_trt import triton_dpc, triton_inner, triton_temporal
+from holitom.plugins_trt.triton_dpc import ROW_ELEMENTS as DPC_ROW_ELEMENTS
+from holitom.plugins_trt.triton_dpc import density_peak_merge_kernel  # the ops' one-launch kernels (trt_spec.AOT_KERNELS)
+from holitom.plugins_trt.triton_temporal import temporal_segment_kernel
 from holitom.plugins_trt.ops import (
     DENSITY_PEAK_MERGE,
     DENSITY_PEAK_MERGE_CONTRACT,
@@ -81,25 +91,25 @@ class _Tiles:
     """Block sizes of the launches (powers of two; every mask is per element, so any size is correct)."""
 
     positions: int  # similarity: positions per program
+    frame_positions: int  # one-program temporal kernels: BLOCK_P of their (BLOCK_F, BLOCK_P) tiles
     hidden: int  # streaming reductions over the hidden size (similarity, kept norms)
     pair: int  # DPC distance tile BLOCK_I = BLOCK_J
     pair_hidden: int  # its BLOCK_D (the tile is BLOCK_I x BLOCK_J x BLOCK_D)
     row_elements: int  # DPC row tiles (BLOCK_I, BLOCK_N): at most this many elements
-    clusters: int  # DPC merge: slots per program
+    dpc_hidden: int  # one-launch DPC kernel: BLOCK_D of its (rows, BLOCK_N, BLOCK_D) steps
     inner: int  # inner assignment tile BLOCK_M = BLOCK_K
     inner_hidden: int  # its BLOCK_D
     kept: int  # inner merge: kept tokens per program
-    merge_hidden: int  # DPC merge: BLOCK_D of its (BLOCK_C, BLOCK_N) @ (BLOCK_N, BLOCK_D) product
 
 
 # GPU: tiles that keep a program's registers in bounds (4 warps). CPU tensors can only run
 # under Triton's interpreter, whose cost is per program and per op rather than per element,
 # so it gets larger tiles (the interpreter tests still cross several blocks at P = 196).
 _GPU_TILES = _Tiles(
-    positions=16, hidden=64, pair=16, pair_hidden=32, row_elements=4096, clusters=16, inner=32, inner_hidden=8, kept=16, merge_hidden=16
+    positions=16, frame_positions=64, hidden=64, pair=16, pair_hidden=32, row_elements=4096, dpc_hidden=32, inner=32, inner_hidden=8, kept=16
 )
 _INTERPRETER_TILES = _Tiles(
-    positions=64, hidden=256, pair=64, pair_hidden=64, row_elements=8192, clusters=64, inner=128, inner_hidden=16, kept=128, merge_hidden=64
+    positions=64, frame_positions=256, hidden=256, pair=64, pair_hidden=64, row_elements=8192, dpc_hidden=2, inner=128, inner_hidden=16, kept=128
 )
 
 
@@ -142,9 +152,9 @@ def temporal_stage1(
     triton_temporal.similarity_kernel[(num_frames, triton.cdiv(num_pos, tiles.positions))](
         x, sim_rows, norms, num_frames, num_pos, dim, COSINE_EPS, BLOCK_P=tiles.positions, BLOCK_D=min(tiles.hidden, _block(dim))
     )
-    triton_temporal.count_table_kernel[(num_frames,)](
+    triton_temporal.count_table_kernel[(1,)](
         sim_rows, run_end, table, num_frames, num_pos, float(tau), max_window or 0,
-        BLOCK_P=min(256, _block(num_pos)), BLOCK_F=_block(num_frames),
+        BLOCK_P=min(tiles.frame_positions, _block(num_pos)), BLOCK_F=_block(num_frames),
     )
     return sim_rows[: num_frames - 1], norms, run_end, table
 
@@ -167,16 +177,16 @@ def temporal_segment(
     check_features(features)
     tau = check_tau(tau)
     window = check_max_window(None if int(max_window) <= 0 else int(max_window))
-    num_frames, num_pos, _ = features.shape
+    features = _row_contiguous(features)
+    num_frames, num_pos, dim = features.shape
     device = features.device
-    _, _, run_end, table = temporal_stage1(features, tau, window)
     start = _empty((num_frames,), torch.long, device)
     end = _empty((num_frames,), torch.long, device)
-    triton_temporal.segment_kernel[(1,)](table, start, end, num_frames, window or 0, BLOCK_F=_block(num_frames + 1))
     static = _empty((num_frames, num_pos), torch.bool, device)
-    block_p = 64
-    triton_temporal.static_mask_kernel[(num_frames, triton.cdiv(num_pos, block_p))](
-        run_end, start, end, static, num_pos, BLOCK_P=block_p
+    tiles = _tiles(features)
+    triton_temporal.temporal_segment_kernel[(1,)](
+        features, num_frames, num_pos, dim, start, end, static, TAU=tau, MAX_WINDOW=window or 0,
+        BLOCK_F=_block(num_frames), BLOCK_P=min(tiles.frame_positions, _block(num_pos)), BLOCK_D=min(tiles.hidden, _block(dim)),
     )
     return start, end, static
 
@@ -257,13 +267,16 @@ def density_peak_merge(
     _check_dpc_inputs(tokens, valid, num_clusters, k_nn, beta)
     tokens = _row_contiguous(tokens)
     num_groups, n, dim = tokens.shape
-    _, is_centre, assignment = _dpc_slots(tokens, valid, num_clusters, k_nn)
     merged = _empty((num_groups, n, dim), torch.float32, tokens.device)
-    if num_groups and n and dim:
-        tiles = _tiles(tokens)
-        triton_dpc.merge_kernel[(num_groups, triton.cdiv(n, tiles.clusters))](
-            tokens, is_centre, assignment, merged, n, dim, beta,
-            BLOCK_C=tiles.clusters, BLOCK_N=_block(n), BLOCK_D=min(tiles.merge_hidden, _block(dim)),
+    is_centre = _empty((num_groups, n), torch.bool, tokens.device)
+    assignment = _empty((num_groups, n), torch.long, tokens.device)
+    if num_groups and n:
+        block_n = _block(n)
+        # The kernel walks rows in chunks of ROW_ELEMENTS // (BLOCK_N * BLOCK_D) (>= 1) slots.
+        block_d = min(_tiles(tokens).dpc_hidden, _block(dim, floor=1), DPC_ROW_ELEMENTS.value // block_n)
+        triton_dpc.density_peak_merge_kernel[(num_groups,)](
+            tokens, valid, num_clusters, num_groups, n, dim, merged, is_centre, assignment,
+            K_NN=k_nn, BETA=beta, BLOCK_N=block_n, BLOCK_D=block_d,
         )
     return merged, is_centre, assignment
 
@@ -383,6 +396,8 @@ KERNEL_OPS = {
 
 __all__ = [
     "KERNEL_OPS",
+    "density_peak_merge_kernel",
+    "temporal_segment_kernel",
     "apply_inner_merge",
     "density_peak_merge",
     "dpc_plan",

@@ -113,7 +113,9 @@ class AotKernel:
 
 
 # Agreed with the kernels' author (issue 14): one program for the whole temporal DP over at most
-# BLOCK_F = 64 frames (the optimization profile's maximum), one program per DPC group.
+# BLOCK_F = 64 frames (the optimization profile's maximum), one program per DPC group of at most
+# BLOCK_N = 256 slots (the exported graph packs one frame's positions into the slots: 196 or 169).
+# Longer inputs would need larger tiles (a recompile); the kernels do not check, as TensorRT launches them.
 AOT_KERNELS: dict[str, AotKernel] = {
     "TemporalSegment": AotKernel(
         op="TemporalSegment",

@@ -5,9 +5,9 @@ Prints median (and min) wall-clock times over ``--repeats`` runs after
 ``--warmup`` runs, each the kernels' time and the torch reference's on the same
 GPU and inputs, and their ratio (reference / kernels):
 
-- ``TemporalSegment`` (the op: similarity, table, device DP, static mask) and
-  where the DP runs: the single-program DP kernel against copying the table to
-  the host and running the DP there;
+- ``TemporalSegment`` (the op in one launch: similarity, table, device DP, static
+  mask) and where the DP runs: that launch against the torch path's similarity and
+  table kernels, copying the table to the host and running the DP there;
 - ``DensityPeakMerge`` on the static groups of the synthetic video;
 - the outer merge (stages I + II: ``holitom.merge.outer_merge``) with the
   kernels (the default on CUDA) and with the torch code (``use_kernels(False)``),
@@ -67,7 +67,7 @@ def main() -> int:
     from holitom.merge import MergeConfig, apply_inner_merge, get_preset, outer_merge, plan_inner_merge, plan_outer_merge
     from holitom.merge._device import use_kernels
     from holitom.merge.temporal import _segment
-    from holitom.plugins_trt import kernels, ops, triton_temporal
+    from holitom.plugins_trt import kernels, ops
 
     config = get_preset(args.preset)
     if not isinstance(config, MergeConfig) or not config.outer_enabled:
@@ -88,24 +88,18 @@ def main() -> int:
         with use_kernels(False):  # on CUDA the merge code would dispatch to the kernels
             return op(*inputs, **attributes)
 
-    # TemporalSegment, and the DP on the device (one program) against copy + host DP.
+    # TemporalSegment in one launch (DP on the device), against the torch path's kernels + table copy + host DP.
     shape = f"F={args.frames} P={positions} D={args.dim}"
-    print(row(f"TemporalSegment {shape}",
-              timed_ms(lambda: kernels.temporal_segment(x, tau=tau, max_window=window), device, warm, reps),
+    one_launch = timed_ms(lambda: kernels.temporal_segment(x, tau=tau, max_window=window), device, warm, reps)
+    print(row(f"TemporalSegment {shape}", one_launch,
               timed_ms(lambda: reference(ops.temporal_segment, x, tau=tau, max_window=window), device, warm, reps)))
-    _, _, _, table = kernels.temporal_stage1(x, tau, config.max_window)
-    start = torch.empty(args.frames, dtype=torch.long, device=device)
-    end = torch.empty_like(start)
-    block = kernels._block(args.frames + 1)
-
-    def device_dp():
-        triton_temporal.segment_kernel[(1,)](table, start, end, args.frames, window, BLOCK_F=block)
 
     def host_dp():
+        _, _, _, table = kernels.temporal_stage1(x, tau, config.max_window)
         _segment(table.cpu().numpy(), config.max_window)
 
-    dp_device, dp_host = timed_ms(device_dp, device, warm, reps), timed_ms(host_dp, device, warm, reps)
-    print(f"temporal DP F={args.frames}: device (one program) {fmt(dp_device)} | table copy + host DP {fmt(dp_host)}")
+    print(f"temporal stage I F={args.frames}: one launch (DP in one program) {fmt(one_launch)} | "
+          f"similarity + table kernels, table copy + host DP {fmt(timed_ms(host_dp, device, warm, reps))}")
 
     # DensityPeakMerge on the static slots of each multi-frame window (its first frame's tokens;
     # the outer merge clusters the window means of the same slots).

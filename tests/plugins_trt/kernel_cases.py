@@ -69,6 +69,7 @@ TEMPORAL_CASES = [
     # (frames, positions, hidden, video, tau, max_window, dtype)
     (1, 196, 8, "planted", 0.8, 0, torch.float32),
     (3, 169, 24, "planted", 0.65, 0, torch.float32),
+    (3, 196, 72, "planted", 0.75, 2, torch.float32),  # hidden above the plugin's BLOCK_D = 64: two chunks
     (7, 196, 16, "planted", 0.8, 0, torch.float32),
     (9, 169, 8, "planted", 0.5, 3, torch.float32),
     (5, 196, 40, "near_static", 0.8, 0, torch.float32),
@@ -76,6 +77,8 @@ TEMPORAL_CASES = [
     (8, 196, 8, "repeated", 0.8, 0, torch.float32),
     (7, 169, 16, "planted", 0.7, 0, torch.bfloat16),
     (5, 196, 8, "planted", 0.8, 0, torch.float16),
+    (64, 12, 4, "repeated", 0.8, 0, torch.float32),  # the plugin's frame limit (its BLOCK_F = 64)
+    (64, 9, 4, "near_static", 0.9, 5, torch.float32),
 ]
 VIDEOS = {"planted": make_video, "near_static": near_static_video, "repeated": repeated_frames_video}
 
@@ -106,6 +109,7 @@ DPC_CASES = [
     (64, 16, (64, 50), 100, "clustered", torch.float32),  # k_nn above every count: k = M
     (96, 16, (96, 70), 7, "clustered", torch.bfloat16),
     (96, 8, (96, 31), 5, "duplicated", torch.float16),
+    (256, 4, (256, 40), 7, "duplicated", torch.float32),  # the plugin's slot limit (its BLOCK_N = 256)
 ]
 
 
@@ -169,13 +173,18 @@ INNER_CASES = [
 # --------------------------------------------------------------------------- checks
 
 
-def check_temporal(kernels, case, device: str) -> None:
-    frames, positions, dim, video, tau, max_window, dtype = case
+def temporal_case(frames, positions, dim, video, tau, dtype) -> torch.Tensor:
+    """The features of a case, redrawn while a similarity sits within MARGIN of tau (repeated frames keep their exact ties)."""
     rng = np.random.default_rng(frames * 1000 + positions + dim)
     while True:
         x = torch.from_numpy(VIDEOS[video](rng, frames, positions, dim)).to(dtype)
         if video == "repeated" or similarity_margin(x.float().numpy(), tau) >= MARGIN:
-            break
+            return x
+
+
+def check_temporal(kernels, case, device: str) -> None:
+    frames, positions, dim, video, tau, max_window, dtype = case
+    x = temporal_case(frames, positions, dim, video, tau, dtype)
     got = [t.cpu() for t in kernels.temporal_segment(x.to(device), tau=tau, max_window=max_window)]
     want = temporal_segment(x, tau=tau, max_window=max_window)
     for name, g, w in zip(("window_start", "window_end", "static_mask"), got, want):

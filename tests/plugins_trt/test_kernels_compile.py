@@ -61,7 +61,7 @@ def _signature(fn, args, constexprs) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def launches():
-    """Every launch of the four launcher families on CUDA-sized inputs (bfloat16 features and hidden states)."""
+    """Every launch of the launchers (the ops and the torch path's steps) on CUDA-sized inputs (bfloat16 features and hidden states)."""
     from holitom.merge.inner import InnerMergePlan
     from holitom.plugins_trt import kernels, triton_dpc, triton_inner, triton_temporal
 
@@ -71,10 +71,12 @@ def launches():
         patch.setattr(kernels, name, _RecordingModule(module, recorded))
     patch.setattr(kernels, "_tiles", lambda x: kernels._GPU_TILES)
     try:
-        kernels.temporal_segment(torch.zeros(32, 196, 64, dtype=torch.bfloat16), tau=0.8, max_window=0)
-        kernels.density_peak_merge(
-            torch.zeros(8, 196, 64, dtype=torch.bfloat16), torch.ones(8, 196, dtype=torch.bool), torch.full((8,), 20), k_nn=7, beta=0.6
-        )
+        features = torch.zeros(32, 196, 64, dtype=torch.bfloat16)
+        kernels.temporal_segment(features, tau=0.8, max_window=0)
+        kernels.temporal_stage1(features, 0.8, None)
+        tokens, valid = torch.zeros(8, 196, 64, dtype=torch.bfloat16), torch.ones(8, 196, dtype=torch.bool)
+        kernels.density_peak_merge(tokens, valid, torch.full((8,), 20), k_nn=7, beta=0.6)
+        kernels._dpc_slots(tokens, valid, torch.full((8,), 20), 7)  # dpc_plan's launches (its torch glue needs real outputs)
         hidden = torch.zeros(1000, 64, dtype=torch.bfloat16)
         keep, dropped = torch.arange(0, 1000, 2), torch.arange(1, 1000, 2)
         kernels.inner_assign(hidden, keep, dropped)

@@ -1,9 +1,11 @@
-"""The AOT compile step of the plugins, run for real: Triton lowers stand-in kernels with the agreed
+"""The AOT compile step of the plugins, run for real: Triton lowers the ops' one-launch kernels
+(holitom.plugins_trt.kernels.temporal_segment_kernel / density_peak_merge_kernel) with the agreed
 interface to PTX for an H200 (sm_90) and a Jetson Orin (sm_87) without a GPU or TensorRT.
 
-The stand-ins only write their outputs; the real kernels (holitom.plugins_trt.kernels) are
-checked against the reference by their own tests. What this pins is the calling convention
-TensorRT launches: input pointers, int32 sizes, output pointers, in the contract's order.
+What this pins is the calling convention TensorRT launches (input pointers, int32 sizes, output
+pointers, in the contract's order) and that the kernels need no Triton scratch memory;
+their results are checked against the reference under the Triton interpreter
+(tests/plugins_trt/interpreted, the same launch as the plugin's).
 """
 
 from __future__ import annotations
@@ -22,39 +24,17 @@ from holitom.plugins_trt.aot_compile import compile_aot_kernel  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
 
-@triton.jit
-def temporal_segment_kernel(features_ptr, frames, positions, hidden, window_start_ptr, window_end_ptr, static_mask_ptr,
-                            TAU: tl.constexpr, MAX_WINDOW: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_P: tl.constexpr,
-                            BLOCK_D: tl.constexpr):
-    f = tl.arange(0, BLOCK_F)
-    tl.store(window_start_ptr + f, f.to(tl.int64), mask=f < frames)
-    tl.store(window_end_ptr + f, f.to(tl.int64) + MAX_WINDOW, mask=f < frames)
-    x = tl.load(features_ptr + f * positions * hidden, mask=f < frames, other=0.0)
-    tl.store(static_mask_ptr + f * positions, x > TAU, mask=f < frames)
+def _kernels():
+    from holitom.plugins_trt import kernels
 
-
-@triton.jit
-def density_peak_merge_kernel(tokens_ptr, valid_ptr, num_clusters_ptr, groups, slots, hidden, merged_ptr, is_centre_ptr,
-                              assignment_ptr, K_NN: tl.constexpr, BETA: tl.constexpr, BLOCK_N: tl.constexpr,
-                              BLOCK_D: tl.constexpr):
-    g = tl.program_id(0)
-    n = tl.arange(0, BLOCK_N)
-    m = tl.load(num_clusters_ptr + g)
-    ok = tl.load(valid_ptr + g * slots + n, mask=n < slots, other=0)
-    tl.store(is_centre_ptr + g * slots + n, (n < m) & (ok != 0), mask=n < slots)
-    tl.store(assignment_ptr + g * slots + n, tl.where(ok != 0, n.to(tl.int64) % K_NN, -1), mask=n < slots)
-    x = tl.load(tokens_ptr + g * slots * hidden + n * hidden, mask=n < slots, other=0.0)
-    tl.store(merged_ptr + g * slots * hidden + n * hidden, x * BETA, mask=n < slots)
-
-
-KERNELS = {O.TEMPORAL_SEGMENT: (temporal_segment_kernel, {"tau": 0.8, "max_window": 0}),
-           O.DENSITY_PEAK_MERGE: (density_peak_merge_kernel, {"k_nn": 7, "beta": 0.6})}
+    return {O.TEMPORAL_SEGMENT: (kernels.temporal_segment_kernel, {"tau": 0.8, "max_window": 0}),
+            O.DENSITY_PEAK_MERGE: (kernels.density_peak_merge_kernel, {"k_nn": 7, "beta": 0.6})}
 
 
 @pytest.mark.parametrize("arch", [90, 87])
-@pytest.mark.parametrize("op", sorted(KERNELS))
+@pytest.mark.parametrize("op", sorted(O.OP_CONTRACTS))
 def test_agreed_interface_compiles_to_ptx(op, arch):
-    fn, attributes = KERNELS[op]
+    fn, attributes = _kernels()[op]
     compiled = compile_aot_kernel(fn, op, attributes, target=GPUTarget("cuda", arch, 32))
     ptx = compiled.asm["ptx"]
     assert f".target sm_{arch}" in ptx

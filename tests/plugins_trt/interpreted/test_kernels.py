@@ -17,7 +17,8 @@ import torch
 
 from holitom.merge import MergeConfig, outer_merge
 from holitom.merge._device import use_kernels
-from holitom.plugins_trt.ops import OP_CONTRACTS, REFERENCE_OPS
+from holitom.plugins_trt.ops import DENSITY_PEAK_MERGE, OP_CONTRACTS, REFERENCE_OPS, TEMPORAL_SEGMENT, get_contract
+from holitom.plugins_trt.trt_spec import AOT_KERNELS, aot_constexprs, output_shapes
 from kernel_cases import (
     DPC_CASES,
     INNER_CASES,
@@ -28,6 +29,7 @@ from kernel_cases import (
     check_inner,
     check_temporal,
     dpc_case,
+    temporal_case,
 )
 from merge_cases import MARGIN, make_attention, make_video, run_oracle
 
@@ -76,6 +78,66 @@ def test_dpc_plan_matches_reference_plan(poisoned):
     assert torch.equal(torch.isfinite(d2), finite)
     torch.testing.assert_close(d2[finite], want_d2[finite], atol=1e-4, rtol=1e-5)
     assert torch.equal(d2, d2.transpose(1, 2)) and (d2.diagonal(dim1=1, dim2=2)[valid] == 0).all()
+
+
+# --------------------------------------------------------------------------- the launch a TensorRT AOT plugin makes
+
+
+def launch_like_the_aot_plugin(kernels, op: str, inputs: list[torch.Tensor], attributes: dict) -> list[torch.Tensor]:
+    """The op's one-launch kernel as trt_register's aot_impl launches it: the agreed parameters, int32 sizes,
+    fixed tile sizes, attribute constants, warps and grid of trt_spec.AOT_KERNELS; outputs shaped by the plugin's
+    shape rule and allocated (poisoned) through kernels._empty."""
+    contract, spec = get_contract(op), AOT_KERNELS[op]
+    shapes = output_shapes(contract, [tuple(t.shape) for t in inputs])
+    outputs = [kernels._empty(shape, getattr(torch, port.dtype), inputs[0].device) for port, shape in zip(contract.outputs, shapes)]
+    sizes = {name: inputs[i].shape[axis] for name, i, axis in spec.dims}
+    grid = (1,) if spec.grid is None else (sizes[spec.grid],)
+    fn = getattr(kernels, spec.kernel)
+    fn[grid](*inputs, *sizes.values(), *outputs, **aot_constexprs(spec, attributes), num_warps=spec.num_warps)
+    return outputs
+
+
+AOT_TEMPORAL_CASES = [c for c in TEMPORAL_CASES if c[-1] == torch.float32 and (c[0] in (1, 9, 64) or c[2] > 64 or c[3] == "repeated")]
+# The plugin's tiles walk BLOCK_N = 256 lanes two rows at a time whatever n is, slowly under the interpreter: small n.
+AOT_DPC_CASES = [
+    # (slots, hidden, valid counts per group, k_nn, tokens, dtype), as DPC_CASES
+    (24, 40, (24, 13, 0), 1, "clustered", torch.float32),  # k = 1: every density ties; a group with M = 0
+    (20, 16, (20, 17), 100, "clustered", torch.float32),  # k_nn above every count: k = M
+    (24, 8, (24, 19), 7, "duplicated", torch.float32),
+]
+
+
+def test_aot_cases_cover_the_limits():
+    assert {c[0] for c in AOT_TEMPORAL_CASES} >= {1, 9, 64} and any(c[3] == "repeated" for c in AOT_TEMPORAL_CASES)
+    blocks = dict(AOT_KERNELS[TEMPORAL_SEGMENT].blocks)
+    assert any(c[1] > blocks["BLOCK_P"] for c in AOT_TEMPORAL_CASES) and any(c[2] > blocks["BLOCK_D"] for c in AOT_TEMPORAL_CASES)
+    assert {c[3] for c in AOT_DPC_CASES} >= {1, 100} and any(0 in c[2] for c in AOT_DPC_CASES)  # k = 1 ties, M = 0 group
+    assert any(c[1] > dict(AOT_KERNELS[DENSITY_PEAK_MERGE].blocks)["BLOCK_D"] for c in AOT_DPC_CASES)  # several hidden chunks
+    assert {c[4] for c in AOT_DPC_CASES} == {"clustered", "duplicated"}
+
+
+@pytest.mark.parametrize("case", AOT_TEMPORAL_CASES, ids=case_id)
+def test_aot_temporal_segment_kernel_matches_reference(poisoned, case):
+    frames, positions, dim, video, tau, max_window, dtype = case
+    x = temporal_case(frames, positions, dim, video, tau, dtype)
+    attributes = {"tau": tau, "max_window": max_window}
+    got = launch_like_the_aot_plugin(poisoned, TEMPORAL_SEGMENT, [x], attributes)
+    want = REFERENCE_OPS[TEMPORAL_SEGMENT](x, **attributes)
+    for name, g, w in zip(("window_start", "window_end", "static_mask"), got, want):
+        assert g.dtype == w.dtype and torch.equal(g, w), name
+
+
+@pytest.mark.parametrize("case", AOT_DPC_CASES, ids=case_id)
+def test_aot_density_peak_merge_kernel_matches_reference(poisoned, case):
+    slots, dim, counts, k_nn, kind, dtype = case
+    rng = np.random.default_rng(slots * 100 + dim + len(counts))
+    inputs = list(dpc_case(rng, slots, dim, counts, k_nn, kind, dtype))
+    attributes = {"k_nn": k_nn, "beta": float(rng.uniform(0.2, 0.9))}
+    merged, is_centre, assignment = launch_like_the_aot_plugin(poisoned, DENSITY_PEAK_MERGE, inputs, attributes)
+    want_merged, want_centre, want_assignment = REFERENCE_OPS[DENSITY_PEAK_MERGE](*inputs, **attributes)
+    assert torch.equal(is_centre, want_centre)
+    assert torch.equal(assignment, want_assignment)
+    assert_values_close(merged, want_merged)
 
 
 @pytest.mark.parametrize("case", INNER_CASES, ids=case_id)
