@@ -145,6 +145,9 @@ def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None
     if spec is not None:
         from holitom.export.onnx_io import io_mismatches
 
+        if spec.name == C.DECODE_STEP and any(i.name == C.KV_LENGTHS for i in session.get_inputs()):
+            spec = C.kv_buffer_decode_spec(spec)  # an --attention onnxruntime decode step (its runner keeps the plain contract)
+
         problems = io_mismatches(_session_io(session), spec)
         if problems:
             raise ManifestError(
