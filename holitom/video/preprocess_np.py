@@ -103,7 +103,7 @@ def _axis_plan(in_size: int, out_size: int, mode: str, block: int) -> tuple[int,
 
     Each block of consecutive outputs reads one contiguous input window, so one matrix product per block
     does the work of every tap (the zeros around each output's taps cost a little, BLAS pays it back).
-    Every product and partial sum is an integer, so a float type gives them exactly, whatever order BLAS
+    Every product and partial sum is an integer times 2**-p, so a float type gives them exactly, whatever order BLAS
     adds in, as long as they stay below its integer range: float32 (2**24) when the largest possible
     ``|sum| + 2**(p-1)`` fits, float64 (2**53) otherwise.
     """
@@ -117,15 +117,16 @@ def _axis_plan(in_size: int, out_size: int, mode: str, block: int) -> tuple[int,
         dense = np.zeros((hi - lo, last - first + 1), dtype=np.float64)  # (outputs, inputs)
         rows = np.repeat(np.arange(hi - lo), taps.shape[1])
         np.add.at(dense, (rows, (taps[lo:hi] - first).reshape(-1)), weights[lo:hi].reshape(-1))  # clamped taps weigh 0
-        blocks.append((lo, first, last - first + 1, dense.astype(dtype)))
+        # Scaled by 2**-p (exact: a power of two), so each product already holds its sum shifted right by p bits.
+        blocks.append((lo, first, last - first + 1, (dense * 2.0**-precision).astype(dtype)))
     return precision, dtype, tuple(blocks)
 
 
 def _round_shift(acc: np.ndarray, precision: int) -> np.ndarray:
-    """``clip((acc + 2**(p-1)) >> p, 0, 255)`` in place, in ``acc``'s float type (adding, scaling by a power of two
-    and flooring integers below its integer range are exact): the uint8 result as exact float values."""
-    acc += (1 << (precision - 1)) if precision else 0
-    acc *= 2.0**-precision
+    """``clip((sum + 2**(p-1)) >> p, 0, 255)`` in place from ``acc = sum * 2**-p`` (the plan's scaled weights), in
+    ``acc``'s float type (adding 1/2 and flooring multiples of 2**-p below its integer range are exact): the uint8
+    result as exact float values."""
+    acc += 0.5 if precision else 0.0
     np.floor(acc, out=acc)
     return np.clip(acc, 0, 255, out=acc)
 
