@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from holitom.errors import ExportError
@@ -93,7 +94,8 @@ def run_graph(path: Path, stage: str, dims, feeds: list[dict]) -> list[dict]:
     spec = C.stage_specs(dims)[stage]
     runner = OnnxrtRunner(spec, lambda: session_from_file(path, providers_for("cpu"), spec)).activate()
     try:
-        return [as_torch(runner.infer(feed)) for feed in feeds]
+        # Copies: a runner may return buffers that its next call rewrites (the KV-buffer decode step's logits).
+        return [as_torch({name: np.array(value) for name, value in runner.infer(feed).items()}) for feed in feeds]
     finally:
         runner.deactivate()
 

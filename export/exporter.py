@@ -102,12 +102,15 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def _example_inputs(model, dims: C.ModelDims, dtype: torch.dtype) -> dict[str, tuple]:
-    """Tracing inputs with every dynamic size >= 2 and distinct (so nothing is specialised)."""
+def _example_inputs(model, dims: C.ModelDims, dtype: torch.dtype, kv_buffers: bool = False) -> dict[str, tuple]:
+    """Tracing inputs with every dynamic size >= 2 and distinct (so nothing is specialised); ``kv_buffers``: the
+    decode step over KV buffers (``stage_specs(kv_buffers=True)``)."""
     g = torch.Generator().manual_seed(0)
     D, H = dims.hidden_size, dims.image_size
     kv = lambda n: torch.randn(1, dims.num_kv_heads, n, dims.head_dim, generator=g).to(dtype)  # noqa: E731
     seq, tail_seq, past_head, past_tail = 11, 7, 13, 9
+    # KV of the head and tail groups: filled caches, or buffers with room (the onnxruntime-form decode step).
+    kv_sizes = (17, 12) if kv_buffers else (past_head, past_tail)
     return {
         C.VISION: (torch.randn(2, 3, H, H, generator=g).to(dtype),),
         C.EMBED: (torch.arange(3, dtype=torch.int64)[None],),
@@ -116,7 +119,8 @@ def _example_inputs(model, dims: C.ModelDims, dtype: torch.dtype) -> dict[str, t
         C.DECODE_STEP: (
             torch.randn(1, 1, D, generator=g).to(dtype),
             torch.tensor([[past_head]]),
-            *[kv(past_head if i < dims.inner_layer else past_tail) for i in range(dims.num_layers) for _ in (0, 1)],
+            *([torch.tensor([past_head, past_tail])] if kv_buffers else []),  # kv_lengths
+            *[kv(kv_sizes[int(i >= dims.inner_layer)]) for i in range(dims.num_layers) for _ in (0, 1)],
         ),
     }
 
@@ -168,14 +172,16 @@ def export_model(
         )
     k = split_layers.pop()
     dims = model_dims(cfg, k)
-    specs = C.stage_specs(dims)
-    examples = _example_inputs(torch_model, dims, torch.float32)
+    # An onnxruntime-form export decodes over preallocated KV buffers (holitom.models.export_attention).
+    kv_buffers = config.attention == "onnxruntime"
+    specs = C.stage_specs(dims, kv_buffers=kv_buffers)
+    examples = _example_inputs(torch_model, dims, torch.float32, kv_buffers)
     modules = {
         C.VISION: W.VisionEncoder(torch_model),
         C.EMBED: W.EmbedTokens(torch_model),
         C.DECODER_HEAD: W.DecoderHead(torch_model, k),
         C.DECODER_TAIL: W.DecoderTail(torch_model, k),
-        C.DECODE_STEP: W.DecodeStep(torch_model, cfg.num_layers),
+        C.DECODE_STEP: W.KVBufferDecodeStep(torch_model, cfg.num_layers, k) if kv_buffers else W.DecodeStep(torch_model, cfg.num_layers),
     }
     inner_configs = {inner_merge_key(m.inner.ratio, m.inner.mode): m.inner for m in presets.values() if m.inner is not None}
     steps = len(modules) + len(presets) + len(inner_configs) + 2

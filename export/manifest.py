@@ -399,6 +399,8 @@ def read_manifest(folder: str | Path, check_files: bool = True, fix: str = _REEX
             else:
                 f.get(item, "ratio", (int, float), where)
                 f.get(item, "mode", str, where)
+    if C.KV_LENGTHS in graphs[C.DECODE_STEP].input_names:  # an --attention onnxruntime export's decode step
+        specs[C.DECODE_STEP] = C.kv_buffer_decode_spec(specs[C.DECODE_STEP])
     for stage, entry in graphs.items():
         _check_against_contract(entry, specs[stage], f"{KEY_GRAPHS}.{stage}", f)
     assets = [f.file_name(a, KEY_ASSETS) if isinstance(a, str) else None for a in f.get(data, KEY_ASSETS, list)]

@@ -80,6 +80,29 @@ class DecodeStep(nn.Module):
         return (logits.float(), *_flatten(present))
 
 
+class KVBufferDecodeStep(nn.Module):
+    """The decode step over preallocated KV buffers (``--attention onnxruntime``; contract: ``stage_specs(kv_buffers=True)``).
+
+    ``kv_lengths (2,)`` holds the filled positions of the head group's and the tail
+    group's buffers; each layer writes its new key/value at its group's position.
+    """
+
+    def __init__(self, model, num_layers: int, inner_layer: int):
+        super().__init__()
+        self.model = model
+        self.num_layers = num_layers
+        self.k = inner_layer
+
+    def forward(self, inputs_embeds, position_ids, kv_lengths, *buffers_flat):
+        from holitom.models.export_attention import SharedKVBuffer
+
+        filled = kv_lengths.to(torch.int32)  # (2,) GroupQueryAttention's seqlens_k of each group
+        groups = [(filled[g : g + 1], filled[g] + 1) for g in (0, 1)]  # ((1,), ()) filled and total after this step
+        past = [SharedKVBuffer(buffers_flat[2 * i], buffers_flat[2 * i + 1], *groups[int(i >= self.k)]) for i in range(self.num_layers)]
+        logits, present = self.model.decode_step(inputs_embeds, position_ids, past)
+        return (logits.float(), *_flatten(present))
+
+
 class OuterMerge(nn.Module):
     """features (F, P, D), attention (F, P), image_newline (D,) -> merged_tokens (N, D) [, frame_index, position_index].
 

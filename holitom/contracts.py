@@ -36,6 +36,10 @@ PAST_HEAD = "past_head"  # KV length of layers < K (the full prompt, then + gene
 PAST_TAIL = "past_tail"  # KV length of layers >= K (the merged prompt, then + generated)
 TOTAL_HEAD = "total_head"
 TOTAL_TAIL = "total_tail"
+# The onnxruntime-form decode step (export --attention onnxruntime) takes preallocated KV buffers.
+HEAD_CAPACITY = "head_capacity"  # positions of each head-group layer's KV buffer
+TAIL_CAPACITY = "tail_capacity"
+KV_LENGTHS = "kv_lengths"  # (2,) int64: filled positions of the head group's and the tail group's buffers
 
 Dim = int | str
 
@@ -180,7 +184,7 @@ def _kv(key_name, value_name, layers: range, dims: ModelDims, length: str, dtype
     return tuple(specs)
 
 
-def stage_specs(dims: ModelDims, dtype: str = "float32", vision_attention: bool = True) -> dict[str, StageSpec]:
+def stage_specs(dims: ModelDims, dtype: str = "float32", vision_attention: bool = True, kv_buffers: bool = False) -> dict[str, StageSpec]:
     """The contract of every stage for a model of these sizes.
 
     ``dtype`` is the interchange type of activations and KV caches (the model's
@@ -189,13 +193,19 @@ def stage_specs(dims: ModelDims, dtype: str = "float32", vision_attention: bool 
     ``vision_attention=False`` drops ``attention`` from the vision output and the
     outer-merge input: a runtime whose method reads no vision scores (vanilla,
     pooling, EVS) does not compute them. Exported graphs always carry it.
+    ``kv_buffers=True`` gives the decode step of an ``--attention onnxruntime``
+    export: every layer's ``past`` is a preallocated buffer (``head_capacity`` /
+    ``tail_capacity`` positions, the first ``kv_lengths[group]`` filled) and its
+    ``present`` the same buffer with the new position written (onnxruntime writes
+    it in place when both are bound to one buffer). A runtime runs it behind the
+    plain decode step's contract (the onnxruntime backend's runner does).
     """
     D, L, K = dims.hidden_size, dims.num_layers, dims.inner_layer
     P, H = dims.tokens_per_frame, dims.image_size
     head_layers, tail_layers = range(0, K), range(K, L)
     features = TensorSpec("features", dtype, (FRAMES, P, D))
     attention = (TensorSpec("attention", "float32", (FRAMES, P)),) if vision_attention else ()
-    return {
+    specs = {
         VISION: StageSpec(
             VISION,
             inputs=(TensorSpec("pixel_values", dtype, (FRAMES, 3, H, H)),),
@@ -265,3 +275,19 @@ def stage_specs(dims: ModelDims, dtype: str = "float32", vision_attention: bool 
             ),
         ),
     }
+    if kv_buffers:
+        specs[DECODE_STEP] = kv_buffer_decode_spec(specs[DECODE_STEP])
+    return specs
+
+
+
+def kv_buffer_decode_spec(plain: StageSpec) -> StageSpec:
+    """The decode step over preallocated KV buffers, from the plain decode step's contract (see :func:`stage_specs`)."""
+    capacity = {PAST_HEAD: HEAD_CAPACITY, TOTAL_HEAD: HEAD_CAPACITY, PAST_TAIL: TAIL_CAPACITY, TOTAL_TAIL: TAIL_CAPACITY}
+
+    def buffer(t: TensorSpec) -> TensorSpec:
+        return TensorSpec(t.name, t.dtype, tuple(capacity.get(d, d) for d in t.shape))
+
+    embeds, positions, *past = plain.inputs
+    inputs = (embeds, positions, TensorSpec(KV_LENGTHS, "int64", (2,)), *map(buffer, past))
+    return StageSpec(plain.name, inputs, tuple(map(buffer, plain.outputs)))

@@ -16,13 +16,22 @@ and GPU). What an export holds is a choice, made once per export
   S = 6273. Only onnxruntime reads this domain; the onnxruntime backend's own
   exports use it.
 
-Only the prefill attention (no cache, ``is_causal``) has the two forms: the
-one-token decode step is a single row per head, cheap either way.
+The ``"onnxruntime"`` form also changes two other attentions:
+
+- the decode step (:func:`shared_buffer_decode_attention`): the graph takes each
+  layer's preallocated KV buffer ``(1, Hkv, capacity, hd)`` and returns it as
+  ``present``; GroupQueryAttention writes the new key/value in place when the
+  runtime binds the same buffer to both (its past/present share-buffer mode),
+  so a step no longer copies the whole cache into a fresh output;
+- the vision layers that yield no attention scores
+  (:func:`bidirectional_attention`): one ``com.microsoft.MultiHeadAttention``
+  node instead of ``MatMul -> Softmax -> MatMul``.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -67,11 +76,94 @@ def causal_prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     """
     b, heads, s, head_dim = q.shape
     kv_heads = k.shape[1]
-    if _active == "onnxruntime" and torch.onnx.is_in_onnx_export():
+    if _exporting_for_onnxruntime():
         return _group_query_attention_node(q, k, v, scale)
     groups = heads // kv_heads
     out = F.scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), is_causal=True, scale=scale)  # (B, H, S, hd)
     return out.transpose(1, 2).reshape(b, s, heads * head_dim)
+
+
+def _exporting_for_onnxruntime() -> bool:
+    return _active == "onnxruntime" and torch.onnx.is_in_onnx_export()
+
+
+def bidirectional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Unmasked self-attention (the vision tower's layers that yield no scores).
+
+    Args:
+        q, k, v: ``(F, H, N, hd)``.
+
+    Returns:
+        ``(F, N, H * hd)``, heads concatenated (what ``out_proj`` takes).
+    """
+    frames, heads, n, head_dim = q.shape
+    if _exporting_for_onnxruntime():
+        query, key, value = (t.transpose(1, 2).reshape(frames, n, heads * head_dim) for t in (q, k, v))  # (F, N, H*hd)
+        return torch.onnx.ops.symbolic(
+            "com.microsoft::MultiHeadAttention",
+            (query, key, value),
+            {"num_heads": heads, "scale": float(scale)},
+            dtype=q.dtype,
+            shape=(frames, n, heads * head_dim),
+            version=1,
+        )
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (F, H, N, hd)
+    return out.transpose(1, 2).reshape(frames, n, heads * head_dim)
+
+
+@dataclass
+class SharedKVBuffer:
+    """One layer's KV buffers as the onnxruntime decode graph takes them.
+
+    ``key`` and ``value`` are ``(1, Hkv, capacity, hd)`` with the first ``filled``
+    positions holding the cache; ``filled`` is a ``(1,)`` int32 tensor (GroupQueryAttention's
+    ``seqlens_k``: the positions before the new token) and ``total`` the int32 scalar
+    ``filled + 1``.
+    """
+
+    key: torch.Tensor
+    value: torch.Tensor
+    filled: torch.Tensor
+    total: torch.Tensor
+
+
+def shared_buffer_decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: SharedKVBuffer, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decode token over a layer's KV buffer, the new key/value written at position ``filled``.
+
+    Args:
+        q: ``(1, H, 1, hd)`` rotated query; k, v: ``(1, Hkv, 1, hd)`` rotated key and value.
+        past: the layer's buffers (see :class:`SharedKVBuffer`).
+
+    Returns:
+        ``out (1, 1, H * hd)`` and the buffers with the new position written, each
+        ``(1, Hkv, capacity, hd)``. Exported: one GroupQueryAttention node whose ``present``
+        outputs are the buffers themselves when onnxruntime binds them to the same memory.
+        Eager (the reference): a copy of the buffers with the position written.
+    """
+    b, heads, s, head_dim = q.shape
+    kv_heads = k.shape[1]
+    if _exporting_for_onnxruntime():
+        query = q.transpose(1, 2).reshape(b, s, heads * head_dim)  # (1, 1, H*hd)
+        key = k.transpose(1, 2).reshape(b, s, kv_heads * head_dim)  # (1, 1, Hkv*hd)
+        value = v.transpose(1, 2).reshape(b, s, kv_heads * head_dim)
+        shape = tuple(past.key.shape)
+        return torch.onnx.ops.symbolic_multi_out(
+            "com.microsoft::GroupQueryAttention",
+            (query, key, value, past.key, past.value, past.filled, past.total),
+            {"num_heads": heads, "kv_num_heads": kv_heads, "scale": float(scale)},
+            dtypes=(q.dtype, k.dtype, v.dtype),
+            shapes=((b, s, heads * head_dim), shape, shape),
+            version=1,
+        )
+    from holitom.models.qwen2 import grouped_decode_attention
+
+    at = int(past.filled[0])
+    key, value = past.key.clone(), past.value.clone()  # (1, Hkv, capacity, hd)
+    key[:, :, at : at + 1], value[:, :, at : at + 1] = k, v
+    out = grouped_decode_attention(q, key[:, :, : at + 1], value[:, :, : at + 1], scale)  # (1, H, 1, hd)
+    return out.transpose(1, 2).reshape(b, s, heads * head_dim), key, value
 
 
 def _group_query_attention_node(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -95,4 +187,13 @@ def _group_query_attention_node(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     return out  # (B, S, H*hd)
 
 
-__all__ = ["DEFAULT_FLAVOR", "FLAVORS", "causal_prefill_attention", "check_flavor", "export_attention"]
+__all__ = [
+    "DEFAULT_FLAVOR",
+    "FLAVORS",
+    "SharedKVBuffer",
+    "bidirectional_attention",
+    "causal_prefill_attention",
+    "check_flavor",
+    "export_attention",
+    "shared_buffer_decode_attention",
+]

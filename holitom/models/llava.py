@@ -27,6 +27,7 @@ from torch import nn
 from holitom.errors import InputError
 from holitom.merge.attention import last_token_attention
 from holitom.models.config import LlavaConfig
+from holitom.models.export_attention import SharedKVBuffer
 from holitom.models.kv_cache import StaticKVCache
 from holitom.models.ops import rope_cos_sin
 from holitom.models.pooling import pool_tokens
@@ -284,7 +285,7 @@ class LlavaModel(nn.Module):
         return TailOutput(logits=self._logits(x[:, -1]), present=present)  # (1, V)
 
     def decode_step(
-        self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, past: list[KV] | StaticKVCache
+        self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, past: list[KV] | StaticKVCache | list[SharedKVBuffer]
     ) -> tuple[torch.Tensor, list[KV]]:
         """One new token through all layers.
 
@@ -292,7 +293,9 @@ class LlavaModel(nn.Module):
             inputs_embeds: ``(1, 1, D)``.
             position_ids: ``(1, 1)``, e.g. the full (unmerged) prompt length for the first step.
             past: L ``(key, value)`` pairs ``(1, Hkv, S_i, hd)`` (``S_i`` may differ per
-                layer), or a :class:`StaticKVCache` that the step writes in place (eager only).
+                layer), or a :class:`StaticKVCache` that the step writes in place (eager only),
+                or L :class:`SharedKVBuffer` (the onnxruntime decode graph's buffers, see
+                :func:`holitom.models.export_attention.shared_buffer_decode_attention`).
         Returns:
             logits ``(1, V)`` and the L updated pairs ``(1, Hkv, S_i + 1, hd)`` (views into
             the static cache's buffers when one was given).
@@ -303,6 +306,9 @@ class LlavaModel(nn.Module):
         if isinstance(past, StaticKVCache):
             self._check_past(past.filled())
             layer_pasts = past.layers
+        elif past and isinstance(past[0], SharedKVBuffer):  # the onnxruntime decode graph's buffers (export only)
+            self._check_past([(p.key, p.value) for p in past])
+            layer_pasts = past
         else:
             self._check_past(past)
             layer_pasts = past

@@ -23,7 +23,7 @@ from torch import nn
 
 from holitom.errors import InputError
 from holitom.models.config import TextConfig
-from holitom.models.export_attention import causal_prefill_attention
+from holitom.models.export_attention import SharedKVBuffer, causal_prefill_attention, shared_buffer_decode_attention
 from holitom.models.kv_cache import KV, StaticLayerCache
 from holitom.models.ops import ACTIVATIONS, RMSNorm, apply_rope, repeat_kv
 
@@ -58,13 +58,14 @@ class DecoderAttention(nn.Module):
         self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | StaticLayerCache | None = None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | StaticLayerCache | SharedKVBuffer | None = None
     ) -> tuple[torch.Tensor, KV, torch.Tensor]:
         """Args:
             x: ``(B, S, D)`` normalised hidden states of the new tokens.
             cos, sin: ``(B, S, hd)`` RoPE tables of the new tokens' positions.
             past: this layer's cached ``(key, value)``, each ``(B, Hkv, S_past, hd)``, or
-                its :class:`StaticLayerCache` (one decode token, written in place), or None.
+                its :class:`StaticLayerCache` (one decode token, written in place), or its
+                :class:`SharedKVBuffer` (one decode token, the onnxruntime decode graph), or None.
 
         Returns:
             ``out (B, S, D)``, ``(key, value)`` each ``(B, Hkv, S_past + S, hd)`` (RoPE
@@ -82,6 +83,9 @@ class DecoderAttention(nn.Module):
             # is_causal (also right for S=1) keeps symbolic-shape export from seeing a SymBool.
             # Exports may write it as onnxruntime's fused GQA op (holitom.models.export_attention).
             return self.o_proj(causal_prefill_attention(q, k, v, self.scale)), (k, v), q
+        if isinstance(past, SharedKVBuffer):
+            out, k, v = shared_buffer_decode_attention(q, k, v, past, self.scale)  # (1, 1, H*hd), buffers (1, Hkv, C, hd)
+            return self.o_proj(out), (k, v), q
         if isinstance(past, StaticLayerCache):
             if s != 1:
                 raise InputError(f"a static KV cache takes one decode token per step, got {s}.")
@@ -128,7 +132,7 @@ class DecoderLayer(nn.Module):
         self.mlp = DecoderMLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | StaticLayerCache | None = None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | StaticLayerCache | SharedKVBuffer | None = None
     ) -> tuple[torch.Tensor, KV, torch.Tensor]:
         """``x (B, S, D)`` -> ``(x (B, S, D), (key, value), rotated queries (B, H, S, hd))``."""
         attn, kv, q = self.self_attn(self.input_layernorm(x), cos, sin, past)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from holitom.models.config import LlavaConfig, VisionConfig
+from holitom.models.export_attention import bidirectional_attention
 from holitom.models.ops import ACTIVATIONS
 
 
@@ -147,9 +148,10 @@ class VisionAttention(nn.Module):
         v = self.v_proj(x).view(frames, n, self.num_heads, self.head_dim).transpose(1, 2)  # (F, H, N, hd)
         if with_scores:
             out, scores = attention_with_key_scores(q, k, v, self.scale)  # (F, H, N, hd), (F, N)
+            out = out.transpose(1, 2).reshape(frames, n, d)  # (F, N, Dv)
         else:
-            out, scores = F.scaled_dot_product_attention(q, k, v, scale=self.scale), None  # (F, H, N, hd)
-        out = out.transpose(1, 2).reshape(frames, n, d)  # (F, N, Dv)
+            # An --attention onnxruntime export writes this as one fused node (holitom.models.export_attention).
+            out, scores = bidirectional_attention(q, k, v, self.scale), None  # (F, N, Dv)
         return self.out_proj(out), scores
 
 

@@ -41,10 +41,12 @@ _MAX_PRECISION = 22
 # Pixel values resized per chunk of frames: bounds the float working arrays (64 MB in float32) while keeping each
 # matrix product large (many small products are what multi-threaded BLAS does worst).
 _CHUNK_VALUES = 16 * 2**20
-# Outputs per dense block of an axis's weights: small enough that the zeros around each output's taps
-# stay few, large enough for BLAS to run at speed.
-_BLOCK_OUTPUTS = 16
-
+# Outputs per dense block of an axis's weights: few enough that the zeros around each output's taps stay few,
+# enough for BLAS to run at speed. The width pass multiplies on the right (a block is the product's column count:
+# it wants more), the height pass on the left. Measured (CPU time, 32 frames 256x320 -> 384x384 bicubic):
+# width 64 / height 32 took 40% of the earlier interleaved-channel pass (16 / 16, Kronecker weights).
+_WIDTH_BLOCK = 64
+_HEIGHT_BLOCK = 32
 
 def _filter(mode: str, x: float) -> float:
     x = abs(x)
@@ -95,12 +97,13 @@ def axis_weights(in_size: int, out_size: int, mode: str) -> tuple[np.ndarray, np
 
 
 @lru_cache(maxsize=32)
-def _axis_plan(in_size: int, out_size: int, mode: str) -> tuple[int, type, tuple[tuple[int, int, int, np.ndarray], ...]]:
-    """The axis's weights as dense blocks: ``(precision, dtype, ((first output, first input, inputs, weights (outputs, inputs)), ...))``.
+def _axis_plan(in_size: int, out_size: int, mode: str, block: int) -> tuple[int, type, tuple[tuple[int, int, int, np.ndarray], ...]]:
+    """The axis's weights as dense blocks of ``block`` outputs: ``(precision, dtype, ((first output, first input, inputs,
+    weights (outputs, inputs)), ...))``.
 
     Each block of consecutive outputs reads one contiguous input window, so one matrix product per block
     does the work of every tap (the zeros around each output's taps cost a little, BLAS pays it back).
-    Every product and partial sum is an integer, so a float type gives them exactly, whatever order BLAS
+    Every product and partial sum is an integer times 2**-p, so a float type gives them exactly, whatever order BLAS
     adds in, as long as they stay below its integer range: float32 (2**24) when the largest possible
     ``|sum| + 2**(p-1)`` fits, float64 (2**53) otherwise.
     """
@@ -108,48 +111,44 @@ def _axis_plan(in_size: int, out_size: int, mode: str) -> tuple[int, type, tuple
     largest = 255 * int(np.abs(weights).sum(axis=1).max()) + (1 << max(precision - 1, 0))
     dtype = np.float32 if largest < 2**24 else np.float64
     blocks = []
-    for lo in range(0, out_size, _BLOCK_OUTPUTS):
-        hi = min(lo + _BLOCK_OUTPUTS, out_size)
+    for lo in range(0, out_size, block):
+        hi = min(lo + block, out_size)
         first, last = int(taps[lo:hi].min()), int(taps[lo:hi].max())
         dense = np.zeros((hi - lo, last - first + 1), dtype=np.float64)  # (outputs, inputs)
         rows = np.repeat(np.arange(hi - lo), taps.shape[1])
         np.add.at(dense, (rows, (taps[lo:hi] - first).reshape(-1)), weights[lo:hi].reshape(-1))  # clamped taps weigh 0
-        blocks.append((lo, first, last - first + 1, dense.astype(dtype)))
+        # Scaled by 2**-p (exact: a power of two), so each product already holds its sum shifted right by p bits.
+        blocks.append((lo, first, last - first + 1, (dense * 2.0**-precision).astype(dtype)))
     return precision, dtype, tuple(blocks)
 
 
 def _round_shift(acc: np.ndarray, precision: int) -> np.ndarray:
-    """``clip((acc + 2**(p-1)) >> p, 0, 255)`` in place, in ``acc``'s float type (adding, scaling by a power of two
-    and flooring integers below its integer range are exact): the uint8 result as exact float values."""
-    acc += (1 << (precision - 1)) if precision else 0
-    acc *= 2.0**-precision
+    """``clip((sum + 2**(p-1)) >> p, 0, 255)`` in place from ``acc = sum * 2**-p`` (the plan's scaled weights), in
+    ``acc``'s float type (adding 1/2 and flooring multiples of 2**-p below its integer range are exact): the uint8
+    result as exact float values."""
+    acc += 0.5 if precision else 0.0
     np.floor(acc, out=acc)
     return np.clip(acc, 0, 255, out=acc)
 
 
 def _resample_width(x: np.ndarray, out_size: int, mode: str) -> np.ndarray:
-    """(f, H, W, 3) pixel values -> (f, H, out_size, 3), as exact floats. Channels stay interleaved: each
-    block's weights act on (input, channel) pairs through a Kronecker product with the 3x3 identity."""
-    f, h, w, c = x.shape
-    precision, dtype, blocks = _axis_plan(w, out_size, mode)
-    rows = x.reshape(f * h, w * c).astype(dtype, copy=False)  # (f*H, W*3), a free reshape of contiguous frames
-    acc = np.empty((f * h, out_size * c), dtype=dtype)
-    eye = np.eye(c, dtype=dtype)
+    """(n, W) rows of pixel values (one per channel plane row) -> (n, out_size), as exact floats."""
+    precision, dtype, blocks = _axis_plan(x.shape[1], out_size, mode, _WIDTH_BLOCK)
+    rows = x.astype(dtype, copy=False)
+    acc = np.empty((x.shape[0], out_size), dtype=dtype)
     for lo, first, count, dense in blocks:
-        weights = np.kron(dense.T, eye)  # (count*3, outputs*3)
-        acc[:, lo * c : (lo + dense.shape[0]) * c] = rows[:, first * c : (first + count) * c] @ weights
-    return _round_shift(acc, precision).reshape(f, h, out_size, c)
+        np.matmul(rows[:, first : first + count], dense.T, out=acc[:, lo : lo + dense.shape[0]])  # (n, outputs)
+    return _round_shift(acc, precision)
 
 
 def _resample_height(x: np.ndarray, out_size: int, mode: str) -> np.ndarray:
-    """(f, H, W, 3) pixel values -> (f, out_size, W, 3), as exact floats (one batched product per block)."""
-    f, h, w, c = x.shape
-    precision, dtype, blocks = _axis_plan(h, out_size, mode)
-    cols = x.reshape(f, h, w * c).astype(dtype, copy=False)  # (f, H, W*3)
-    acc = np.empty((f, out_size, w * c), dtype=dtype)
+    """(planes, H, W) pixel values -> (planes, out_size, W), as exact floats (one batched product per block)."""
+    precision, dtype, blocks = _axis_plan(x.shape[1], out_size, mode, _HEIGHT_BLOCK)
+    cols = x.astype(dtype, copy=False)
+    acc = np.empty((x.shape[0], out_size, x.shape[2]), dtype=dtype)
     for lo, first, count, dense in blocks:
-        np.matmul(dense, cols[:, first : first + count], out=acc[:, lo : lo + dense.shape[0]])  # (f, outputs, W*3)
-    return _round_shift(acc, precision).reshape(f, out_size, w, c)
+        np.matmul(dense, cols[:, first : first + count], out=acc[:, lo : lo + dense.shape[0]])  # (planes, outputs, W)
+    return _round_shift(acc, precision)
 
 
 def _nearest_exact(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
@@ -161,27 +160,34 @@ def _nearest_exact(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
 
 
 def _resize(frames: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
-    """(F, H, W, 3) uint8 -> (F, height, width, 3) float32 holding the uint8 values of torchvision's CPU
-    ``resize(antialias=True)`` (float: the normalisation reads them as float32 next)."""
+    """(F, H, W, 3) uint8 -> (F, 3, height, width) float32 holding the uint8 values of torchvision's CPU
+    ``resize(antialias=True)`` (float: the normalisation reads them as float32 next).
+
+    Channel planes first (a transpose of the small uint8 input): both passes then act on plain rows and
+    columns of each plane, and the result is already in ``pixel_values``' layout.
+    """
+    planar = frames.transpose(0, 3, 1, 2)  # (F, 3, H, W) uint8 view
     if frames.shape[1:3] == (height, width):
-        return frames.astype(np.float32)  # torchvision returns the input unchanged at the target size
+        return np.ascontiguousarray(planar, dtype=np.float32)  # torchvision returns the input unchanged at the target size
     if mode == "nearest-exact":
-        return _nearest_exact(_nearest_exact(frames, 1, height), 2, width).astype(np.float32)
-    out = np.empty((frames.shape[0], height, width, 3), dtype=np.float32)
-    step = max(1, _CHUNK_VALUES // max(frames[0].size, height * width * 3))
-    for start in range(0, frames.shape[0], step):
-        chunk = frames[start : start + step]  # (f, H, W, 3)
-        if chunk.shape[2] != width:  # width first: its uint8 result is what the height pass reads
-            chunk = _resample_width(np.ascontiguousarray(chunk), width, mode)  # (f, H, width, 3)
-        if chunk.shape[1] != height:
-            chunk = _resample_height(chunk, height, mode)  # (f, height, width, 3)
+        return np.ascontiguousarray(_nearest_exact(_nearest_exact(planar, 2, height), 3, width), dtype=np.float32)
+    f, c, h, w = planar.shape
+    out = np.empty((f, c, height, width), dtype=np.float32)
+    step = max(1, _CHUNK_VALUES // max(frames[0].size, height * width * c))
+    for start in range(0, f, step):
+        chunk = np.ascontiguousarray(planar[start : start + step])  # (f, 3, H, W)
+        n = chunk.shape[0]
+        if w != width:  # width first: its uint8 result is what the height pass reads
+            chunk = _resample_width(chunk.reshape(n * c * h, w), width, mode).reshape(n, c, h, width)
+        if h != height:
+            chunk = _resample_height(chunk.reshape(n * c, h, width), height, mode).reshape(n, c, height, width)
         out[start : start + step] = chunk
     return out
 
 
 def resize_uint8(frames: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
     """(F, H, W, 3) uint8 -> (F, height, width, 3) uint8, as torchvision's CPU ``resize(antialias=True)``."""
-    return _resize(frames, height, width, mode).astype(np.uint8)
+    return _resize(frames, height, width, mode).transpose(0, 2, 3, 1).astype(np.uint8)
 
 
 class NumpyVideoPreprocessor:
@@ -209,8 +215,10 @@ class NumpyVideoPreprocessor:
         """Preprocess a :class:`VideoClip` or in-memory frames (any form :func:`holitom.video.as_rgb_frames` takes)."""
         rgb = frames.frames if isinstance(frames, VideoClip) else as_rgb_frames(frames)  # (F, H, W, 3) uint8
         c = self.config
-        pixels = _resize(rgb, c.height, c.width, c.interpolation) if c.do_resize else rgb  # (F, h, w, 3) pixel values
-        video = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32)  # (F, 3, h, w), a new array
+        if c.do_resize:
+            video = _resize(rgb, c.height, c.width, c.interpolation)  # (F, 3, h, w) float32 pixel values, a new array
+        else:
+            video = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32)  # (F, 3, h, w)
         if c.do_normalize:
             video -= self._mean
             video /= self._std

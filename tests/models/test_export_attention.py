@@ -1,4 +1,4 @@
-"""The two export forms of the decoder's causal prefill attention (holitom.models.export_attention).
+"""The two export forms of the attentions in exported graphs (holitom.models.export_attention).
 
 Eager results never depend on the form. The exported "onnxruntime" form is one
 com.microsoft.GroupQueryAttention node per attention and must give onnxruntime the
@@ -104,3 +104,53 @@ def test_standard_form_holds_only_onnx_ops():
     model = export(Prefill(make_attention()), "standard")
     assert {domain for domain, _ in op_types(model)} <= {""}
     assert ("", "Softmax") in op_types(model)
+
+
+class VisionNoScores(torch.nn.Module):
+    """x (F, N, D) -> a vision layer's attention output without scores (F, N, D)."""
+
+    def __init__(self):
+        super().__init__()
+        from holitom.models.config import VisionConfig
+        from holitom.models.vision import VisionAttention
+
+        cfg = VisionConfig(hidden_size=32, intermediate_size=8, num_layers=1, num_heads=4, image_size=28, patch_size=14)
+        torch.manual_seed(1)
+        self.attn = VisionAttention(cfg).eval()
+
+    def forward(self, x):
+        return self.attn(x)[0]
+
+
+def test_vision_attention_without_scores_is_one_fused_node_in_the_onnxruntime_form():
+    module = VisionNoScores()
+    x = torch.randn(3, 7, 32)
+    dims = ({0: torch.export.Dim("frames", min=1, max=64), 1: torch.export.Dim("n", min=2, max=1024)},)
+    models = {}
+    for flavor in ea.FLAVORS:
+        with ea.export_attention(flavor), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            models[flavor] = torch.onnx.export(module, (x,), None, input_names=["x"], output_names=["out"], dynamic_shapes=dims, dynamo=True, opset_version=18).model_proto
+    assert ("com.microsoft", "MultiHeadAttention") in op_types(models["onnxruntime"])
+    assert ("", "Softmax") not in op_types(models["onnxruntime"])
+    assert {domain for domain, _ in op_types(models["standard"])} <= {""}
+    session = ort.InferenceSession(models["onnxruntime"].SerializeToString(), providers=["CPUExecutionProvider"])
+    for frames, n in ((1, 5), (4, 49)):  # other sizes than the traced (3, 7)
+        x = torch.randn(frames, n, 32, generator=torch.Generator().manual_seed(n))
+        with torch.no_grad():
+            want = module(x).numpy()
+        (got,) = session.run(None, {"x": x.numpy()})
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=ATOL)
+
+
+def test_shared_buffer_decode_attention_eager_writes_one_position_and_attends_over_the_filled_prefix():
+    g = torch.Generator().manual_seed(4)
+    q, k, v = torch.randn(1, 4, 1, 8, generator=g), torch.randn(1, 2, 1, 8, generator=g), torch.randn(1, 2, 1, 8, generator=g)
+    key, value = torch.randn(1, 2, 9, 8, generator=g), torch.randn(1, 2, 9, 8, generator=g)
+    past = ea.SharedKVBuffer(key, value, torch.tensor([5], dtype=torch.int32), torch.tensor(6, dtype=torch.int32))
+    out, new_key, new_value = ea.shared_buffer_decode_attention(q, k, v, past, 0.3)
+    assert torch.equal(new_key[:, :, :5], key[:, :, :5]) and torch.equal(new_key[:, :, 5:6], k) and torch.equal(new_key[:, :, 6:], key[:, :, 6:])
+    assert torch.equal(new_value[:, :, 5:6], v)
+    keys, values = torch.cat((key[:, :, :5], k), 2), torch.cat((value[:, :, :5], v), 2)  # (1, 2, 6, 8)
+    want = F.scaled_dot_product_attention(q, repeat_kv(keys, 2), repeat_kv(values, 2), scale=0.3)  # (1, 4, 1, 8)
+    torch.testing.assert_close(out, want.transpose(1, 2).reshape(1, 1, 32), atol=ATOL, rtol=ATOL)

@@ -65,8 +65,9 @@ class SessionSettings:
       needed; without it freed activations go back to the heap.
     - ``optimized_cache``: keep each graph as optimized for this machine under the cache folder, so a later load
       skips the optimization passes (graphs whose weights sit in an external-data file are not cached).
-    - ``io_binding``: the decode step binds its inputs where they lie and writes its outputs (logits, KV caches)
-      into buffers the runner reuses.
+    - ``io_binding``: the standard form's decode step binds its inputs where they lie and writes its outputs
+      (logits, KV caches) into buffers the runner reuses. An ``--attention onnxruntime`` export's decode step
+      always runs with IO binding over preallocated KV buffers (``kv_buffers.py``), whatever this says.
     - ``vision_chunk``: frames per vision-encoder call (0: all at once); the frames are independent, so the
       tower's activations peak at a chunk's size.
     - ``spinning``: idle intra-op threads spin for work instead of sleeping (onnxruntime's default); between two
@@ -144,6 +145,9 @@ def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None
         os.replace(staging, cached)  # whole files only: a concurrent load reads the old one or this one
     if spec is not None:
         from holitom.export.onnx_io import io_mismatches
+
+        if spec.name == C.DECODE_STEP and any(i.name == C.KV_LENGTHS for i in session.get_inputs()):
+            spec = C.kv_buffer_decode_spec(spec)  # an --attention onnxruntime decode step (its runner keeps the plain contract)
 
         problems = io_mismatches(_session_io(session), spec)
         if problems:

@@ -16,7 +16,10 @@ class OnnxrtRunner(Runner):
     nothing is loaded until :meth:`activate`. With ``output_shapes`` (feed -> {output: shape}) the
     runner binds its inputs and outputs (IO binding) and writes every output into buffers it keeps
     and reuses, so a call returns arrays that stay valid until the call after next. With ``chunk`` the
-    inputs are fed ``chunk`` rows (axis 0) at a time and the outputs concatenated. A torch tensor in the feed (the export
+    inputs are fed ``chunk`` rows (axis 0) at a time and the outputs concatenated. A decode step whose graph takes
+    preallocated KV buffers (``kv_lengths`` among its inputs) runs through
+    :class:`~holitom.runtime.backends.onnxruntime.kv_buffers.KVBufferDecoder`: its ``logits`` are rewritten by the
+    next call. A torch tensor in the feed (the export
     validator's reference inputs) is read through numpy without a copy on the CPU.
     """
 
@@ -32,20 +35,29 @@ class OnnxrtRunner(Runner):
         self.session = None
         self._input_names: set[str] = set()
         self._binding = None
+        self._kv_decoder = None
         self._buffers: dict[str, list[np.ndarray]] = {}  # output name -> two flat buffers, used in turn
         self._turn = 0
 
     def _activate(self) -> None:
+        from holitom import contracts as C
+
         self.session = self._load()
         self._input_names = {i.name for i in self.session.get_inputs()}
-        if self._output_shapes is not None:
+        if C.KV_LENGTHS in self._input_names:  # an --attention onnxruntime decode step: preallocated KV buffers
+            from holitom.runtime.backends.onnxruntime.kv_buffers import KVBufferDecoder
+
+            self._kv_decoder = KVBufferDecoder(self.session, self.spec)
+        elif self._output_shapes is not None:
             self._binding = self.session.io_binding()
 
     def _deactivate(self) -> None:
-        self.session = self._binding = None
+        self.session = self._binding = self._kv_decoder = None
         self._buffers = {}
 
     def _infer(self, feed: Mapping) -> dict:
+        if self._kv_decoder is not None:
+            return self._kv_decoder({name: _as_numpy(value) for name, value in feed.items()})
         # Inputs the graph dropped as unused (e.g. a constant-folded position) are not fed.
         arrays = {name: _to_numpy(value) for name, value in feed.items() if name in self._input_names}
         names = self.spec.output_names
@@ -89,7 +101,11 @@ class OnnxrtRunner(Runner):
         return pair[self._turn][:size].reshape(shape)
 
 
-def _to_numpy(value) -> np.ndarray:
+def _as_numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor; torch itself is not imported here
-        value = value.detach().cpu().contiguous().numpy()
-    return np.ascontiguousarray(value)
+        return value.detach().cpu().contiguous().numpy()
+    return np.asarray(value)
+
+
+def _to_numpy(value) -> np.ndarray:
+    return np.ascontiguousarray(_as_numpy(value))
