@@ -12,8 +12,10 @@ answer position reading the object tokens. A second diagnosis (README,
 "Fidelity") found no bug in this path (answer tokens, shift, splice, masks, cache
 alignment checked; synthetic one-hot features and real one-frame, one-object
 colour questions learn to 0.005 loss / 90-95% in 200-300 steps) but that the
-frozen random tower loses SHAPE: probes name an object token's shape 43% of the
-time (3 shapes), and most question types ask or name a shape.
+frozen random tower loses SHAPE (probes name an object token's shape 43% of the
+time, 3 shapes), which half the questions ask or name, and that the types whose
+answers need no shape (motion, count, appear, colour at a cut or a flash) stay at
+chance too after 2,000 packed steps: not a bug, a recipe that does not learn yet.
 
 The checkpoint ``scripts/make_default_model.py`` builds (tokenizer, chat template,
 config with the real LLaVA-OneVision geometry, deterministic initial weights,
