@@ -100,3 +100,13 @@ def check_precision(stage: str, precision: str) -> str:
     if precision not in allowed:
         raise ConfigError(f"the {stage} graph cannot be quantized to {precision!r}; it takes {list(allowed)}.")
     return precision
+
+
+def precision_label(quantization: dict | None) -> str:
+    """A short name of an export's precision for tables: ``float32``, ``int8`` (every quantized graph int8), or
+    ``VISION+DECODER`` when they differ (``int8+int4``: INT8 vision tower, INT4 decoders)."""
+    if not quantization:
+        return FLOAT32
+    graphs = quantization["graphs"]
+    vision, decoder = (graphs.get(stage, {}).get("precision", FLOAT32) for stage in (C.VISION, C.DECODER_HEAD))
+    return vision if vision == decoder else f"{vision}+{decoder}"

@@ -94,18 +94,29 @@ def _pct(ratio: float) -> int:
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row: a backend running a method at a ratio (None for methods without one)."""
+    """One row: a backend running a method at a ratio (None for methods without one).
+
+    ``export``: an onnxruntime row that runs this export folder (e.g. `holitom calibrate`'s INT8 one)
+    instead of the model's float32 export; ``precision`` labels it (:func:`holitom.calibration.config.precision_label`).
+    """
 
     backend: str
     method: str
     ratio: float | None
     preset: str
     inner_merge: bool
+    export: str | None = None
+    precision: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The backend as the tables show it: ``onnxruntime[int8]`` for a row running a quantized export."""
+        return self.backend if self.precision is None else f"{self.backend}[{self.precision}]"
 
     @property
     def id(self) -> str:
         suffix = f"@r{_pct(self.ratio):02d}" if self.ratio is not None else ""
-        return f"{self.backend}/{self.method}{suffix}"
+        return f"{self.label}/{self.method}{suffix}"
 
     @property
     def is_baseline(self) -> bool:

@@ -104,13 +104,18 @@ def _export_for(config, checkpoint: Path, log: Callable[[str], None]) -> Path:
     """``config.export`` when given (it must come from ``checkpoint``), else the runtime's own cached export."""
     if config.export is None:
         return ensure_export(checkpoint, log)
+    return check_export_of(config.export, checkpoint)
+
+
+def check_export_of(export: str | Path, checkpoint: Path) -> Path:
+    """``export`` as a Path if its manifest says it was made from ``checkpoint``, else ConfigError."""
     from holitom.errors import ConfigError
     from holitom.export.manifest import read_manifest
 
-    made_from = read_manifest(config.export).source.get("path")
+    made_from = read_manifest(export).source.get("path")
     if Path(str(made_from)).resolve() != Path(checkpoint).resolve():
-        raise ConfigError(f"--export '{config.export}' was made from '{made_from}', not from the benchmarked model '{checkpoint}'.")
-    return Path(config.export)
+        raise ConfigError(f"--export '{export}' was made from '{made_from}', not from the model '{checkpoint}'.")
+    return Path(export)
 
 
 def ensure_export(checkpoint: Path, log: Callable[[str], None]) -> Path:
