@@ -58,16 +58,12 @@ def plan(config: EvalConfig, source) -> list[RowSpec]:
 
 def _export_rows(config: EvalConfig, source) -> list[RowSpec]:
     """The onnxruntime rows of ``config.export`` (made from the evaluated model), labelled with its precision."""
-    from dataclasses import replace
-
+    from holitom.bench.config import export_rows
     from holitom.bench.runner import check_export_of
-    from holitom.calibration.config import precision_label
     from holitom.export.manifest import read_manifest
 
     checkpoint = read_manifest(source.path, check_files=False).source.get("path") if source.is_export else source.path
-    export = check_export_of(config.export, checkpoint)
-    label = precision_label(read_manifest(export, check_files=False).quantization)
-    return [replace(row, export=str(export), precision=label) for row in plan_rows(("onnxruntime",), config.methods, config.ratios)]
+    return export_rows(str(check_export_of(config.export, checkpoint)), config.methods, config.ratios)
 
 
 def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clips: dict[str, Path], log) -> tuple[dict[str, list[dict]], dict[str, str]]:

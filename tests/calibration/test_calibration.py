@@ -110,6 +110,30 @@ def test_int8_export_runs_on_the_onnxruntime_backend(int8_result, video_folder, 
     assert result.tokens.after_outer < result.tokens.visual_in
 
 
+def test_backend_runs_every_weight_matmul_of_the_qdq_vision_graph_in_int8(int8_result, tmp_path, monkeypatch):
+    """As the onnxruntime backend loads it, no MatMul of the INT8 vision graph stays float with its weight
+    dequantized on every call (onnxruntime's CSE would merge the q/k/v QuantizeLinear nodes and, on CPUs
+    without VNNI, leave those MatMuls float: QDQ_DISABLED_OPTIMIZERS)."""
+    from holitom.paths import CACHE_ENV
+    from holitom.runtime.backends.onnxruntime.loader import OPTIMIZED_CACHE_DIR, QDQ_DISABLED_OPTIMIZERS, session_from_file, settings_for
+
+    details = int8_result.manifest.quantization["graphs"][C.VISION]
+    assert details["format"] == "QDQ" and settings_for(details).disabled_optimizers == QDQ_DISABLED_OPTIMIZERS
+    assert settings_for(None).disabled_optimizers == () and settings_for(int8_result.manifest.quantization["graphs"][C.DECODER_HEAD]).disabled_optimizers == ()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    session_from_file(int8_result.out / int8_result.manifest.graphs[C.VISION].file, ["CPUExecutionProvider"], settings=settings_for(details))
+    (optimized,) = (tmp_path / OPTIMIZED_CACHE_DIR).glob("*.onnx")
+    model = onnx.load(str(optimized), load_external_data=False)
+    producers, weights = _producers(model), {i.name for i in model.graph.initializer}
+    float_with_weight_dq = [
+        n.name for n in model.graph.node
+        if n.op_type == "MatMul" and any(i in producers and producers[i].op_type == "DequantizeLinear" and producers[i].input[0] in weights for i in n.input)
+    ]
+    assert not float_with_weight_dq
+    fused = sum(n.op_type in ("QLinearMatMul", "MatMulIntegerToFloat") for n in model.graph.node)
+    assert fused == details["quantized_nodes"] - 1  # every quantized MatMul; the one other quantized node is the patch Conv
+
+
 def test_calibration_batches_are_the_runtime_pixel_values(float_export, float_recording, clip_frames):
     """The reader's batches equal an independent decode + preprocess of the same clips, and stop at the frame limit."""
     from holitom.calibration.data import FrameBatches
@@ -239,14 +263,19 @@ def test_cli_refusal_is_one_line_exit_2(float_export, tmp_path, capsys):
     assert err.count("\n") == 0 and err.startswith("holitom calibrate: error:") and "no video files" in err
 
 
-def test_bench_runs_a_quantized_export_of_the_same_model(int8_result, tmp_path):
+def test_bench_adds_rows_for_a_quantized_export_of_the_same_model(int8_result, tmp_path):
     from holitom.bench.config import BenchConfig
-    from holitom.bench.runner import _export_for
+    from holitom.bench.runner import check_export_of
 
-    config = BenchConfig(model="default", backends=("onnxruntime",), export=str(int8_result.out), project_full_depth=False)
+    config = BenchConfig(model="default", backends=("transformers", "onnxruntime"), methods=("vanilla", "holitom"), ratios=(0.1,),
+                         export=str(int8_result.out), project_full_depth=False)
+    assert [r.id for r in config.rows()] == [
+        "transformers/vanilla", "onnxruntime/vanilla", "onnxruntime/holitom@r10", "onnxruntime[int8]/vanilla", "onnxruntime[int8]/holitom@r10"
+    ]
+    assert {(r.export, r.precision) for r in config.rows()[-2:]} == {(str(int8_result.out), "int8")}
     made_from = int8_result.manifest.source["path"]
-    assert _export_for(config, made_from, print) == int8_result.out
+    assert check_export_of(config.export, made_from) == int8_result.out
     with pytest.raises(ConfigError, match="was made from"):
-        _export_for(config, tmp_path, print)
+        check_export_of(config.export, tmp_path)
     with pytest.raises(ConfigError, match="must be an export folder"):
-        BenchConfig(model="default", backends=("torch",), export=str(int8_result.out))
+        BenchConfig(model="default", backends=("torch",), export=str(made_from))
