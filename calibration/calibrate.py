@@ -103,7 +103,7 @@ def calibrate_export(export_dir: str | Path, out: str | Path, config: Calibratio
         rows: list[OutputAgreement] = []
         for stage, precision in quantized.items():
             calls = [call for clip in reference.clips for call in clip.calls[stage]]
-            got = run_graph(tmp / manifest.graphs[stage].file, stage, manifest.dims, [feed for feed, _ in calls])
+            got = run_graph(tmp / manifest.graphs[stage].file, stage, manifest.dims, [feed for feed, _ in calls], details[stage])
             rows += agreement(stage, precision, got, [want for _, want in calls])
         check_agreement(rows)
 
