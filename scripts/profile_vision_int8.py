@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -50,6 +51,9 @@ _SHOWN = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMul
           "DynamicQuantizeMatMul", "MatMulInteger", "FusedMatMul", "QLinearConv", "ConvInteger", "Conv", "QGemm", "Gemm")
 
 
+THREADS = {"n": 0}  # intra-op threads of every session (--threads; 0: the runtime's, one per core)
+
+
 def _session(ort, path: Path, variant: str | None, optimized: Path | None = None, profile: Path | None = None):
     """A session with the runtime's settings (holitom.runtime.backends.onnxruntime.loader), optionally saving the
     optimized graph or profiling; ``variant`` None is the float32 graph."""
@@ -65,7 +69,7 @@ def _options(ort, optimized: Path | None = None, profile: Path | None = None):
     from holitom.runtime.backends.onnxruntime.loader import DEFAULT_SESSION_SETTINGS as S
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = S.threads
+    options.intra_op_num_threads = THREADS["n"] or S.threads
     options.enable_cpu_mem_arena = S.memory_arena
     if not S.spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -132,6 +136,7 @@ def main(argv=None) -> int:
     p.add_argument("--clip-frames", type=int, default=8, help="frames sampled per calibration clip")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {list(VARIANTS)}")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: the runtime's, one per core; 1 is steadier on a shared CPU)")
     p.add_argument("--profile", action="store_true", help="kernel time per op type (one profiled run per graph)")
     p.add_argument("--work", default=None, help="folder for the export, clips and quantized graphs (default: a temporary one)")
     args = p.parse_args(argv)
@@ -142,6 +147,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
     import torch
 
+    THREADS["n"] = args.threads
     from holitom import contracts as C
     from holitom.calibration.compare import cosine
     from holitom.calibration.data import record_pipeline
@@ -159,7 +165,8 @@ def main(argv=None) -> int:
         clip_feed, clip_want = recording.clips[0].calls[C.VISION][0]
         float_session = _session(ort, float_file, None)
         print(f"model {args.model}, vision width {manifest.model_config['vision']['hidden_size']}, "
-              f"{manifest.model_config['vision'].get('num_layers', '?')} layers, {args.frames} frames; onnxruntime {ort.__version__}")
+              f"{manifest.model_config['vision'].get('num_layers', '?')} layers, {args.frames} frames, {args.threads or 'default'} threads; "
+              f"onnxruntime {ort.__version__}; load average {os.getloadavg()[0]:.1f}")
         graphs = {"float32": float_file}
         for name in args.variants.split(","):
             graphs[name] = work / f"vision.{name.removesuffix('-cse')}.onnx"  # -cse: the same graph, loaded with CSE on
@@ -190,6 +197,7 @@ def main(argv=None) -> int:
                 total = sum(ms.values())
                 print(f"    kernel time {total:.0f} ms: " + ", ".join(f"{op} {t:.0f} ({t / total:.0%})" for op, t in ms.items() if t >= 0.005 * total), flush=True)
             del session
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 

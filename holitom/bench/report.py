@@ -6,8 +6,9 @@ The result object (:func:`holitom.bench.runner.run_bench`) has:
   start and end), ``settings`` (the :class:`~holitom.bench.config.BenchConfig`,
   the checkpoint, the arch preset with overrides, the model geometry, the video,
   how time / memory / FLOPs are measured), ``published_reference``;
-- ``rows``: per row ``id``, ``backend``, ``method``, ``ratio``, ``preset``,
-  ``inner_merge``, ``tokens`` (``visual_in`` -> ``after_outer`` -> ``after_inner``,
+- ``rows``: per row ``id``, ``label`` (the backend, ``onnxruntime[int8]`` for a row of
+  ``--export``), ``backend``, ``method``, ``ratio``, ``preset``, ``inner_merge``,
+  ``export`` and ``precision`` (None but for ``--export`` rows), ``tokens`` (``visual_in`` -> ``after_outer`` -> ``after_inner``,
   ``prompt``), ``timings_ms`` (``decode_video`` + ``vision`` + ``merge`` +
   ``prefill`` = ``ttft``), ``shares`` (each part / TTFT), ``ttft_ms_all``,
   ``decode_tokens_per_s`` (+ ``_all``), ``generated_tokens``, ``memory``
