@@ -20,21 +20,20 @@ import argparse
 import collections
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from bench_calibration import _clips, _export
+from bench_calibration import prepare, time_pair
 
 # name -> quantize_vision keywords; "dynamic" variants quantize weights ahead and activations per call instead.
 # Q/DQ graphs load as the onnxruntime backend loads them (QDQ_DISABLED_OPTIMIZERS); "cse" keeps that pass on.
 VARIANTS: dict[str, dict] = {
     "qdq-s8s8": {"activations": "int8"},  # the default: TensorRT-ready
     "qdq-s8s8-cse": {"activations": "int8", "cse": True},
+    "qdq-s8s8-rr": {"activations": "int8", "reduce_range": True},
     "qdq-s8s8-pt": {"activations": "int8", "per_channel": False},
     "qdq-s8s8-attn": {"activations": "int8", "keep_scores_float": False},  # the last layer's score MatMuls too
     "qdq-u8s8": {"activations": "uint8"},
@@ -121,12 +120,6 @@ def _profile(ort, path: Path, variant: str | None, feed: dict, work: Path) -> di
     return dict(sorted(ms.items(), key=lambda kv: -kv[1]))
 
 
-def _run_ms(session, feed: dict) -> float:
-    start = time.perf_counter()
-    session.run(None, feed)
-    return (time.perf_counter() - start) * 1e3
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="llava-ov-0.5b", help="default, llava-ov-0.5b, llava-ov-7b, or a float32 export folder")
@@ -147,18 +140,13 @@ def main(argv=None) -> int:
     import onnxruntime as ort
     import torch
 
-    THREADS["n"] = args.threads
     from holitom import contracts as C
     from holitom.calibration.compare import cosine
-    from holitom.calibration.data import record_pipeline
-    from holitom.export.manifest import read_manifest
 
+    THREADS["n"] = args.threads
     with tempfile.TemporaryDirectory(prefix="profile-vision-int8-") as tmp:
         work = Path(args.work or tmp)
-        export = _export(args.model, args.vision_layers, work)
-        manifest = read_manifest(export)
-        preset = "r10" if "r10" in manifest.outer_merge else next(iter(manifest.outer_merge))
-        recording = record_pipeline(export, _clips(work / "clips", args.clips), args.clip_frames, preset, 1, False, "float32 run")
+        export, manifest, _, recording = prepare(args.model, args.vision_layers, work, args.clips, args.clip_frames)
         float_file = export / manifest.graphs[C.VISION].file
         size = manifest.dims.image_size
         feed = {"pixel_values": np.random.default_rng(0).standard_normal((args.frames, 3, size, size), dtype=np.float32)}
@@ -181,12 +169,7 @@ def main(argv=None) -> int:
             fcos = cosine(torch.from_numpy(got), clip_want["features"])
             timing = f"{'-':>8s} {'-':>8s} {'-':>5s}"
             if path != float_file:
-                float_session.run(None, feed), session.run(None, feed)  # warm-up
-                a_ms, b_ms = [], []
-                for _ in range(args.repeats):  # alternate, so load changes hit both alike
-                    a_ms.append(_run_ms(float_session, feed))
-                    b_ms.append(_run_ms(session, feed))
-                a, b = statistics.median(a_ms), statistics.median(b_ms)
+                a, b = time_pair(float_session, session, feed, args.repeats)
                 timing = f"{a:8.0f} {b:8.0f} {a / b:5.2f}"
             counts = _op_counts(ort, path, variant, work)
             shown = ", ".join(f"{op} {counts[op]}" for op in _SHOWN if counts[op])

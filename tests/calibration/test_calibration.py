@@ -48,9 +48,11 @@ def test_vision_graph_has_qdq_on_every_matmul_input_except_the_score_path(float_
         for i in node.input[:2]:
             dq = producers.get(i)
             assert dq is not None and dq.op_type == "DequantizeLinear", f"{node.name} input {i} has no DequantizeLinear"
-            if dq.input[0] in inits:  # a weight: int8, symmetric, one scale per output channel
+            if dq.input[0] in inits:  # a weight: int8 (7-bit range by default), symmetric, one scale per output channel
                 w = inits[dq.input[0]]
                 assert w.data_type == onnx.TensorProto.INT8
+                largest = np.abs(numpy_helper.to_array(w).astype(np.int16)).max()
+                assert 32 < largest <= 64  # 7-bit symmetric range [-64, 64] (onnxruntime's reduce_range), used
                 scale = numpy_helper.to_array(inits[dq.input[1]])
                 axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
                 assert scale.shape == (w.dims[axis],) and scale.size > 1
@@ -78,6 +80,7 @@ def test_manifest_records_precisions_calibration_validation_and_report(int8_resu
 
     assert q["graphs"][C.VISION]["calibration_method"] == DEFAULT_METHOD == q["calibration"]["method"]
     cal = q["calibration"]
+    assert cal["weight_bits"] == 7 and "(7 bits)" in q["graphs"][C.VISION]["weights"]
     assert cal["frames"] == 10 and cal["frames_per_clip"] == clip_frames and len(cal["videos"]) == 3
     assert sorted(cal["videos"]) == sorted(str(p) for p in video_folder.rglob("*.mp4"))
     assert q["graphs"][C.VISION]["calibration_batches"] == 3
@@ -229,6 +232,7 @@ def test_unreadable_video_is_refused_by_name(float_export, tmp_path):
         ({"block_size": 48}, "block size 48"),
         ({"calibration_frames": 0}, "calibration_frames"),
         ({"activations": "int16"}, "activation type"),
+        ({"weight_bits": 4}, "weight bits"),
     ],
 )
 def test_bad_config_is_a_config_error(kwargs, match, tmp_path):
