@@ -88,7 +88,8 @@ class SessionSettings:
 # Graph passes turned off for graphs with Q/DQ nodes (`holitom calibrate`'s INT8 vision tower). Common-subexpression
 # elimination merges the identical per-consumer QuantizeLinear nodes of q, k and v into one Q feeding three DQs;
 # onnxruntime's int8 -> uint8 activation rewrite for CPUs without VNNI then skips those MatMuls, which stay float
-# and dequantize their weights on every call (scripts/profile_vision_int8.py: 7 of 17 MatMuls at the so400m width).
+# and dequantize their weights on every call (scripts/profile_vision_int8.py: 6 of the 16 quantized MatMuls of two
+# so400m-width layers).
 QDQ_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
 
 
