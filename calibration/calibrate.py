@@ -96,14 +96,14 @@ def calibrate_export(export_dir: str | Path, out: str | Path, config: Calibratio
             file = manifest.graphs[stage].file
             if stage == C.VISION:
                 batches = FrameBatches(reference, config.calibration_frames, config.progress)
-                details[stage] = quantize_vision(folder / file, tmp / file, batches, config.method, config.score_precision == FLOAT32, config.activations)
+                details[stage] = quantize_vision(folder / file, tmp / file, batches, config.method, config.score_precision == FLOAT32, config.activations, reduce_range=config.weight_bits == 7)
                 details[stage]["calibration_batches"] = batches.batches
             else:
                 details[stage] = quantize_weights(folder / file, tmp / file, precision, config.block_size)
         rows: list[OutputAgreement] = []
         for stage, precision in quantized.items():
             calls = [call for clip in reference.clips for call in clip.calls[stage]]
-            got = run_graph(tmp / manifest.graphs[stage].file, stage, manifest.dims, [feed for feed, _ in calls])
+            got = run_graph(tmp / manifest.graphs[stage].file, stage, manifest.dims, [feed for feed, _ in calls], details[stage])
             rows += agreement(stage, precision, got, [want for _, want in calls])
         check_agreement(rows)
 
@@ -121,6 +121,7 @@ def calibrate_export(export_dir: str | Path, out: str | Path, config: Calibratio
                 "method": config.method,
                 "score_precision": config.score_precision,
                 "activations": config.activations,
+                "weight_bits": config.weight_bits,
                 "videos": [str(v) for v in videos],
                 "frames_per_clip": frames,
                 "frames": min(config.calibration_frames, reference.frames),

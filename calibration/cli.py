@@ -14,6 +14,8 @@ from holitom.calibration.config import (
     INT8,
     METHODS,
     SCORE_PRECISIONS,
+    WEIGHT_BITS,
+    DEFAULT_WEIGHT_BITS,
 )
 
 EXAMPLES = """examples:
@@ -36,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, choices=BLOCK_SIZES, default=32, help="weight-only quantization block (default 32)")
     p.add_argument("--scores", choices=list(SCORE_PRECISIONS), default=DEFAULT_SCORE_PRECISION, help="precision of the last vision layer's attention scores, HoliTom's top-k input (default float32)")
     p.add_argument("--activations", choices=list(ACTIVATION_TYPES), default="int8", help="int8 symmetric (TensorRT-ready, default) or uint8 (onnxruntime on CPUs without VNNI)")
+    p.add_argument("--weight-bits", type=int, choices=list(WEIGHT_BITS), default=DEFAULT_WEIGHT_BITS, help=f"vision weight bits: 7 avoids int16 saturation on CPUs without VNNI, still int8 for TensorRT (default {DEFAULT_WEIGHT_BITS})")
     p.add_argument("--preset", default=None, help="preset of the report's decision and answer agreement (default r10 if exported)")
     p.add_argument("--force", action="store_true", help="replace --out if it is an earlier export")
     p.add_argument("--no-png", action="store_true", help="skip the report figure (calibration_report.png in --out)")
@@ -55,6 +58,7 @@ def run_from_args(args) -> int:
         block_size=args.block_size,
         score_precision=args.scores,
         activations=args.activations,
+        weight_bits=args.weight_bits,
         preset=args.preset,
     )
     result = calibrate_export(args.export_dir, args.out, config, force=args.force, png=not args.no_png)

@@ -84,15 +84,15 @@ def agreement(stage: str, precision: str, got: list[dict], want: list[dict]) -> 
     return rows
 
 
-def run_graph(path: Path, stage: str, dims, feeds: list[dict]) -> list[dict]:
-    """Outputs of the graph at ``path`` for each feed, through the onnxruntime backend's runner."""
+def run_graph(path: Path, stage: str, dims, feeds: list[dict], details: dict | None = None) -> list[dict]:
+    """Outputs of the graph at ``path`` (quantized as ``details`` say) for each feed, through the onnxruntime backend's runner."""
     from holitom import contracts as C
-    from holitom.runtime.backends.onnxruntime.loader import providers_for, session_from_file
+    from holitom.runtime.backends.onnxruntime.loader import providers_for, session_from_file, settings_for
     from holitom.runtime.backends.onnxruntime.runner import OnnxrtRunner
     from holitom.runtime.validate import as_torch
 
     spec = C.stage_specs(dims)[stage]
-    runner = OnnxrtRunner(spec, lambda: session_from_file(path, providers_for("cpu"), spec)).activate()
+    runner = OnnxrtRunner(spec, lambda: session_from_file(path, providers_for("cpu"), spec, settings_for(details))).activate()
     try:
         # Copies: a runner may return buffers that its next call rewrites (the KV-buffer decode step's logits).
         return [as_torch({name: np.array(value) for name, value in runner.infer(feed).items()}) for feed in feeds]

@@ -41,6 +41,12 @@ DEFAULT_METHOD = "percentile"
 SCORE_PRECISIONS = (FLOAT32, INT8)
 DEFAULT_SCORE_PRECISION = FLOAT32
 ACTIVATION_TYPES = ("int8", "uint8")
+# Vision weights in 8 bits, or 7 (onnxruntime's reduce_range: still int8 symmetric, so still a TensorRT input).
+# x86 CPUs without VNNI multiply uint8 x int8 pairs into int16 sums (onnxruntime rewrites int8 activations to
+# uint8 there), which saturate with 8-bit weights: scripts/profile_vision_int8.py at SigLIP-so400m's width measured
+# features cosine 0.977 (int8 activations) / 0.982 (uint8) with 8-bit weights against 0.999 with 7-bit, same speed.
+WEIGHT_BITS = (8, 7)
+DEFAULT_WEIGHT_BITS = 7
 # MatMulNBits block sizes onnxruntime implements.
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".gif", ".mpg", ".mpeg", ".ts")
@@ -64,6 +70,7 @@ class CalibrationConfig:
     block_size: int = 32
     score_precision: str = DEFAULT_SCORE_PRECISION
     activations: str = "int8"  # "uint8": faster on CPUs without VNNI, not a TensorRT input (holitom.calibration.quantize.ACTIVATIONS)
+    weight_bits: int = DEFAULT_WEIGHT_BITS
     preset: str | None = None  # preset the report's decision and answer agreement use (default: r10, else the export's first)
     report_tokens: int = 8  # greedy tokens compared end to end per clip
     progress: bool = True
@@ -79,6 +86,8 @@ class CalibrationConfig:
             raise ConfigError(f"block size {self.block_size} is not one onnxruntime's MatMulNBits implements; choose one of {list(BLOCK_SIZES)}.")
         if self.score_precision not in SCORE_PRECISIONS:
             raise ConfigError(f"score precision {self.score_precision!r} is not one of {list(SCORE_PRECISIONS)}.")
+        if self.weight_bits not in WEIGHT_BITS:
+            raise ConfigError(f"vision weight bits {self.weight_bits!r} is not one of {list(WEIGHT_BITS)}.")
         if self.activations not in ACTIVATION_TYPES:
             raise ConfigError(f"activation type {self.activations!r} is not one of {list(ACTIVATION_TYPES)}.")
         wanted = {C.VISION: self.vision, **{stage: self.decoder for stage in DECODER_STAGES}}
@@ -100,3 +109,13 @@ def check_precision(stage: str, precision: str) -> str:
     if precision not in allowed:
         raise ConfigError(f"the {stage} graph cannot be quantized to {precision!r}; it takes {list(allowed)}.")
     return precision
+
+
+def precision_label(quantization: dict | None) -> str:
+    """A short name of an export's precision for tables: ``float32``, ``int8`` (every quantized graph int8), or
+    ``VISION+DECODER`` when they differ (``int8+int4``: INT8 vision tower, INT4 decoders)."""
+    if not quantization:
+        return FLOAT32
+    graphs = quantization["graphs"]
+    vision, decoder = (graphs.get(stage, {}).get("precision", FLOAT32) for stage in (C.VISION, C.DECODER_HEAD))
+    return vision if vision == decoder else f"{vision}+{decoder}"

@@ -19,9 +19,8 @@ from holitom.errors import ExportError, MissingDependencyError
 from holitom.calibration.config import INT4, INT8, METHODS
 from holitom.calibration.graphs import QUANTIZED_OPS, score_path_nodes
 
-# Symmetric int8 weights (TensorRT reads only zero-point-0 int8 Q/DQ); activations below.
+# Weight and activation symmetry come from their types (ACTIVATIONS below: TensorRT reads only zero-point-0 int8 Q/DQ).
 _QDQ_OPTIONS = {
-    "WeightSymmetric": True,
     # A Q/DQ pair per consumer: onnxruntime fuses DQ -> MatMul -> Q into one QLinearMatMul only when
     # the DQ feeds that MatMul alone (q/k/v read one tensor), and a reader outside the quantized ops
     # (the attention-score means) keeps the float tensor (measured 1.26x against 1.11x shared, 4 frames, so400m width).
@@ -47,11 +46,31 @@ def _quantization():
 ACTIVATIONS = {"int8": ("QInt8", True), "uint8": ("QUInt8", False)}
 
 
-def quantize_vision(src: Path, dst: Path, reader, method: str, keep_scores_float: bool, activations: str = "int8") -> dict:
-    """Static INT8 QDQ of the vision graph at ``src`` into ``dst``; ``reader`` yields ``{"pixel_values": (F, 3, H, W)}``.
+# Graph forms: "qdq" (Q/DQ pairs around float ops: TensorRT's explicit quantization, onnxruntime fuses them) or
+# "qoperator" (onnxruntime's own integer ops, QLinearMatMul / QLinearConv: CPU-only, no TensorRT input).
+FORMATS = {"qdq": "QDQ", "qoperator": "QOperator"}
+
+
+def quantize_vision(
+    src: Path,
+    dst: Path,
+    reader,
+    method: str,
+    keep_scores_float: bool,
+    activations: str = "int8",
+    *,
+    fmt: str = "qdq",
+    weights: str = "int8",
+    per_channel: bool = True,
+    reduce_range: bool = False,
+) -> dict:
+    """Static INT8 of the vision graph at ``src`` into ``dst``; ``reader`` yields ``{"pixel_values": (F, 3, H, W)}``.
 
     ``keep_scores_float`` leaves the last layer's attention-probability MatMuls (the
     input of HoliTom's top-k) in float32 (:func:`calibration.graphs.score_path_nodes`).
+    ``fmt`` (:data:`FORMATS`), ``weights`` (:data:`ACTIVATIONS`' types: uint8 is asymmetric, no TensorRT input),
+    ``per_channel`` weights and ``reduce_range`` (7-bit weights, for
+    the U8S8 kernels of CPUs without VNNI) are the variants ``scripts/bench_calibration.py`` measures.
     """
     import onnx
 
@@ -64,24 +83,25 @@ def quantize_vision(src: Path, dst: Path, reader, method: str, keep_scores_float
         str(src),
         str(dst),
         reader,
-        quant_format=q.QuantFormat.QDQ,
+        quant_format=getattr(q.QuantFormat, FORMATS[fmt]),
         op_types_to_quantize=list(QUANTIZED_OPS),
-        per_channel=True,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
         activation_type=getattr(q.QuantType, ACTIVATIONS[activations][0]),
-        weight_type=q.QuantType.QInt8,
+        weight_type=getattr(q.QuantType, ACTIVATIONS[weights][0]),
         nodes_to_exclude=excluded,
         calibrate_method=getattr(q.CalibrationMethod, METHODS[method]),
-        extra_options={**_QDQ_OPTIONS, "ActivationSymmetric": ACTIVATIONS[activations][1]},
+        extra_options={**_QDQ_OPTIONS, "ActivationSymmetric": ACTIVATIONS[activations][1], "WeightSymmetric": ACTIVATIONS[weights][1]},
         use_external_data_format=False,
     )
     if reader.batches == 0:
         raise ExportError("the calibration produced no batch of frames; check the calibration videos.")
     return {
         "precision": INT8,
-        "format": "QDQ",
-        "weights": "int8 symmetric per output channel",
+        "format": FORMATS[fmt],
+        "weights": f"{weights}{' (7 bits)' if reduce_range else ''} {'symmetric' if ACTIVATIONS[weights][1] else 'asymmetric'} per {'output channel' if per_channel else 'tensor'}",
         "activations": f"{activations} {'symmetric' if ACTIVATIONS[activations][1] else 'asymmetric'} per tensor",
-        "tensorrt_ready": activations == "int8",
+        "tensorrt_ready": activations == weights == "int8" and fmt == "qdq",
         "calibration_method": method,
         "op_types": list(QUANTIZED_OPS),
         "quantized_nodes": len(targets),

@@ -55,10 +55,31 @@ def _clips(folder: Path, count: int) -> list[Path]:
     return paths
 
 
+def prepare(model: str, vision_layers: int | None, work: Path, clips: int, clip_frames: int):
+    """(export folder, its manifest, the report preset, the float32 pipeline's recording on generated clips)."""
+    from holitom.calibration.data import record_pipeline
+    from holitom.export.manifest import read_manifest
+
+    export = _export(model, vision_layers, work)
+    manifest = read_manifest(export)
+    preset = "r10" if "r10" in manifest.outer_merge else next(iter(manifest.outer_merge))
+    return export, manifest, preset, record_pipeline(export, _clips(work / "clips", clips), clip_frames, preset, 1, False, "float32 run")
+
+
 def _run_ms(session, feed: dict) -> float:
     start = time.perf_counter()
     session.run(None, feed)
     return (time.perf_counter() - start) * 1e3
+
+
+def time_pair(first, second, feed: dict, repeats: int) -> tuple[float, float]:
+    """Median ms of two sessions on ``feed`` after one warm-up each, timed alternately (load changes hit both alike)."""
+    first.run(None, feed), second.run(None, feed)
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(_run_ms(first, feed))
+        b.append(_run_ms(second, feed))
+    return statistics.median(a), statistics.median(b)
 
 
 def main(argv=None) -> int:
@@ -80,19 +101,15 @@ def main(argv=None) -> int:
 
     from holitom import contracts as C
     from holitom.calibration.compare import cosine
-    from holitom.calibration.data import FrameBatches, record_pipeline
+    from holitom.calibration.data import FrameBatches
     from holitom.calibration.quantize import quantize_vision
     from holitom.calibration.report import decision_agreement
-    from holitom.export.manifest import read_manifest
     from holitom.merge import MergeConfig
     from holitom.runtime.backends.onnxruntime.loader import providers_for, session_from_file
 
     with tempfile.TemporaryDirectory(prefix="bench-calibration-") as tmp:
         work = Path(args.work or tmp)
-        export = _export(args.model, args.vision_layers, work)
-        manifest = read_manifest(export)
-        preset = "r10" if "r10" in manifest.outer_merge else next(iter(manifest.outer_merge))
-        recording = record_pipeline(export, _clips(work / "clips", args.clips), args.clip_frames, preset, 1, False, "float32 run")
+        export, manifest, preset, recording = prepare(args.model, args.vision_layers, work, args.clips, args.clip_frames)
         merge = MergeConfig.from_dict(manifest.outer_merge[preset]["merge"])
         float_file = export / manifest.graphs[C.VISION].file
         providers = providers_for("cpu")
@@ -121,12 +138,7 @@ def main(argv=None) -> int:
                     for f in frames:
                         size = manifest.dims.image_size
                         feed = {"pixel_values": np.random.default_rng(0).standard_normal((f, 3, size, size), dtype=np.float32)}
-                        float_session.run(None, feed), session.run(None, feed)  # warm-up
-                        fp32_ms, int8_ms = [], []
-                        for _ in range(args.repeats):  # alternate, so load changes hit both alike
-                            fp32_ms.append(_run_ms(float_session, feed))
-                            int8_ms.append(_run_ms(session, feed))
-                        a, b = statistics.median(fp32_ms), statistics.median(int8_ms)
+                        a, b = time_pair(float_session, session, feed, args.repeats)
                         line += f"  {a:10.0f} / {b:9.0f} {a / b:5.2f}"
                     print(line, flush=True)
     return 0

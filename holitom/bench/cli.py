@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the per-row memory probes (fresh child processes)")
     p.add_argument("--one-backend-at-a-time", action="store_true", help="measure backend by backend with only its models loaded (large models); default: all rows loaded, measured round-robin")
     p.add_argument("--no-projection", action="store_true", help="layer-trimmed presets: skip the second run at another depth that projects every row to the real depth")
-    p.add_argument("--export", default=None, help="export folder the onnxruntime rows run (e.g. an INT8 one from `holitom calibrate`) instead of the model's float32 export")
+    p.add_argument("--export", default=None, help="an export folder of the same model (e.g. an INT8 one from `holitom calibrate`): adds its onnxruntime rows, labelled with its precision, beside the float32 ones")
     p.add_argument("--out", default=None, help="folder for bench.json and the PNG plots")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (instead of the table)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -94,18 +94,29 @@ def _pct(ratio: float) -> int:
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row: a backend running a method at a ratio (None for methods without one)."""
+    """One row: a backend running a method at a ratio (None for methods without one).
+
+    ``export``: an onnxruntime row that runs this export folder (e.g. `holitom calibrate`'s INT8 one)
+    instead of the model's float32 export; ``precision`` labels it (:func:`holitom.calibration.config.precision_label`).
+    """
 
     backend: str
     method: str
     ratio: float | None
     preset: str
     inner_merge: bool
+    export: str | None = None
+    precision: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The backend as the tables show it: ``onnxruntime[int8]`` for a row running a quantized export."""
+        return self.backend if self.precision is None else f"{self.backend}[{self.precision}]"
 
     @property
     def id(self) -> str:
         suffix = f"@r{_pct(self.ratio):02d}" if self.ratio is not None else ""
-        return f"{self.backend}/{self.method}{suffix}"
+        return f"{self.label}/{self.method}{suffix}"
 
     @property
     def is_baseline(self) -> bool:
@@ -146,6 +157,17 @@ def plan_rows(backends: tuple[str, ...], methods: tuple[str, ...], ratios: tuple
                 pct = None if ratio is None else _pct(ratio)
                 rows.append(RowSpec(backend, name, ratio, spec.preset_for(pct), spec.inner_merge))
     return rows
+
+
+def export_rows(export: str, methods: tuple[str, ...], ratios: tuple[float, ...]) -> list[RowSpec]:
+    """The onnxruntime rows that run the export folder ``export`` (``--export``), labelled with its precision."""
+    from dataclasses import replace
+
+    from holitom.calibration.config import precision_label
+    from holitom.export.manifest import read_manifest
+
+    label = precision_label(read_manifest(export, check_files=False).quantization)
+    return [replace(row, export=str(export), precision=label) for row in plan_rows(("onnxruntime",), methods, ratios)]
 
 
 @dataclass(frozen=True)
@@ -210,7 +232,7 @@ class BenchConfig:
     threads: int | None = None
     interleave: bool = True
     project_full_depth: bool = True
-    export: str | None = None  # an export folder of the same model (e.g. `holitom calibrate`'s INT8 one) for the onnxruntime rows
+    export: str | None = None  # an export folder of the same model (e.g. `holitom calibrate`'s INT8 one): onnxruntime rows added for it
     overrides: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -232,7 +254,7 @@ class BenchConfig:
         object.__setattr__(self, "backends", check_names("backends", self.backends, ALL_BACKENDS))
         object.__setattr__(self, "methods", check_names("methods", self.methods, tuple(method_specs())))
         object.__setattr__(self, "ratios", self._ratios(self.ratios))
-        if "onnxruntime" in self.backends and self.dtype != "float32":
+        if ("onnxruntime" in self.backends or self.export is not None) and self.dtype != "float32":
             raise ConfigError(
                 f"the onnxruntime backend runs the float32 export, but dtype {self.dtype} was asked; "
                 "drop onnxruntime from --backends or use --dtype float32."
@@ -240,8 +262,8 @@ class BenchConfig:
         if self.export is not None:
             from holitom.sources import resolve_source
 
-            if not resolve_source(self.export).is_export or "onnxruntime" not in self.backends:
-                raise ConfigError(f"--export '{self.export}' must be an export folder, run by the onnxruntime rows (keep onnxruntime in --backends).")
+            if not resolve_source(self.export).is_export:
+                raise ConfigError(f"--export '{self.export}' must be an export folder (`holitom export` or `holitom calibrate` writes one).")
             if self.project_full_depth and (self.vision_layers or self.text_layers):
                 raise ConfigError("--export runs one fixed export, so a layer-trimmed preset cannot be projected to full depth; add --no-projection.")
         if self.video is not None:
@@ -318,8 +340,9 @@ class BenchConfig:
         return self.model in PRESET_NAMES
 
     def rows(self) -> list[RowSpec]:
-        """The rows to run: the transformers baseline first, then each runtime backend x method x ratio."""
-        return plan_rows(self.backends, self.methods, self.ratios)
+        """The rows to run: the transformers baseline first, then each runtime backend x method x ratio, then ``export``'s."""
+        rows = plan_rows(self.backends, self.methods, self.ratios)
+        return rows if self.export is None else rows + export_rows(self.export, self.methods, self.ratios)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

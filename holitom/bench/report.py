@@ -6,8 +6,9 @@ The result object (:func:`holitom.bench.runner.run_bench`) has:
   start and end), ``settings`` (the :class:`~holitom.bench.config.BenchConfig`,
   the checkpoint, the arch preset with overrides, the model geometry, the video,
   how time / memory / FLOPs are measured), ``published_reference``;
-- ``rows``: per row ``id``, ``backend``, ``method``, ``ratio``, ``preset``,
-  ``inner_merge``, ``tokens`` (``visual_in`` -> ``after_outer`` -> ``after_inner``,
+- ``rows``: per row ``id``, ``label`` (the backend, ``onnxruntime[int8]`` for a row of
+  ``--export``), ``backend``, ``method``, ``ratio``, ``preset``, ``inner_merge``,
+  ``export`` and ``precision`` (None but for ``--export`` rows), ``tokens`` (``visual_in`` -> ``after_outer`` -> ``after_inner``,
   ``prompt``), ``timings_ms`` (``decode_video`` + ``vision`` + ``merge`` +
   ``prefill`` = ``ttft``), ``shares`` (each part / TTFT), ``ttft_ms_all``,
   ``decode_tokens_per_s`` (+ ``_all``), ``generated_tokens``, ``memory``
@@ -107,6 +108,7 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
     import sys
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     file = file or sys.stdout
@@ -115,19 +117,20 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i < 2 else "right", no_wrap=i < 2)
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # row ids hold brackets (onnxruntime[int8]/...), not markup
     console = Console(file=file, width=max(200, Console(file=file).width))
     console.print(table)
     console.print("times are ms (medians over repeats; each row shows its median-TTFT run, whose parts sum to TTFT); "
                   "'x' columns are vs the transformers row; paper FLOPs in paper units (MACs, visual tokens only).")
     for line in projection_lines(result):
-        console.print(line)
+        console.print(line, markup=False)
     for t in result.get("targets", []):
         speed = "-" if t["ttft_speedup"] is None else f"{t['ttft_speedup']:.2f}x"
         console.print(
             f"target {t['row']}: TTFT speed-up {speed} (target >= {t['ttft_speedup_target']:.0f}x: "
             f"{_met(t['ttft_speedup_met'])}); merge {100 * t['merge_share']:.1f}% of TTFT "
-            f"(target <= {100 * t['merge_share_target']:.0f}%: {_met(t['merge_share_met'])})"
+            f"(target <= {100 * t['merge_share_target']:.0f}%: {_met(t['merge_share_met'])})",
+            markup=False,
         )
 
 
@@ -255,7 +258,7 @@ def plot_scaling(result: dict[str, Any], path: Path) -> Path:
     ax_t, ax_f = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in result["rows"]:
-        series.setdefault((r["backend"], r["method"]), []).append(r)
+        series.setdefault((r["label"], r["method"]), []).append(r)
     methods = list(dict.fromkeys(m for _, m in series))
 
     def tokens(r: dict[str, Any]) -> int:

@@ -100,17 +100,15 @@ def prepare_video(config: BenchConfig, folder: Path) -> tuple[Path, dict[str, An
     return path, {"source": "generated", "frames": count, "height": 256, "width": 320, "scene_cut_at": count // 2, "seed": config.seed}
 
 
-def _export_for(config, checkpoint: Path, log: Callable[[str], None]) -> Path:
-    """``config.export`` when given (it must come from ``checkpoint``), else the runtime's own cached export."""
-    if config.export is None:
-        return ensure_export(checkpoint, log)
+def check_export_of(export: str | Path, checkpoint: Path) -> Path:
+    """``export`` as a Path if its manifest says it was made from ``checkpoint``, else ConfigError."""
     from holitom.errors import ConfigError
     from holitom.export.manifest import read_manifest
 
-    made_from = read_manifest(config.export).source.get("path")
+    made_from = read_manifest(export).source.get("path")
     if Path(str(made_from)).resolve() != Path(checkpoint).resolve():
-        raise ConfigError(f"--export '{config.export}' was made from '{made_from}', not from the benchmarked model '{checkpoint}'.")
-    return Path(config.export)
+        raise ConfigError(f"--export '{export}' was made from '{made_from}', not from the model '{checkpoint}'.")
+    return Path(export)
 
 
 def ensure_export(checkpoint: Path, log: Callable[[str], None]) -> Path:
@@ -151,7 +149,7 @@ def environment(config: BenchConfig) -> dict[str, Any]:
         # The machine may be shared: the load average tells a reader how noisy the timings are.
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
-    if "onnxruntime" in config.backends:
+    if "onnxruntime" in config.backends or config.export is not None:
         import onnxruntime
 
         env["onnxruntime"] = onnxruntime.__version__
@@ -264,7 +262,9 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = _stderr_l
         t = phase("model", started)
         with tempfile.TemporaryDirectory(prefix="holitom-bench-") as tmp:
             video, video_info = prepare_video(config, Path(tmp))
-            export_dir = _export_for(config, model.checkpoint, log) if any(r.backend == "onnxruntime" for r in rows) else None
+            if config.export is not None:
+                check_export_of(config.export, model.checkpoint)
+            export_dir = ensure_export(model.checkpoint, log) if any(r.backend == "onnxruntime" and r.export is None for r in rows) else None
             t = phase("video_and_export", t)
             memory = _measure_memory(config, rows, model, video, export_dir, log) if config.measure_memory else {}
             t = phase("memory", t)
@@ -435,6 +435,7 @@ def assemble(config, env, model: ResolvedModel, video_info, rows, samples, flops
         out_rows.append(
             {
                 **row.to_dict(),
+                "label": row.label,
                 "tokens": dict(chosen.tokens),
                 "timings_ms": timings,
                 "shares": {k: round(chosen.timings_ms[k] / ttft, 4) if ttft else None for k in TIMING_PARTS},

@@ -304,13 +304,20 @@ class BenchSession:
         from holitom.runtime.registry import get_backend
         from holitom.sources import ModelSource
 
+        folder = self._export_of(row)
+        stages = get_backend("onnxruntime")(ModelSource("export", folder), self._runtime_config(row, "onnxruntime"))
+        for name in _SHARED_STAGES:
+            # One InferenceSession per graph and export folder for the whole session, not one per preset.
+            stages.runners[name] = self._ort_shared.setdefault((folder, name), stages.runners[name])
+        return Pipeline(stages)
+
+    def _export_of(self, row: RowSpec) -> Path:
+        """The export folder an onnxruntime row runs: its own (``--export``) or the model's float32 one."""
+        if row.export is not None:
+            return Path(row.export)
         if self.export_dir is None:
             raise ConfigError("onnxruntime rows need an export folder; the benchmark runner exports the checkpoint first.")
-        stages = get_backend("onnxruntime")(ModelSource("export", self.export_dir), self._runtime_config(row, "onnxruntime"))
-        for name in _SHARED_STAGES:
-            # One InferenceSession per graph for the whole session, not one per preset.
-            stages.runners[name] = self._ort_shared.setdefault(name, stages.runners[name])
-        return Pipeline(stages)
+        return self.export_dir
 
     def _baseline_model(self):
         if self._baseline is None:
@@ -363,7 +370,7 @@ class BenchSession:
             return _unique_param_bytes(self._torch_parts()[0])
         from holitom.export.manifest import read_manifest
 
-        manifest = read_manifest(self.export_dir)
+        manifest = read_manifest(self._export_of(row))
         entries = [entry.to_dict() for entry in manifest.graphs.values()]
         entries.append(manifest.outer_merge[row.preset]["graph"])
         merge = self._runtime_config(row, "onnxruntime").merge_config()

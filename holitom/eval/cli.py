@@ -15,6 +15,7 @@ examples:
   holitom eval                                         # embedded default model, 140 held-out items, every row
   holitom eval --items 14 --methods vanilla,holitom --ratios 0.1 --backends torch
   holitom eval --model /path/to/export --backends onnxruntime --out eval-out
+  holitom eval --model /path/to/export --export /path/to/int8-export --methods holitom --ratios 0.1   # float32 vs INT8 rows
   holitom eval --json > eval.json
 """
 
@@ -30,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", default=None, help="comma list of torch, onnxruntime (default: both; an export: onnxruntime)")
     p.add_argument("--methods", default=None, help="comma list of vanilla, holitom-outer, holitom and the competing methods (default: all)")
     p.add_argument("--ratios", default=None, help="comma list of retain ratios r (default 0.1,0.15,0.2,0.25)")
+    p.add_argument("--export", default=None, help="an export folder of the same model (e.g. an INT8 one from `holitom calibrate`): adds its onnxruntime rows, labelled with its precision")
     p.add_argument("--max-new-tokens", type=int_flag(1), default=8, help="answer length limit")
     p.add_argument("--threads", type=int_flag(1), default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=None, help="folder for eval.json and accuracy_vs_flops.png")
@@ -40,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     from holitom.eval.config import EvalConfig
 
-    kwargs = dict(model=args.model, split=args.split, start=args.start, max_new_tokens=args.max_new_tokens, threads=args.threads)
+    kwargs = dict(model=args.model, split=args.split, start=args.start, max_new_tokens=args.max_new_tokens, threads=args.threads, export=args.export)
     for key, value in (
         ("items", args.items),
         ("frames", args.frames),

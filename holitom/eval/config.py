@@ -38,6 +38,8 @@ class EvalConfig:
         frames: frames sampled per clip.
         max_new_tokens: answer length limit (answers are one word or a letter).
         threads: torch intra-op threads, None keeps torch's default.
+        export: an export folder of the same model (e.g. `holitom calibrate`'s INT8 one) whose
+            onnxruntime rows are added beside the others, labelled with its precision.
     """
 
     model: str = "default"
@@ -50,6 +52,7 @@ class EvalConfig:
     frames: int = NUM_FRAMES
     max_new_tokens: int = 8
     threads: int | None = None
+    export: str | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -62,6 +65,11 @@ class EvalConfig:
             object.__setattr__(self, "threads", check_int(self.threads, "threads", 1))
         if self.backends is not None:
             object.__setattr__(self, "backends", check_names("backends", self.backends, RUNTIME_BACKENDS))
+        if self.export is not None:
+            from holitom.sources import resolve_source
+
+            if not resolve_source(self.export).is_export:
+                raise ConfigError(f"--export '{self.export}' must be an export folder (`holitom export` or `holitom calibrate` writes one).")
         known = all_methods()
         object.__setattr__(self, "methods", known if self.methods is None else check_names("methods", self.methods, known))
         object.__setattr__(self, "ratios", self._ratios(self.ratios))

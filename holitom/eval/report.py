@@ -6,7 +6,9 @@ per type), ``rows`` (per backend x method x ratio: ``accuracy``, ``correct``,
 ``total``, ``per_type``, ``per_form``, ``pct_of_vanilla``, mean ``tokens``
 entering the LLM and after the inner step, ``flops`` with the paper's formula
 and its ``pct_of_vanilla``, and every ``answers``), ``agreement`` (torch vs
-onnxruntime answers per method and ratio), ``skipped`` (rows whose method cannot meet
+onnxruntime answers per method and ratio, and float32 onnxruntime vs each quantized export's rows; a
+row of a quantized export, ``holitom eval --export``, has its ``label`` and ``precision`` and
+``pct_of_float32``), ``skipped`` (rows whose method cannot meet
 the budget at this geometry, with the reason) and ``environment``.
 """
 
@@ -41,11 +43,12 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells, laid out like the paper's table: per backend vanilla, then one block per ratio."""
     header = ["backend", "r", "method", "tokens", "FLOPs %", "acc %", "% vanilla"] + [_TYPE_LABELS[t] for t in QUESTION_TYPES]
     cells = []
-    rows = sorted(result["rows"], key=lambda r: (r["backend"] != "torch", r["ratio"] is not None, r["ratio"] or 0))
+    # Per ratio, the quantized rows right after the float32 rows they are compared with.
+    rows = sorted(result["rows"], key=lambda r: (r["backend"] != "torch", r["ratio"] is not None, r["ratio"] or 0, r["precision"] or ""))
     for r in rows:
         cells.append(
             [
-                r["backend"],
+                r["label"],
                 "-" if r["ratio"] is None else f"{r['ratio']:.2f}",
                 r["method"],
                 f"{r['tokens']['after_outer']:.0f}" + ("" if r["tokens"]["after_inner"] == r["tokens"]["after_outer"] else f">{r['tokens']['after_inner']:.0f}"),
@@ -76,7 +79,10 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
         notes.append(f"skipped {skip['id']}: {skip['reason']}")
     for a in result["agreement"]:
         ratio = "" if a["ratio"] is None else f"@r{a['ratio']:.2f}"
-        notes.append(f"torch vs onnxruntime, {a['method']}{ratio}: same answer on {a['same']}/{a['total']} items")
+        notes.append(f"{a['rows'][0]} vs {a['rows'][1]}, {a['method']}{ratio}: same answer on {a['same']}/{a['total']} items")
+    for r in result["rows"]:
+        if r.get("pct_of_float32") is not None:
+            notes.append(f"{r['id']}: accuracy {_pct(r['pct_of_float32'])}% of float32's")
     print("\n".join([title, *lines, "", *notes]), file=file)
 
 
@@ -95,7 +101,7 @@ def plot_accuracy_vs_flops(result: dict[str, Any], path: Path) -> Path:
     ax = fig.add_subplot(1, 1, 1)
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in result["rows"]:
-        series.setdefault((r["method"], r["backend"]), []).append(r)
+        series.setdefault((r["method"], r["label"]), []).append(r)
     for (method, backend), rows in series.items():
         rows = sorted(rows, key=lambda r: r["flops"]["pct_of_vanilla"] or 0)
         xs = [100 * (r["flops"]["pct_of_vanilla"] or 0) for r in rows]

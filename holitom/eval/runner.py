@@ -47,11 +47,23 @@ def plan(config: EvalConfig, source) -> list[RowSpec]:
     if source.is_export and "torch" in backends:
         raise ConfigError(f"'{source.path}' is an export folder: the torch backend needs the checkpoint; use --backends onnxruntime.")
     rows = plan_rows(backends, config.methods, config.ratios)
+    if config.export is not None:
+        rows += _export_rows(config, source)
     if not rows:
         raise ConfigError(
             f"backends {list(backends)} x methods {list(config.methods)} give no rows (competing methods run on the torch backend only)."
         )
     return rows
+
+
+def _export_rows(config: EvalConfig, source) -> list[RowSpec]:
+    """The onnxruntime rows of ``config.export`` (made from the evaluated model), labelled with its precision."""
+    from holitom.bench.config import export_rows
+    from holitom.bench.runner import check_export_of
+    from holitom.export.manifest import read_manifest
+
+    checkpoint = read_manifest(source.path, check_files=False).source.get("path") if source.is_export else source.path
+    return export_rows(str(check_export_of(config.export, checkpoint)), config.methods, config.ratios)
 
 
 def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clips: dict[str, Path], log) -> tuple[dict[str, list[dict]], dict[str, str]]:
@@ -66,11 +78,12 @@ def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clip
     generation = GenerationConfig(max_new_tokens=config.max_new_tokens)
     records: dict[str, list[dict]] = {row.id: [] for row in rows}
     skipped: dict[str, str] = {}
-    for backend in dict.fromkeys(row.backend for row in rows):
-        group = [row for row in rows if row.backend == backend]
-        log(f"[{backend}] loading {len(group)} pipelines")
+    # One group per backend and export folder: rows of a group share one vision encoding.
+    for backend, export, label in dict.fromkeys((row.backend, row.export, row.label) for row in rows):
+        group = [row for row in rows if (row.backend, row.export) == (backend, export)]
+        log(f"[{label}] loading {len(group)} pipelines")
         pipelines = {
-            row.id: load_pipeline(config.model, RuntimeConfig(backend=backend, preset=row.preset, inner_merge=row.inner_merge, num_frames=config.frames))
+            row.id: load_pipeline(export or config.model, RuntimeConfig(backend=backend, preset=row.preset, inner_merge=row.inner_merge, num_frames=config.frames))
             for row in group
         }
         try:
@@ -89,13 +102,13 @@ def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clip
                         result = pipelines[row.id].run(encoded, item.prompt, config.frames, generation)
                     except ConfigError as exc:
                         skipped[row.id] = str(exc)
-                        log(f"[{backend}] skipping {row.id}: {exc}")
+                        log(f"[{label}] skipping {row.id}: {exc}")
                         continue
                     records[row.id].append(
                         {"answer": result.answer, "after_outer": result.tokens.after_outer, "after_inner": result.tokens.after_inner}
                     )
                 if (n + 1) % 10 == 0 or n + 1 == len(items):
-                    log(f"[{backend}] {n + 1}/{len(items)} items ({time.perf_counter() - start:.0f} s)")
+                    log(f"[{label}] {n + 1}/{len(items)} items ({time.perf_counter() - start:.0f} s)")
         finally:
             for pipeline in pipelines.values():
                 pipeline.deactivate()
@@ -110,6 +123,7 @@ def _row_result(row: RowSpec, items: list[Item], recs: list[dict], text, frames:
     flops = [measured_formula_flops(text.text, rec, merge) for rec in recs]
     return {
         **row.to_dict(),
+        "label": row.label,
         **score_sheet(items, answers).to_dict(),
         "tokens": {k: sum(r[k] for r in recs) / len(recs) for k in ("after_outer", "after_inner")},
         "flops": {
@@ -121,25 +135,37 @@ def _row_result(row: RowSpec, items: list[Item], recs: list[dict], text, frames:
 
 
 def _relative(rows: list[dict[str, Any]]) -> None:
-    """Accuracy and FLOPs of each row as a share of its backend's vanilla row (None without one)."""
-    vanilla = {r["backend"]: r for r in rows if r["method"] == "vanilla"}
+    """Accuracy and FLOPs of each row as a share of its own backend's (and export's) vanilla row (None without one);
+    a row of a quantized export also as a share of the float32 onnxruntime row of its method and ratio."""
+    vanilla = {r["label"]: r for r in rows if r["method"] == "vanilla"}
+    float32 = {(r["method"], r["ratio"]): r for r in rows if r["label"] == "onnxruntime"}
     for r in rows:
-        base = vanilla.get(r["backend"])
+        base = vanilla.get(r["label"])
         r["pct_of_vanilla"] = None if base is None or not base["accuracy"] else r["accuracy"] / base["accuracy"]
         r["flops"]["pct_of_vanilla"] = None if base is None else r["flops"]["paper_formula"] / base["flops"]["paper_formula"]
+        if r["precision"] is not None:
+            ref = float32.get((r["method"], r["ratio"]))
+            r["pct_of_float32"] = None if ref is None or not ref["accuracy"] else r["accuracy"] / ref["accuracy"]
 
 
 def _agreement(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows run on both backends: on how many items torch and onnxruntime gave the same answer."""
+    """Same method and ratio on two paths: on how many items they gave the same answer.
+
+    Pairs: torch vs onnxruntime (float32), and onnxruntime float32 vs each quantized export's rows.
+    """
     by_key: dict[tuple, dict[str, dict]] = {}
     for r in rows:
-        by_key.setdefault((r["method"], r["ratio"]), {})[r["backend"]] = r
+        by_key.setdefault((r["method"], r["ratio"]), {})[r["label"]] = r
     out = []
-    for (method, ratio), pair in by_key.items():
-        if {"torch", "onnxruntime"} <= pair.keys():
-            a, b = pair["torch"]["answers"], pair["onnxruntime"]["answers"]
-            differ = sorted(k for k in a if a[k] != b[k])
-            out.append({"method": method, "ratio": ratio, "same": len(a) - len(differ), "total": len(a), "differing_items": differ})
+    for (method, ratio), found in by_key.items():
+        pairs = [("torch", "onnxruntime")] + [("onnxruntime", label) for label, r in found.items() if r["precision"] is not None]
+        for first, second in pairs:
+            if {first, second} <= found.keys():
+                a, b = found[first]["answers"], found[second]["answers"]
+                differ = sorted(k for k in a if a[k] != b[k])
+                out.append(
+                    {"method": method, "ratio": ratio, "rows": [first, second], "same": len(a) - len(differ), "total": len(a), "differing_items": differ}
+                )
     return out
 
 

@@ -28,7 +28,7 @@ SETTINGS = {
     "memory_method", "flops_method",
 }
 ROW = {
-    "id", "backend", "method", "ratio", "preset", "inner_merge", "tokens", "timings_ms", "shares", "ttft_ms_all",
+    "id", "label", "backend", "method", "ratio", "preset", "inner_merge", "export", "precision", "tokens", "timings_ms", "shares", "ttft_ms_all",
     "decode_tokens_per_s", "decode_tokens_per_s_all", "generated_tokens", "memory", "flops", "vs_transformers",
 }
 TOKENS = {"visual_in", "after_outer", "after_inner", "prompt"}

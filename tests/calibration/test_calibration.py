@@ -48,9 +48,11 @@ def test_vision_graph_has_qdq_on_every_matmul_input_except_the_score_path(float_
         for i in node.input[:2]:
             dq = producers.get(i)
             assert dq is not None and dq.op_type == "DequantizeLinear", f"{node.name} input {i} has no DequantizeLinear"
-            if dq.input[0] in inits:  # a weight: int8, symmetric, one scale per output channel
+            if dq.input[0] in inits:  # a weight: int8 (7-bit range by default), symmetric, one scale per output channel
                 w = inits[dq.input[0]]
                 assert w.data_type == onnx.TensorProto.INT8
+                largest = np.abs(numpy_helper.to_array(w).astype(np.int16)).max()
+                assert 32 < largest <= 64  # 7-bit symmetric range [-64, 64] (onnxruntime's reduce_range), used
                 scale = numpy_helper.to_array(inits[dq.input[1]])
                 axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
                 assert scale.shape == (w.dims[axis],) and scale.size > 1
@@ -78,6 +80,7 @@ def test_manifest_records_precisions_calibration_validation_and_report(int8_resu
 
     assert q["graphs"][C.VISION]["calibration_method"] == DEFAULT_METHOD == q["calibration"]["method"]
     cal = q["calibration"]
+    assert cal["weight_bits"] == 7 and "(7 bits)" in q["graphs"][C.VISION]["weights"]
     assert cal["frames"] == 10 and cal["frames_per_clip"] == clip_frames and len(cal["videos"]) == 3
     assert sorted(cal["videos"]) == sorted(str(p) for p in video_folder.rglob("*.mp4"))
     assert q["graphs"][C.VISION]["calibration_batches"] == 3
@@ -108,6 +111,30 @@ def test_int8_export_runs_on_the_onnxruntime_backend(int8_result, video_folder, 
         result = pipe.run(video_folder / "clip0.mp4", "What happens?", clip_frames, GenerationConfig(max_new_tokens=3))
     assert result.backend == "onnxruntime" and len(result.token_ids) >= 1
     assert result.tokens.after_outer < result.tokens.visual_in
+
+
+def test_backend_runs_every_weight_matmul_of_the_qdq_vision_graph_in_int8(int8_result, tmp_path, monkeypatch):
+    """As the onnxruntime backend loads it, no MatMul of the INT8 vision graph stays float with its weight
+    dequantized on every call (onnxruntime's CSE would merge the q/k/v QuantizeLinear nodes and, on CPUs
+    without VNNI, leave those MatMuls float: QDQ_DISABLED_OPTIMIZERS)."""
+    from holitom.paths import CACHE_ENV
+    from holitom.runtime.backends.onnxruntime.loader import OPTIMIZED_CACHE_DIR, QDQ_DISABLED_OPTIMIZERS, session_from_file, settings_for
+
+    details = int8_result.manifest.quantization["graphs"][C.VISION]
+    assert details["format"] == "QDQ" and settings_for(details).disabled_optimizers == QDQ_DISABLED_OPTIMIZERS
+    assert settings_for(None).disabled_optimizers == () and settings_for(int8_result.manifest.quantization["graphs"][C.DECODER_HEAD]).disabled_optimizers == ()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    session_from_file(int8_result.out / int8_result.manifest.graphs[C.VISION].file, ["CPUExecutionProvider"], settings=settings_for(details))
+    (optimized,) = (tmp_path / OPTIMIZED_CACHE_DIR).glob("*.onnx")
+    model = onnx.load(str(optimized), load_external_data=False)
+    producers, weights = _producers(model), {i.name for i in model.graph.initializer}
+    float_with_weight_dq = [
+        n.name for n in model.graph.node
+        if n.op_type == "MatMul" and any(i in producers and producers[i].op_type == "DequantizeLinear" and producers[i].input[0] in weights for i in n.input)
+    ]
+    assert not float_with_weight_dq
+    fused = sum(n.op_type in ("QLinearMatMul", "MatMulIntegerToFloat") for n in model.graph.node)
+    assert fused == details["quantized_nodes"] - 1  # every quantized MatMul; the one other quantized node is the patch Conv
 
 
 def test_calibration_batches_are_the_runtime_pixel_values(float_export, float_recording, clip_frames):
@@ -205,6 +232,7 @@ def test_unreadable_video_is_refused_by_name(float_export, tmp_path):
         ({"block_size": 48}, "block size 48"),
         ({"calibration_frames": 0}, "calibration_frames"),
         ({"activations": "int16"}, "activation type"),
+        ({"weight_bits": 4}, "weight bits"),
     ],
 )
 def test_bad_config_is_a_config_error(kwargs, match, tmp_path):
@@ -239,14 +267,19 @@ def test_cli_refusal_is_one_line_exit_2(float_export, tmp_path, capsys):
     assert err.count("\n") == 0 and err.startswith("holitom calibrate: error:") and "no video files" in err
 
 
-def test_bench_runs_a_quantized_export_of_the_same_model(int8_result, tmp_path):
+def test_bench_adds_rows_for_a_quantized_export_of_the_same_model(int8_result, tmp_path):
     from holitom.bench.config import BenchConfig
-    from holitom.bench.runner import _export_for
+    from holitom.bench.runner import check_export_of
 
-    config = BenchConfig(model="default", backends=("onnxruntime",), export=str(int8_result.out), project_full_depth=False)
+    config = BenchConfig(model="default", backends=("transformers", "onnxruntime"), methods=("vanilla", "holitom"), ratios=(0.1,),
+                         export=str(int8_result.out), project_full_depth=False)
+    assert [r.id for r in config.rows()] == [
+        "transformers/vanilla", "onnxruntime/vanilla", "onnxruntime/holitom@r10", "onnxruntime[int8]/vanilla", "onnxruntime[int8]/holitom@r10"
+    ]
+    assert {(r.export, r.precision) for r in config.rows()[-2:]} == {(str(int8_result.out), "int8")}
     made_from = int8_result.manifest.source["path"]
-    assert _export_for(config, made_from, print) == int8_result.out
+    assert check_export_of(config.export, made_from) == int8_result.out
     with pytest.raises(ConfigError, match="was made from"):
-        _export_for(config, tmp_path, print)
+        check_export_of(config.export, tmp_path)
     with pytest.raises(ConfigError, match="must be an export folder"):
-        BenchConfig(model="default", backends=("torch",), export=str(int8_result.out))
+        BenchConfig(model="default", backends=("torch",), export=str(made_from))

@@ -7,7 +7,7 @@ calls the exporter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -72,6 +72,7 @@ class SessionSettings:
       tower's activations peak at a chunk's size.
     - ``spinning``: idle intra-op threads spin for work instead of sleeping (onnxruntime's default); between two
       session calls the pipeline runs numpy and Python code that spinning threads compete with.
+    - ``disabled_optimizers``: onnxruntime graph passes left out (:data:`QDQ_DISABLED_OPTIMIZERS` for Q/DQ graphs).
     """
 
     optimization: str = "all"
@@ -81,6 +82,22 @@ class SessionSettings:
     io_binding: bool = False
     spinning: bool = False
     vision_chunk: int = 4
+    disabled_optimizers: tuple[str, ...] = ()
+
+
+# Graph passes turned off for graphs with Q/DQ nodes (`holitom calibrate`'s INT8 vision tower). Common-subexpression
+# elimination merges the identical per-consumer QuantizeLinear nodes of q, k and v into one Q feeding three DQs;
+# onnxruntime's int8 -> uint8 activation rewrite for CPUs without VNNI then skips those MatMuls, which stay float
+# and dequantize their weights on every call (scripts/profile_vision_int8.py: 6 of the 16 quantized MatMuls of two
+# so400m-width layers).
+QDQ_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
+
+
+def settings_for(quantization: dict | None) -> SessionSettings:
+    """The session settings of a graph with these manifest quantization details (None: a float32 graph)."""
+    if quantization and quantization.get("format") == "QDQ":
+        return replace(DEFAULT_SESSION_SETTINGS, disabled_optimizers=QDQ_DISABLED_OPTIMIZERS)
+    return DEFAULT_SESSION_SETTINGS
 
 
 DEFAULT_SESSION_SETTINGS = SessionSettings()
@@ -101,7 +118,7 @@ def _optimized_cache_path(path: Path, providers: list[str], settings: SessionSet
     ort = _import_onnxruntime()
     st = path.stat()
     # The file's identity (path, size, mtime) and everything the optimized graph depends on.
-    key = "|".join(map(str, (path.resolve(), st.st_size, st.st_mtime_ns, ort.__version__, providers, settings.optimization, platform.machine(), platform.processor())))
+    key = "|".join(map(str, (path.resolve(), st.st_size, st.st_mtime_ns, ort.__version__, providers, settings.optimization, settings.disabled_optimizers, platform.machine(), platform.processor())))
     try:
         root = cache_root()
     except ConfigError:
@@ -134,7 +151,7 @@ def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None
             staging = None
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPTIMIZATION_LEVELS[level])
     try:
-        session = ort.InferenceSession(str(load_from), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(load_from), sess_options=options, providers=providers, disabled_optimizers=list(settings.disabled_optimizers))
     except Exception as exc:  # onnxruntime raises its own pybind exception types (Fail, InvalidGraph, ...)
         reason = str(exc).strip().rstrip(".")
         raise BackendError(
@@ -184,9 +201,14 @@ def create_stages(source: ModelSource, config) -> StageSet:
     specs = C.stage_specs(manifest.dims, manifest.precision)
     shapes = {C.DECODE_STEP: partial(decode_step_output_shapes, manifest.dims)} if DEFAULT_SESSION_SETTINGS.io_binding else {}
     chunks = {C.VISION: DEFAULT_SESSION_SETTINGS.vision_chunk}
+    quantized = (manifest.quantization or {}).get("graphs", {})
     runners = {
         stage: OnnxrtRunner(
-            specs[stage], partial(session_from_file, folder / file, providers, specs[stage]), config.check_inputs, shapes.get(stage), chunks.get(stage, 0)
+            specs[stage],
+            partial(session_from_file, folder / file, providers, specs[stage], settings_for(quantized.get(stage))),
+            config.check_inputs,
+            shapes.get(stage),
+            chunks.get(stage, 0),
         )
         for stage, file in files.items()
     }
