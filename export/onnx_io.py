@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from holitom.contracts import StageSpec
@@ -99,12 +100,24 @@ def io_mismatches(io: dict[str, list[tuple[str, str, tuple]]], spec: StageSpec, 
     return problems
 
 
+def initializer_bytes(model) -> int:
+    """Bytes of the graph's initializers, from their types and shapes.
+
+    Not ``model.ByteSize()``: protobuf refuses to size a message above 2 GiB
+    (``EncodeError``), which is exactly the case this decides (a 7B decoder).
+    """
+    onnx = import_onnx()
+    return sum(
+        onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize * math.prod(t.dims) for t in model.graph.initializer
+    )
+
+
 def save_model(model, path: Path) -> dict[str, int]:
     """Save ``model`` to ``path`` (external data when large); return {file name: bytes} of what was written."""
     onnx = import_onnx()
     path = Path(path)
     data_name = path.name + ".data"
-    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+    if initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
     else:
         onnx.save_model(model, str(path))
