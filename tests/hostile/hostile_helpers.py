@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from holitom.default_model import default_model_dir
+from holitom.export.cache import OWN_EXPORT_ATTENTION
 from holitom.paths import STAGING_INFIX
 
 # Generous: the machine is shared and slow; a hang is minutes, a model load seconds.
@@ -150,7 +151,9 @@ def read_manifest_json(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text())
 
 
-EXPORT = ("export", "--model", "default", "--preset", "none", "--no-validate")
+# In the attention form of the runtime's own cache exports: CACHE_DRIVER reuses these graphs for one, and the
+# onnxruntime form's decode step has another I/O (KV buffers) than the standard one.
+EXPORT = ("export", "--model", "default", "--preset", "none", "--no-validate", "--attention", OWN_EXPORT_ATTENTION)
 # The runtime's own cache export on the real code path (ensure_export -> export_model -> staging -> move into
 # place, then a real onnxruntime run), with one preset, no validation, and each stage's graph taken from an
 # existing export ($HOSTILE_GRAPHS) instead of being traced again (the merge graph of 'none' is exported for real).
