@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from holitom.errors import ConfigError, InputError
 from holitom.merge._checks import all_finite, check_tensor, raise_non_finite
 from holitom.merge.config import MergeConfig
-from holitom.merge.custom_ops import density_peak_decisions, temporal_segment
+from holitom.merge.custom_ops import density_peak_decisions, exporting, temporal_segment
 from holitom.merge.dpc import slot_weights
 from holitom.merge.layout import Layout, check_grid, get_layout
 from holitom.merge.temporal import TemporalPlan, check_features
@@ -223,26 +223,26 @@ def _cluster_groups(
     return centre_pos, weight, is_centre
 
 
-def _window_means(x: torch.Tensor, start: torch.Tensor, end: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
+def _window_means(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
     """``(W, P, D)``: the mean of ``x (F, P, D)`` over the frames of each window that starts at ``firsts (W,)``.
 
-    ``start``, ``end``: ``(F,)`` each frame's window bounds (inclusive).
+    ``start``, ``length``: ``(F,)`` each frame's window start and its frame count (float).
     """
     num_frames, num_pos, dim = x.shape
-    length = (end - start + 1).index_select(0, firsts).to(x.dtype)[:, None, None]  # (W, 1, 1)
-    if x.device.type == "cpu" and not torch.compiler.is_exporting():
+    window_length = length.index_select(0, firsts).to(x.dtype)[:, None, None]  # (W, 1, 1)
+    if x.device.type == "cpu" and not exporting():
         # Eager on CPU: a sum over each window's frame slice reads x once. A (W, F) @ (F, P*D)
         # matmul with W, F this small costs three times as much there (one thread, P*D = 196 * 3584).
         # Each sum goes straight into its row and the division is in place: a fresh 11 MB buffer
         # per step costs page faults that are a third of the time.
         sums = x.new_empty((firsts.shape[0], num_pos, dim))  # (W, P, D)
-        for row, (first, last) in enumerate(zip(firsts.tolist(), end.index_select(0, firsts).tolist())):
-            torch.sum(x[first : last + 1], 0, out=sums[row])
-        return sums.div_(length)
+        for row, (first, frames) in enumerate(zip(firsts.tolist(), window_length.flatten().tolist())):
+            torch.sum(x[first : first + int(frames)], 0, out=sums[row])
+        return sums.div_(window_length)
     # A graph cannot loop over a data-dependent count of windows: one MatMul.
     member = (start[None, :] == firsts[:, None]).to(x.dtype)  # (W, F)
     sums = (member @ x.reshape(num_frames, num_pos * dim)).view(-1, num_pos, dim)  # (W, P, D)
-    return sums / length
+    return sums / window_length
 
 
 def plan_tensors(
@@ -255,7 +255,7 @@ def plan_tensors(
     ``b = ceil(n_dyn * r')`` per frame, ``dominant = round(b * (1 - D_frac))``
     (half to even), ``M = round(n_st * r')`` per multi-frame window.
     """
-    num_frames, num_pos, dim = x.shape
+    num_frames, num_pos, _ = x.shape
     device = x.device
     frames = torch.arange(num_frames, device=device)  # (F,)
     if not config.outer_enabled:
@@ -292,11 +292,11 @@ def plan_tensors(
     # Static clusters: one group per window with M > 0, its static positions' window means.
     firsts = torch.nonzero(clusters > 0)[:, 0]  # (W,) first frames of those windows
     num_groups = firsts.shape[0]
-    means = _window_means(x, start, end, firsts)  # (W, P, D)
+    length = (end - start + 1).float()  # (F,) frames in each frame's window
+    means = _window_means(x, start, length, firsts)  # (W, P, D)
     centre, weight, is_centre = _cluster_groups(means, static.index_select(0, firsts), clusters.index_select(0, firsts), config)
     static_at = torch.zeros_like(static).index_copy(0, firsts, is_centre)  # (F, P) centres sit at the window's first frame
     # Each frame reads its window's group row; frames of windows without clusters read a padding row (no centre).
-    length = (end - start + 1).float()  # (F,) frames in each frame's window
     group_row = torch.full_like(frames, num_groups).index_copy(0, firsts, torch.arange(num_groups, device=device))  # (F,)
     row = group_row.index_select(0, start)  # (F,)
     centre = torch.cat([centre, centre.new_full((1, num_pos), -1)]).index_select(0, row)  # (F, P)
