@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import onnx
@@ -33,7 +32,7 @@ def test_vision_graph_has_qdq_on_every_matmul_input_except_the_score_path(float_
     last = softmaxes[-1]
     float_producers = _producers(float_model)
     readers = {n.name for n in float_model.graph.node if last.output[0] in n.input and n.op_type == "MatMul"}
-    chain, node = [], float_producers[last.input[0]]
+    node = float_producers[last.input[0]]
     while node.op_type != "MatMul":
         node = float_producers[node.input[0]]
     assert excluded == readers | {node.name}
