@@ -8,8 +8,10 @@ Never use ``assert`` for user input: ``python -O`` strips it.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -106,18 +108,63 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+# Long enough for the main thread to leave the unraisable hook (microseconds), short next to a user's patience.
+_RESEND_DELAY_S = 0.01
+
+
+def _signal_again_if_swallowed(previous_hook: Callable, resenders: list[threading.Thread]) -> Callable:
+    """An unraisable-exception hook that has a swallowed :class:`Interrupted` raised again.
+
+    A Python signal handler runs at the next bytecode boundary, which may lie inside a
+    ``__del__`` or a weakref callback; an exception raised there is ignored and handed to
+    ``sys.unraisablehook``, and the stop would be lost (an export stopped this way ran to
+    its end and exited 0). A timer thread sends the same signal again once the hook has
+    returned, so the handler runs once more in the main thread's own code, where the
+    exception propagates (or, landing in another finaliser, comes back here). Sent from
+    in here, by ``os.kill``, ``signal.raise_signal`` or ``_thread.interrupt_main``, the
+    handler would run at once, still inside the hook.
+    """
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, Interrupted):
+            resender = threading.Timer(_RESEND_DELAY_S, os.kill, args=(os.getpid(), unraisable.exc_value.signum))
+            resender.daemon = True
+            resender.start()
+            resenders.append(resender)
+        else:
+            previous_hook(unraisable)
+
+    return hook
+
+
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`Interrupted` (Python's default would exit without running any cleanup)."""
+    """SIGTERM and SIGINT raise :class:`Interrupted`, and not even inside a finaliser is that lost.
+
+    Python's default for SIGTERM exits without running any cleanup. SIGINT is taken over
+    only from Python's own handler: a SIGINT ignored by the parent (a background job) stays ignored.
+    """
+    signums = [signal.SIGTERM]
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signums.append(signal.SIGINT)
+        previous = {signum: signal.signal(signum, _raise_interrupted) for signum in signums}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    previous_hook = sys.unraisablehook
+    resenders: list[threading.Thread] = []
+    sys.unraisablehook = _signal_again_if_swallowed(previous_hook, resenders)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        try:
+            for resender in resenders:  # a signal sent again lands while our handler is still in place
+                resender.join()
+        finally:
+            sys.unraisablehook = previous_hook
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def run_reporting_errors(prog: str, command: Callable[[], int]) -> int:

@@ -1,0 +1,53 @@
+"""The CLI's error and interruption contract (holitom.errors.run_reporting_errors), in process."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import pytest
+
+from holitom.errors import ConfigError, run_reporting_errors
+
+
+class _SignalledWhileCollected:
+    """Delivers SIGNUM to this process from inside its own finaliser, where a raised exception is ignored."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+    def __del__(self):
+        signal.raise_signal(self.signum)
+        sum(range(1000))  # bytecode boundaries: the Python-level handler runs here, inside __del__
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_handled_inside_a_finaliser_still_stops_the_command(signum, capsys):
+    reached_the_end = []
+
+    def command() -> int:
+        _SignalledWhileCollected(signum)  # collected at once: the signal lands in __del__
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the signal sent again must stop the command in here
+            time.sleep(0.001)
+        reached_the_end.append(True)
+        return 0
+
+    assert run_reporting_errors("holitom test", command) == 128 + signum
+    assert not reached_the_end
+    assert capsys.readouterr().err == f"holitom test: interrupted by {signal.Signals(signum).name}; partial output was removed\n"
+
+
+def test_handlers_and_hook_are_restored_after_the_command():
+    before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), sys.unraisablehook)
+    assert run_reporting_errors("holitom test", lambda: 0) == 0
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), sys.unraisablehook) == before
+
+
+def test_a_toolkit_error_is_one_line_and_exit_2(capsys):
+    def command() -> int:
+        raise ConfigError("ratio 2 is out of range (0, 1]; pass --ratio 0.1")
+
+    assert run_reporting_errors("holitom test", command) == 2
+    assert capsys.readouterr().err == "holitom test: error: ratio 2 is out of range (0, 1]; pass --ratio 0.1\n"
