@@ -27,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_merge import non_negative_int, positive_int  # the sibling script's argument types (the script's folder is on sys.path)
+from bench_merge import (  # the sibling script's argument types (the script's folder is on sys.path)
+    non_negative_int,
+    positive_int,
+)
 
 from holitom.video import VideoPreprocessor, make_frames, read_video, write_video
 from holitom.video.preprocess_np import NumpyVideoPreprocessor

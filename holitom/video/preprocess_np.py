@@ -31,6 +31,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 
@@ -206,7 +207,7 @@ def _resize_each(frames: np.ndarray, out_size: tuple[int, int], mode: str, store
         return
     bounds = [count * k // workers for k in range(workers + 1)]
     with ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(run, [range(a, b) for a, b in zip(bounds, bounds[1:])]):  # re-raises a worker's error
+        for _ in pool.map(run, [range(a, b) for a, b in pairwise(bounds)]):  # re-raises a worker's error
             pass
 
 
