@@ -26,11 +26,16 @@ CPUs without AVX2 (float resize, then round) is not reproduced here.
 
 from __future__ import annotations
 
+import numbers
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 
+from holitom.errors import InputError
 from holitom.video.clip import VideoClip, as_rgb_frames
 from holitom.video.preprocess_config import VideoPreprocessConfig
 
@@ -38,15 +43,12 @@ from holitom.video.preprocess_config import VideoPreprocessConfig
 _SUPPORT = {"bicubic": 2.0, "bilinear": 1.0}
 _CUBIC_A = -0.5  # Keys' cubic as PIL (and torch's antialiased kernel) use it
 _MAX_PRECISION = 22
-# Pixel values resized per chunk of frames: bounds the float working arrays (64 MB in float32) while keeping each
-# matrix product large (many small products are what multi-threaded BLAS does worst).
-_CHUNK_VALUES = 16 * 2**20
-# Outputs per dense block of an axis's weights: few enough that the zeros around each output's taps stay few,
-# enough for BLAS to run at speed. The width pass multiplies on the right (a block is the product's column count:
-# it wants more), the height pass on the left. Measured (CPU time, 32 frames 256x320 -> 384x384 bicubic):
-# width 64 / height 32 took 40% of the earlier interleaved-channel pass (16 / 16, Kronecker weights).
-_WIDTH_BLOCK = 64
-_HEIGHT_BLOCK = 32
+# Outputs per dense block of an axis's weights: few enough that the zeros around each output's taps stay few (with a
+# handful of taps per output, a product's cost is mostly its output traffic, so wasted multiply-adds are what to
+# avoid), enough for BLAS to run at speed. Measured (thread CPU time, one frame at a time, 32 frames 256x320 ->
+# 384x384 bicubic): width 16 / height 8 took 15 + 13 ms against 20 + 23 ms for 64 / 32.
+_WIDTH_BLOCK = 16
+_HEIGHT_BLOCK = 8
 
 def _filter(mode: str, x: float) -> float:
     x = abs(x)
@@ -131,100 +133,148 @@ def _round_shift(acc: np.ndarray, precision: int) -> np.ndarray:
     return np.clip(acc, 0, 255, out=acc)
 
 
-def _resample_width(x: np.ndarray, out_size: int, mode: str) -> np.ndarray:
-    """(n, W) rows of pixel values (one per channel plane row) -> (n, out_size), as exact floats."""
-    precision, dtype, blocks = _axis_plan(x.shape[1], out_size, mode, _WIDTH_BLOCK)
-    rows = x.astype(dtype, copy=False)
-    acc = np.empty((x.shape[0], out_size), dtype=dtype)
-    for lo, first, count, dense in blocks:
-        np.matmul(rows[:, first : first + count], dense.T, out=acc[:, lo : lo + dense.shape[0]])  # (n, outputs)
-    return _round_shift(acc, precision)
+class _FrameResizer:
+    """One frame ``(H, W, 3)`` uint8 -> its planes ``(height, 3, width)`` as exact floats, in working arrays it reuses.
+
+    Planes interleaved by row (``(H, 3, W)``, a transpose of the small uint8 input): the width pass multiplies the
+    rows of all three planes at once on the right, the height pass all three planes side by side on the left (one
+    product per block of outputs), and the result is a transposed view of ``pixel_values``' ``(3, height, width)``.
+    One frame at a time keeps the working arrays in the CPU caches and, for frames of a few hundred pixels, each
+    product under the size from which OpenBLAS spreads one over its own threads (about 2**18 multiply-adds), so
+    the threads that share the frames (each with its own resizer) do not also wait on BLAS's.
+    """
+
+    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int], mode: str):
+        (h, w), (height, width) = in_size, out_size
+        self._by_width = _axis_plan(w, width, mode, _WIDTH_BLOCK) if w != width else None
+        self._by_height = _axis_plan(h, height, mode, _HEIGHT_BLOCK) if h != height else None
+        dtype = np.result_type(*(plan[1] for plan in (self._by_width, self._by_height) if plan is not None))
+        self._rows = np.empty((h, 3, w), dtype=dtype)  # (H, 3, W)
+        self._wide = np.empty((h, 3, width), dtype=dtype) if self._by_width else self._rows  # (H, 3, width)
+        self._tall = np.empty((height, 3, width), dtype=dtype) if self._by_height else self._wide  # (height, 3, width)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        np.copyto(self._rows, frame.transpose(0, 2, 1))  # (H, 3, W) from (H, W, 3) uint8
+        if self._by_width:  # width first: its uint8 result is what the height pass reads
+            precision, _, blocks = self._by_width
+            rows = self._rows.reshape(-1, self._rows.shape[2])  # (H * 3, W)
+            wide = self._wide.reshape(-1, self._wide.shape[2])  # (H * 3, width)
+            for lo, first, count, dense in blocks:
+                np.matmul(rows[:, first : first + count], dense.T, out=wide[:, lo : lo + dense.shape[0]])  # (H * 3, outputs)
+            _round_shift(wide, precision)
+        if self._by_height:
+            precision, _, blocks = self._by_height
+            cols = self._wide.reshape(self._wide.shape[0], -1)  # (H, 3 * width)
+            tall = self._tall.reshape(self._tall.shape[0], -1)  # (height, 3 * width)
+            for lo, first, count, dense in blocks:
+                np.matmul(dense, cols[first : first + count], out=tall[lo : lo + dense.shape[0]])  # (outputs, 3 * width)
+            _round_shift(tall, precision)
+        return self._tall
 
 
-def _resample_height(x: np.ndarray, out_size: int, mode: str) -> np.ndarray:
-    """(planes, H, W) pixel values -> (planes, out_size, W), as exact floats (one batched product per block)."""
-    precision, dtype, blocks = _axis_plan(x.shape[1], out_size, mode, _HEIGHT_BLOCK)
-    cols = x.astype(dtype, copy=False)
-    acc = np.empty((x.shape[0], out_size, x.shape[2]), dtype=dtype)
-    for lo, first, count, dense in blocks:
-        np.matmul(dense, cols[:, first : first + count], out=acc[:, lo : lo + dense.shape[0]])  # (planes, outputs, W)
-    return _round_shift(acc, precision)
-
-
-def _nearest_exact(x: np.ndarray, axis: int, out_size: int) -> np.ndarray:
-    in_size = x.shape[axis]
+def _nearest_exact_source(in_size: int, out_size: int) -> np.ndarray:
+    """The source index of each output of one axis, as torch's ``nearest-exact``: ``(out,)`` int64."""
     scale = np.float32(in_size) / np.float32(out_size)
     # floorf((i + 0.5) * scale): the product in double, rounded to float before the floor.
     src = np.floor(((np.arange(out_size) + 0.5) * np.float64(scale)).astype(np.float32)).astype(np.int64)
-    return np.take(x, np.minimum(src, in_size - 1), axis=axis)
+    return np.minimum(src, in_size - 1)
 
 
-def _resize(frames: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
-    """(F, H, W, 3) uint8 -> (F, 3, height, width) float32 holding the uint8 values of torchvision's CPU
-    ``resize(antialias=True)`` (float: the normalisation reads them as float32 next).
-
-    Channel planes first (a transpose of the small uint8 input): both passes then act on plain rows and
-    columns of each plane, and the result is already in ``pixel_values``' layout.
-    """
-    planar = frames.transpose(0, 3, 1, 2)  # (F, 3, H, W) uint8 view
-    if frames.shape[1:3] == (height, width):
-        return np.ascontiguousarray(planar, dtype=np.float32)  # torchvision returns the input unchanged at the target size
+def _frame_resizer(in_size: tuple[int, int], out_size: tuple[int, int], mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A callable: frame ``(H, W, 3)`` uint8 -> planes ``(height, 3, width)`` holding torchvision's CPU
+    ``resize(antialias=True)`` uint8 values (uint8 or exact float; valid until its next call)."""
+    if in_size == out_size:
+        return lambda frame: frame.transpose(0, 2, 1)  # torchvision returns the input unchanged at the target size
     if mode == "nearest-exact":
-        return np.ascontiguousarray(_nearest_exact(_nearest_exact(planar, 2, height), 3, width), dtype=np.float32)
-    f, c, h, w = planar.shape
-    out = np.empty((f, c, height, width), dtype=np.float32)
-    step = max(1, _CHUNK_VALUES // max(frames[0].size, height * width * c))
-    for start in range(0, f, step):
-        chunk = np.ascontiguousarray(planar[start : start + step])  # (f, 3, H, W)
-        n = chunk.shape[0]
-        if w != width:  # width first: its uint8 result is what the height pass reads
-            chunk = _resample_width(chunk.reshape(n * c * h, w), width, mode).reshape(n, c, h, width)
-        if h != height:
-            chunk = _resample_height(chunk.reshape(n * c, h, width), height, mode).reshape(n, c, height, width)
-        out[start : start + step] = chunk
-    return out
+        rows, cols = (_nearest_exact_source(i, o) for i, o in zip(in_size, out_size))
+        return lambda frame: frame[rows][:, cols].transpose(0, 2, 1)
+    return _FrameResizer(in_size, out_size, mode)
 
 
-def resize_uint8(frames: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
+def _resize_each(frames: np.ndarray, out_size: tuple[int, int], mode: str, store: Callable[[int, np.ndarray], None], threads: int) -> None:
+    """Resize each frame of ``frames`` (F, H, W, 3) uint8 and call ``store(index, planes (height, 3, width))``, on up to
+    ``threads`` threads, each with its own resizer over a contiguous run of frames (numpy and BLAS release the GIL)."""
+    count = frames.shape[0]
+
+    def run(indices: range) -> None:
+        resize = _frame_resizer(frames.shape[1:3], out_size, mode)
+        for i in indices:
+            store(i, resize(frames[i]))
+
+    workers = max(1, min(threads, count))
+    if workers == 1:
+        run(range(count))
+        return
+    bounds = [count * k // workers for k in range(workers + 1)]
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(run, [range(a, b) for a, b in pairwise(bounds)]):  # re-raises a worker's error
+            pass
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may run on
+    except AttributeError:  # not on every platform (macOS)
+        return os.cpu_count() or 1
+
+
+def resize_uint8(frames: np.ndarray, height: int, width: int, mode: str, threads: int = 1) -> np.ndarray:
     """(F, H, W, 3) uint8 -> (F, height, width, 3) uint8, as torchvision's CPU ``resize(antialias=True)``."""
-    return _resize(frames, height, width, mode).transpose(0, 2, 3, 1).astype(np.uint8)
+    out = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
+
+    def store(i: int, planes: np.ndarray) -> None:
+        np.copyto(out[i].transpose(0, 2, 1), planes, casting="unsafe")  # exact: the planes hold uint8 values
+
+    _resize_each(frames, (height, width), mode, store, threads)
+    return out
 
 
 class NumpyVideoPreprocessor:
     """Turn RGB frames into ``pixel_values``: float32 numpy ``(F, 3, H, W)``, without torch.
 
-    Same config and same output as :class:`holitom.video.VideoPreprocessor` on the CPU.
+    Same config and same output as :class:`holitom.video.VideoPreprocessor` on the CPU. ``threads``: how many
+    threads share the frames (default: one per CPU this process may use, as torch's intra-op threads).
     """
 
-    def __init__(self, config: VideoPreprocessConfig | None = None):
+    def __init__(self, config: VideoPreprocessConfig | None = None, threads: int | None = None):
         self.config = config if config is not None else VideoPreprocessConfig()
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
+            raise InputError(f"threads must be a positive integer or None (one per CPU), got {threads!r}.")
+        self.threads = int(threads) if threads is not None else _default_threads()
         c = self.config
         # The fused constants as transformers computes them: a float32 tensor times a Python float (in float32).
         factor = np.float32(1.0 / c.rescale_factor) if c.do_rescale and c.do_normalize else np.float32(1.0)
-        self._mean = (np.asarray(c.image_mean, dtype=np.float32) * factor).reshape(1, 3, 1, 1)  # (1, 3, 1, 1)
-        self._std = (np.asarray(c.image_std, dtype=np.float32) * factor).reshape(1, 3, 1, 1)
+        self._mean = (np.asarray(c.image_mean, dtype=np.float32) * factor).reshape(3, 1, 1)  # (3, 1, 1)
+        self._std = (np.asarray(c.image_std, dtype=np.float32) * factor).reshape(3, 1, 1)
 
     @classmethod
-    def from_pretrained(cls, checkpoint_dir: str | os.PathLike) -> "NumpyVideoPreprocessor":
-        return cls(VideoPreprocessConfig.from_pretrained(checkpoint_dir))
+    def from_pretrained(cls, checkpoint_dir: str | os.PathLike, threads: int | None = None) -> "NumpyVideoPreprocessor":
+        return cls(VideoPreprocessConfig.from_pretrained(checkpoint_dir), threads)
 
     def __repr__(self) -> str:
-        return f"NumpyVideoPreprocessor({self.config})"
+        return f"NumpyVideoPreprocessor({self.config}, threads={self.threads})"
+
+    def _store(self, out: np.ndarray, i: int, planes: np.ndarray) -> None:
+        """Write one frame's resized planes ``(h, 3, w)`` into ``out[i]`` (3, h, w), rescaled and normalised in float32
+        as transformers does (the planes' uint8 values convert exactly, whatever their array type)."""
+        c = self.config
+        src, dst = planes.transpose(1, 0, 2), out[i]  # (3, h, w): a strided read, a contiguous write (the faster way round)
+        if c.do_normalize:
+            np.subtract(src, self._mean, out=dst, dtype=np.float32, casting="same_kind")
+            np.divide(dst, self._std, out=dst)
+        elif c.do_rescale:
+            np.multiply(src, np.float32(c.rescale_factor), out=dst, dtype=np.float32, casting="same_kind")
+        else:
+            np.copyto(dst, src, casting="same_kind")
 
     def __call__(self, frames) -> np.ndarray:
         """Preprocess a :class:`VideoClip` or in-memory frames (any form :func:`holitom.video.as_rgb_frames` takes)."""
         rgb = frames.frames if isinstance(frames, VideoClip) else as_rgb_frames(frames)  # (F, H, W, 3) uint8
         c = self.config
-        if c.do_resize:
-            video = _resize(rgb, c.height, c.width, c.interpolation)  # (F, 3, h, w) float32 pixel values, a new array
-        else:
-            video = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32)  # (F, 3, h, w)
-        if c.do_normalize:
-            video -= self._mean
-            video /= self._std
-        elif c.do_rescale:
-            video *= np.float32(c.rescale_factor)
-        return video
+        size = (c.height, c.width) if c.do_resize else rgb.shape[1:3]
+        out = np.empty((rgb.shape[0], 3, *size), dtype=np.float32)  # (F, 3, h, w)
+        _resize_each(rgb, size, c.interpolation, lambda i, planes: self._store(out, i, planes), self.threads)
+        return out
 
 
 __all__ = ["NumpyVideoPreprocessor", "axis_weights", "resize_uint8"]

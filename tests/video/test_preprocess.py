@@ -146,6 +146,40 @@ def test_rescale_and_normalize_switches(make_preprocessor):
     _assert_parity(only_rescale, ref)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_numpy_preprocessor_gives_the_same_bytes_on_any_number_of_threads(threads):
+    # Threads take contiguous runs of frames, each with its own working arrays: the split must not show in the bytes.
+    frames = make_frames(5, 250, 330, seed=11)
+    one = NumpyVideoPreprocessor(threads=1)(frames)
+    many = NumpyVideoPreprocessor(threads=threads)(frames)
+    assert np.array_equal(one.view(np.uint32), many.view(np.uint32))
+    _assert_parity(many, _reference(frames, image_mean=[0.5] * 3, image_std=[0.5] * 3))
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_numpy_preprocessor_refuses_bad_thread_counts(threads):
+    with pytest.raises(InputError, match="threads"):
+        NumpyVideoPreprocessor(threads=threads)
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear", "nearest-exact"])
+@pytest.mark.parametrize(
+    "size, out",
+    # up both ways; a strong shrink (weights too fine for float32 sums: the float64 plan) with a stretch; one axis only
+    [((301, 517), (384, 384)), ((1000, 30), (17, 400)), ((64, 90), (64, 200)), ((64, 90), (100, 90))],
+)
+def test_resize_uint8_matches_the_torch_kernel(mode, size, out):
+    from holitom.video.preprocess import _native_uint8_resize, _resize_uint8
+    from holitom.video.preprocess_np import resize_uint8
+
+    if not _native_uint8_resize(mode, torch.device("cpu")):
+        pytest.skip(f"torch resizes {mode} uint8 through float on this CPU, a route the numpy resize does not take")
+    frames = np.random.default_rng(sum(size)).integers(0, 256, (3, *size, 3), dtype=np.uint8)
+    ref = _resize_uint8(torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), *out, mode).permute(0, 2, 3, 1).numpy()
+    for threads in (1, 2):
+        assert np.array_equal(resize_uint8(frames, *out, mode, threads=threads), ref)
+
+
 # ------------------------------------------------------------ config loading
 
 
