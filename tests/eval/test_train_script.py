@@ -95,3 +95,41 @@ def test_frame_subsets_keep_every_answer_true(trainer):
                 assert any(shown) and not all(shown)
     item = make_item("train", 0)
     assert trainer.frame_subset(item.clip, rng, NUM_FRAMES).tolist() == list(range(NUM_FRAMES))
+
+
+def test_training_the_tower_end_to_end_changes_it_and_keeps_the_layout(trainer, tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--tower-lr-scale", "2"]
+    argv += ["--types", "attribute,static", "--max-objects", "1", "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1", "--aux-balance"]
+    assert trainer.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "token_colour=" in log and "token_shape=" in log and "shape=" in log
+    provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
+    assert provenance["train_tower"] and provenance["aux_balance"] and provenance["types"] == ["attribute", "static"]
+    trained, start = load_llava(out), load_llava(default_model_dir())
+    changed = [name for (name, a), (_, b) in zip(trained.named_parameters(), start.named_parameters()) if name.startswith("vision.") and not torch.equal(a, b)]
+    assert "vision.patch_embedding.weight" in changed and len(changed) > 10
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    _, info = LlavaOnevisionForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+
+
+def test_select_items_filters_in_split_order(trainer):
+    items = trainer.select_items("val", 5, ("attribute", "static"), 1)
+    assert [item.qtype in ("attribute", "static") and len(item.clip.sprites) == 1 for item in items] == [True] * 5
+    indices = [item.index for item in items]
+    assert indices == sorted(indices)
+    skipped = [make_item("val", i) for i in range(indices[-1]) if i not in indices]  # every item passed over fails a filter
+    assert all(item.qtype not in ("attribute", "static") or len(item.clip.sprites) > 1 for item in skipped)
+    assert [item.item_id for item in trainer.select_items("val", 3)] == ["val-000000", "val-000001", "val-000002"]
+
+
+def test_balanced_aux_loss_averages_object_and_background_means(trainer):
+    logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))  # (N, C)
+    labels = torch.tensor([0, 0, 0, 0, 2, 3])
+    each = [float(torch.nn.functional.cross_entropy(logits[i : i + 1], labels[i : i + 1])) for i in range(6)]
+    expected = 0.5 * (sum(each[:4]) / 4 + sum(each[4:]) / 2)
+    assert float(trainer.aux_loss(logits, labels, True)) == pytest.approx(expected, rel=1e-6)
+    assert float(trainer.aux_loss(logits, labels, False)) == pytest.approx(sum(each) / 6, rel=1e-6)
+    assert float(trainer.aux_loss(logits, torch.zeros(6, dtype=torch.int64), True)) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.zeros(6, dtype=torch.int64))), rel=1e-6)
