@@ -181,10 +181,12 @@ def projection_lines(result: dict[str, Any]) -> list[str]:
     for row_id, p in projection["rows"].items():
         tm, vs, st = p["timings_ms"], p.get("vs_transformers") or {}, p["stages"]
         per_layer = ", ".join(f"{name} {_fmt(st[name]['per_layer_ms'], '.1f')}" for name in ("vision", "prefill", "decode_per_token"))
+        floor = _floor_cells(p.get("floor"))
         lines.append(
             f"  {row_id}: TTFT {tm['ttft']:.0f} ms ({_x(vs.get('ttft_speedup'))}), vision {tm['vision']:.0f} ms "
             f"({_x(vs.get('vision_speedup'))}), prefill {tm['prefill']:.0f} ms ({_x(vs.get('prefill_speedup'))}), "
-            f"{_fmt(p['decode_tokens_per_s'], '.1f')} tok/s ({_x(vs.get('decode_speedup'))}); ms per layer: {per_layer}"
+            f"{_fmt(p['decode_tokens_per_s'], '.1f')} tok/s ({_x(vs.get('decode_speedup'))}); ms per layer: {per_layer}; "
+            f"/floor: TTFT {floor[0]}, vision {floor[1]}, prefill {floor[2]}"
         )
     return lines
 

@@ -287,7 +287,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = _stderr_l
     env["phases_s"] = phases
     result = assemble(config, env, model, video_info, rows, samples, flops, memory, export_dir, rate)
     if probe_samples is not None:
-        result["projection"] = _projection(result["rows"], probe_samples, *depths)
+        flops = _projected_flops(config, rows, result["rows"], model, *depths) if config.count_flops else None
+        result["projection"] = _projection(result["rows"], probe_samples, *depths, flops=flops, rate=rate)
     return result
 
 
@@ -332,7 +333,46 @@ def _measure_probe_depth(config: BenchConfig, rows, probe, video: Path, log) -> 
     return samples
 
 
-def _projection(out_rows: list[dict[str, Any]], probe_samples: dict[str, list], measured, probe, real) -> dict[str, Any]:
+def _projected_flops(config: BenchConfig, rows, out_rows: list[dict[str, Any]], model: ResolvedModel, measured, probe, real) -> dict[str, dict]:
+    """Each row's counted vision and prefill FLOPs moved to the real depth by the closed forms (exact per layer).
+
+    Counted FLOPs are linear in the layers: the counted figure minus the closed form's
+    layers at the measured depth plus those at the real depth (the inner-merge layer K
+    resolved at each depth; the token counts are the measured run's).
+    """
+    from types import SimpleNamespace
+
+    from holitom.flops import decoder_matmul_flops, vision_matmul_flops
+    from holitom.models.facts import split_layer
+
+    cfg = model.llava_config
+    t = cfg.text
+    out = {}
+    for spec, row in zip(rows, out_rows):
+        counted, vision = row["flops"]["counted"], row["flops"]["counted_vision"]
+        if counted is None or vision is None:
+            out[row["id"]] = {"vision": None, "prefill": None}
+            continue
+        tokens = row["tokens"]
+        seq, tail = tokens["prompt"], tokens["prompt"] - tokens["after_outer"] + tokens["after_inner"]
+        merge = row_merge_config(spec)
+
+        def layers(depth: int) -> int:
+            k = split_layer(merge, depth)
+            one = lambda n: decoder_matmul_flops(1, n, t.hidden_size, t.intermediate_size, t.num_heads, t.num_kv_heads)  # noqa: E731
+            return k * one(seq) + (depth - k) * one(tail)
+
+        def tower(depth: int) -> int:
+            return vision_matmul_flops(SimpleNamespace(vision=cfg.vision, text=t, num_vision_layers_used=depth), config.frames)
+
+        out[row["id"]] = {
+            "vision": vision - tower(measured.vision) + tower(real.vision),
+            "prefill": counted - layers(measured.text) + layers(real.text),
+        }
+    return out
+
+
+def _projection(out_rows: list[dict[str, Any]], probe_samples: dict[str, list], measured, probe, real, flops=None, rate=None) -> dict[str, Any]:
     from holitom.bench.projection import project
 
     probe_rows = {}
@@ -343,7 +383,7 @@ def _projection(out_rows: list[dict[str, Any]], probe_samples: dict[str, list], 
             "decode_tokens_per_s": statistics.median(s.decode_tokens_per_s for s in runs),
         }
     base = next((r["id"] for r in out_rows if r["backend"] == TRANSFORMERS), None)
-    return project(out_rows, probe_rows, measured, probe, real, base)
+    return project(out_rows, probe_rows, measured, probe, real, base, flops=flops, rate=None if rate is None else rate.flops_per_s)
 
 
 def _measure_memory(config, rows, model: ResolvedModel, video: Path, export_dir, log) -> dict[str, Any]:

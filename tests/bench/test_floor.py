@@ -200,3 +200,71 @@ def _settings():
         "model_geometry": {"tokens_per_frame": 2, "image_size": 28, "vision_layers_used": 1, "vision_hidden_size": 8,
                            "text_layers": 1, "text_hidden_size": 8},
     }
+
+
+# ---- the projection's floor --------------------------------------------------------------------
+
+
+def test_projected_flops_are_the_closed_forms_at_the_real_depth():
+    from types import SimpleNamespace
+
+    from holitom.bench.config import RowSpec
+    from holitom.bench.projection import Depths
+    from holitom.bench.runner import ResolvedModel, _projected_flops, row_merge_config
+    from holitom.models.facts import split_layer
+
+    real_cfg = LlavaConfig.from_name("llava-ov-7b")
+    measured, real = Depths(1, 2), Depths(26, 28)
+    cfg = _trimmed(real_cfg, 1)
+    cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, num_layers=2))
+    t = cfg.text
+    rows = [RowSpec("transformers", "vanilla", None, "none", True), RowSpec("torch", "holitom", 0.1, "r10", True)]
+    tokens = [
+        {"visual_in": 6272, "after_outer": 6273, "after_inner": 6273, "prompt": 6300},
+        {"visual_in": 6272, "after_outer": 700, "after_inner": 350, "prompt": 727},
+    ]
+    extra = 2 * t.hidden_size * t.vocab_size  # lm_head: depth-free, kept as counted
+
+    def decoder(depth, k, seq, tail):
+        return decoder_matmul_flops(k, seq, t.hidden_size, t.intermediate_size, t.num_heads, t.num_kv_heads) + decoder_matmul_flops(
+            depth - k, tail, t.hidden_size, t.intermediate_size, t.num_heads, t.num_kv_heads
+        )
+
+    out_rows = []
+    for spec, tok in zip(rows, tokens):
+        tail = tok["prompt"] - tok["after_outer"] + tok["after_inner"]
+        k = split_layer(row_merge_config(spec), 2)
+        out_rows.append({"id": spec.id, "tokens": tok, "flops": {
+            "counted": decoder(2, k, tok["prompt"], tail) + extra, "counted_vision": vision_matmul_flops(cfg, FRAMES) + 7,
+        }})
+    config = SimpleNamespace(frames=FRAMES)
+    got = _projected_flops(config, rows, out_rows, ResolvedModel(None, None, cfg), measured, None, real)
+    for spec, tok in zip(rows, tokens):
+        tail = tok["prompt"] - tok["after_outer"] + tok["after_inner"]
+        k_real = split_layer(row_merge_config(spec), 28)
+        assert got[spec.id]["prefill"] == decoder(28, k_real, tok["prompt"], tail) + extra
+        assert got[spec.id]["vision"] == vision_matmul_flops(real_cfg, FRAMES) + 7  # the score pass (here 7) is kept
+    assert split_layer(row_merge_config(rows[1]), 28) == 18  # the paper's K at the real depth
+    # The vanilla row at the real depth: the 7B prefill over its whole prompt.
+    assert got[rows[0].id]["prefill"] == decoder_matmul_flops(28, 6300, t.hidden_size, t.intermediate_size, t.num_heads, t.num_kv_heads) + extra
+
+
+def test_projected_rows_carry_their_floor():
+    from holitom.bench.projection import Depths, project
+    from holitom.bench.report import projection_lines
+
+    def tm(vision, prefill):
+        return {"decode_video": 1.0, "vision": vision, "merge": 1.0, "prefill": prefill, "ttft": 2.0 + vision + prefill}
+
+    rows_a = [{"id": "x", "timings_ms": tm(10.0, 20.0), "decode_tokens_per_s": 10.0}]
+    rows_b = {"x": {"timings_ms": tm(20.0, 30.0), "decode_tokens_per_s": 5.0}}
+    a, b, real = Depths(1, 2), Depths(2, 4), Depths(3, 6)
+    out = project(rows_a, rows_b, a, b, real, None, flops={"x": {"vision": 15e9, "prefill": 20e9}}, rate=1e12)
+    row = out["rows"]["x"]
+    assert row["timings_ms"]["vision"] == pytest.approx(30.0) and row["timings_ms"]["prefill"] == pytest.approx(40.0)
+    assert row["floor"]["floor_ms"] == pytest.approx({"vision": 15.0, "prefill": 20.0, "ttft": 35.0})
+    assert row["floor"]["x_floor"]["ttft"] == pytest.approx(72.0 / 35.0)
+    no_flops = project(rows_a, rows_b, a, b, real, None, flops=None, rate=1e12)["rows"]["x"]["floor"]
+    assert no_flops["reason"] == NO_FLOPS_REASON
+    line = projection_lines({"projection": out})[1]
+    assert "/floor: TTFT 2.06x, vision 2.00x, prefill 2.00x" in line
