@@ -347,6 +347,13 @@ def _projected_flops(config: BenchConfig, rows, out_rows: list[dict[str, Any]], 
 
     cfg = model.llava_config
     t = cfg.text
+
+    def layer(tokens: int) -> int:
+        return decoder_matmul_flops(1, tokens, t.hidden_size, t.intermediate_size, t.num_heads, t.num_kv_heads)
+
+    def tower(depth: int) -> int:
+        return vision_matmul_flops(SimpleNamespace(vision=cfg.vision, text=t, num_vision_layers_used=depth), config.frames)
+
     out = {}
     for spec, row in zip(rows, out_rows):
         counted, vision = row["flops"]["counted"], row["flops"]["counted_vision"]
@@ -356,18 +363,12 @@ def _projected_flops(config: BenchConfig, rows, out_rows: list[dict[str, Any]], 
         tokens = row["tokens"]
         seq, tail = tokens["prompt"], tokens["prompt"] - tokens["after_outer"] + tokens["after_inner"]
         merge = row_merge_config(spec)
-
-        def layers(depth: int) -> int:
-            k = split_layer(merge, depth)
-            one = lambda n: decoder_matmul_flops(1, n, t.hidden_size, t.intermediate_size, t.num_heads, t.num_kv_heads)  # noqa: E731
-            return k * one(seq) + (depth - k) * one(tail)
-
-        def tower(depth: int) -> int:
-            return vision_matmul_flops(SimpleNamespace(vision=cfg.vision, text=t, num_vision_layers_used=depth), config.frames)
-
+        k_measured, k_real = split_layer(merge, measured.text), split_layer(merge, real.text)
+        at_measured = k_measured * layer(seq) + (measured.text - k_measured) * layer(tail)
+        at_real = k_real * layer(seq) + (real.text - k_real) * layer(tail)
         out[row["id"]] = {
             "vision": vision - tower(measured.vision) + tower(real.vision),
-            "prefill": counted - layers(measured.text) + layers(real.text),
+            "prefill": counted - at_measured + at_real,
         }
     return out
 

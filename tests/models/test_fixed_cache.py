@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from holitom.errors import InputError
-from holitom.merge import InnerMergeConfig, apply_inner_merge, plan_inner_merge
 from holitom.models.kv_cache import FixedKVCache
 from holitom.models.loading import load_llava
 from holitom.runtime.backends.torch.cuda_graph import GraphedDecode, capacity_for
-from tiny_llava import frames, max_diff, prompt_ids
+from greedy import two_kv_groups
+from tiny_llava import max_diff
 
 STEP_ATOL = 1e-5
 STEPS = 9  # more than the 4..7 free positions a room of 4 gives: the small-room case must grow once
@@ -32,18 +32,7 @@ def model(onevision_ckpt):
 @pytest.fixture(scope="module")
 def two_groups(model):
     """(present, first token, next position): layers < K hold the full prompt, layers >= K the merged one."""
-    with torch.no_grad():
-        ids = prompt_ids(4, 5, seed=9)
-        embeds, span = model.splice_video(ids, model.unmerged_video_tokens(model.encode_video(frames(3, 56, seed=9)).features))
-        positions = torch.arange(embeds.shape[1])[None]
-        k = 2
-        head = model.decoder_head(embeds, positions, k, span)
-        plan = plan_inner_merge(head.attn_row, head.hidden[0, span[0] : span[1]], 0.5)
-        merged, kept = apply_inner_merge(head.hidden[0], span, plan, InnerMergeConfig().mode)
-        tail = model.decoder_tail(merged[None], positions[:, kept], k)
-    present = head.present + tail.present
-    assert present[0][0].shape[2] > present[-1][0].shape[2], "the two KV groups must differ in length"
-    return present, int(tail.logits[0].argmax()), embeds.shape[1]
+    return two_kv_groups(model)[:3]
 
 
 def _concat_greedy(model, present, token, position, steps):
@@ -69,7 +58,7 @@ def _graphed_greedy(model, graphed, present, token, position, steps):
 
 
 # Host reads of device values become graph breaks (newer torch captures them as symbolic scalars by default).
-STRICT = dict(capture_scalar_outputs=False, capture_dynamic_output_shape_ops=False)
+STRICT = {"capture_scalar_outputs": False, "capture_dynamic_output_shape_ops": False}
 
 
 def _eager(step):
@@ -216,6 +205,7 @@ def test_fixed_cache_load_and_views():
     assert cache.holds(cache.filled()) and not cache.holds([(key, key), (short, short)])
     layer = cache.layers()[1]
     k, v, mask = layer.write(torch.ones(1, 2, 1, 4), torch.zeros(1, 2, 1, 4))
+    assert v.shape == k.shape == (1, 2, 5, 4) and torch.equal(v[:, :, 2], torch.zeros(1, 2, 4))
     assert k.shape == (1, 2, 5, 4) and torch.equal(k[:, :, 2], torch.ones(1, 2, 4)) and torch.equal(k[:, :, :2], short)
     assert mask.shape == (1, 1, 1, 5) and mask.flatten().tolist() == [True, True, True, False, False]
     with pytest.raises(InputError, match="cannot take"):

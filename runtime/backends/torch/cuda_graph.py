@@ -34,6 +34,7 @@ import torch
 
 from holitom.models.kv_cache import CACHE_ROOM as ROOM
 from holitom.models.kv_cache import KV, FixedKVCache
+
 WARMUP_STEPS = 3  # eager runs on a side stream before capture (cuBLAS handles, autotuned kernels)
 
 Capture = Callable[[Callable[[], None]], Callable[[], None]]  # step -> replay
@@ -139,4 +140,4 @@ def cuda_capture(device: torch.device, warmup: int = WARMUP_STEPS) -> Capture:
     return capture
 
 
-__all__ = ["GraphedDecode", "ROOM", "capacity_for", "cuda_capture"]
+__all__ = ["ROOM", "GraphedDecode", "capacity_for", "cuda_capture"]
