@@ -491,7 +491,7 @@ def assemble(config, env, model: ResolvedModel, video_info, rows, samples, flops
         ttft = chosen.timings_ms["ttft"]
         counted = flops.get(row.id) or {}
         floor = row_floor(
-            chosen.timings_ms,
+            timings,  # the reported (rounded) times, so x_floor reads off the row
             {"vision": counted.get("vision"), "prefill": counted.get("counted")},
             None if rate is None else rate.flops_per_s,
             None if config.count_flops else NO_FLOPS_REASON,

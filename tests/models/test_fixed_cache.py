@@ -80,6 +80,7 @@ def test_graphed_bookkeeping_decodes_like_the_concatenating_path(model, two_grou
     first_capacity = capacity_for(present[0][0].shape[2], room)
     if room == 4:
         assert graphed.captures == 2 and graphed._current.cache.capacity == capacity_for(first_capacity, room)
+        assert list(graphed._by_capacity) == [graphed._current.cache.capacity]  # the full one was dropped
     else:
         assert graphed.captures == 1 and graphed._current.cache.capacity == first_capacity
     # The device lengths and their host mirror agree after every step.

@@ -1,7 +1,7 @@
 """The decode step captured in a CUDA graph over static KV buffers, replayed once per token.
 
 A decode step of a 7B decoder is a few hundred small kernels; launched one by one from
-Python, the launches, not the GPU, set the pace. Captured once in a CUDA graph, the whole
+Python, the launches rather than the GPU can set the pace. Captured once in a CUDA graph, the whole
 step is one launch. A graph replays fixed memory with fixed shapes, so the step runs on a
 :class:`~holitom.models.kv_cache.FixedKVCache` (every buffer at one capacity, fill
 lengths in a device tensor the step advances itself, attention masked over the whole
@@ -15,9 +15,10 @@ capacity) and reads its inputs from static tensors:
 
 One graph per cache capacity (the buffers' addresses are part of the graph): a new prompt
 that fits an existing capacity is copied into that capacity's buffers and replays its
-graph; one that does not, or a cache that fills up, gets a larger capacity and a new
-capture. Capacities grow in steps of :data:`ROOM` positions, so an answer captures
-O(1) graphs.
+graph; one that needs another capacity gets its own buffers and capture, and a cache that
+fills up moves to a larger capacity, its own buffers and graph dropped. Capacities are
+multiples of :data:`ROOM` positions, with at least :data:`ROOM` free after the prompt, so an
+answer captures one more graph per :data:`ROOM` tokens beyond its first capacity's room.
 
 :class:`GraphedDecode` does the bookkeeping and takes the capture as a function, so the
 bookkeeping runs on the CPU with an eager "replay" (tests); :func:`cuda_capture` is the
@@ -82,8 +83,14 @@ class GraphedDecode:
         static buffers; fed back as the next ``past``, they cost no copy).
         """
         entry = self._current
-        if entry is None or not entry.cache.holds(past) or entry.cache.room == 0:
+        if entry is None or not entry.cache.holds(past):
             entry = self._load(past)
+        elif entry.cache.room == 0:
+            # Full: move to a larger capacity and drop this one (its buffers and graph), so a
+            # long answer holds one capacity's memory, not every capacity it passed through.
+            full = entry.cache.capacity
+            entry = self._load(past)
+            del self._by_capacity[full]
         entry.embeds.copy_(inputs_embeds)
         entry.position.copy_(position_ids)
         entry.replay()
