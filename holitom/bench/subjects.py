@@ -300,7 +300,9 @@ class BenchSession:
 
         model, tokenizer, preprocessor = self._torch_parts()
         rc = self._runtime_config(row, "torch")
-        stages = build_torch_stages(model, tokenizer, preprocessor, rc.merge_config(), rc.preset, self.device, rc.check_inputs)
+        stages = build_torch_stages(
+            model, tokenizer, preprocessor, rc.merge_config(), rc.preset, self.device, rc.check_inputs, cuda_graph=self.config.cuda_graph
+        )
         return Pipeline(stages)
 
     def _ort_pipeline(self, row: RowSpec):

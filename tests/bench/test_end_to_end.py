@@ -24,7 +24,7 @@ ENV = {
 SETTINGS = {
     "model", "video", "prompt", "frames", "image_size", "vision_layers", "text_layers", "vocab_size", "backends",
     "methods", "ratios", "repeats", "warmup", "decode_tokens", "device", "dtype", "count_flops", "measure_memory",
-    "seed", "threads", "interleave", "project_full_depth", "overrides", "checkpoint", "export", "arch", "model_geometry", "timing_method",
+    "seed", "threads", "interleave", "project_full_depth", "cuda_graph", "overrides", "checkpoint", "export", "arch", "model_geometry", "timing_method",
     "memory_method", "flops_method", "floor_method",
 }
 ROW = {
