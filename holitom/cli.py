@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default=None, help="torch | onnxruntime | tensorrt (an export folder with engines); default: onnxruntime for an export folder, else torch")
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=DTYPES)
+    run.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None, help="torch backend: decode step as a CUDA graph (default: on with --device cuda)")
     run.add_argument("--frames", type=FRAMES, default=32)
     run.add_argument("--no-chat-template", action="store_true", help="send --prompt verbatim (it must contain exactly one <video>)")
     _add_merge_args(run)
@@ -175,6 +176,7 @@ def _cmd_run(args) -> int:
         device=args.device,
         dtype=args.dtype,
         num_frames=args.frames,
+        cuda_graph=args.cuda_graph,
     )
     generation = _generation(args)  # validate before loading anything
     # Text mode streams the answer; --json mode shows a decode progress bar on a terminal's stderr.

@@ -24,6 +24,12 @@ numbers compare with the published ones. Real arithmetic is counted in FLOPs
 gives the closed form for a Qwen2-style layer (GQA + SwiGLU). On a layer built
 to the formula's assumptions the counter gives exactly
 ``FLOPS_PER_MAC * prefill_flops(...)`` (tests/test_flops.py).
+:func:`vision_matmul_flops` is the closed form of the vision stage.
+
+Which figure a physical floor divides (``holitom bench``'s floor columns): the
+counted FLOPs of what ran, never the paper units. At LLaVA-OneVision-7B's geometry
+and 32 frames the vanilla prefill counts 97.6 TFLOP of real matmuls where the
+paper's formula says 40.8 T "FLOPs" (MACs, MHA, two-matrix FFN, visual tokens only).
 
 This module imports no torch at module level (``count_matmul_flops`` imports it).
 """
@@ -176,6 +182,28 @@ def decoder_matmul_flops(
     return num_layers * FLOPS_PER_MAC * macs
 
 
+def vision_matmul_flops(config: Any, frames: int) -> int:
+    """Matmul FLOPs (2 per MAC) of the vision stage on ``frames`` frames: SigLIP tower + projector.
+
+    ``config`` is a :class:`~holitom.models.config.LlavaConfig` (its ``vision``, ``text``
+    and ``num_vision_layers_used``). Per frame of ``N`` patches: the patch-embedding
+    convolution ``2 N Dv (C p^2)``; per encoder layer the q, k, v, out projections
+    ``2 * 4 N Dv^2``, attention ``2 * 2 N^2 Dv`` and the MLP ``2 * 2 N Dv Dm``; the
+    projector ``2 N (Dv D + D^2)``. Not counted: the last layer's key-score pass
+    HoliTom reads (about one more ``q k^T`` of that layer, which way it runs depends on
+    the device), the pooling (an interpolation, no matmul), norms and activations.
+    LLaVA-OneVision-7B at 32 frames: 21.3 TFLOP (the issue's "about 21 TFLOP").
+    """
+    where = "vision_matmul_flops"
+    count = check_int(frames, f"{where}: frames", 1)
+    v, d = config.vision, config.text.hidden_size
+    n, dv, dm = v.num_patches, v.hidden_size, v.intermediate_size
+    patch = n * dv * v.num_channels * v.patch_size**2
+    layer = 4 * n * dv * dv + 2 * n * n * dv + 2 * n * dv * dm
+    projector = n * dv * d + n * d * d
+    return count * FLOPS_PER_MAC * (patch + config.num_vision_layers_used * layer + projector)
+
+
 @dataclass(frozen=True)
 class FlopCount:
     """What :func:`count_matmul_flops` measured.
@@ -234,4 +262,5 @@ __all__ = [
     "holitom_prefill_flops",
     "model_prefill_flops",
     "prefill_flops",
+    "vision_matmul_flops",
 ]

@@ -11,12 +11,30 @@ DEFAULT_PRESET = "r15"  # the paper's best accuracy/speed point: 99.7% of vanill
 DEFAULT_FRAMES = 32
 
 
+def resolve_cuda_graph(requested: bool | None, device: str, backend: str = "torch") -> bool:
+    """Whether the torch backend's decode step runs as a CUDA graph: ``requested``, or on CUDA when None.
+
+    Asking for it (True) anywhere but the torch backend on a CUDA device is a ConfigError.
+    """
+    if requested is not None and not isinstance(requested, bool):
+        raise ConfigError(f"cuda_graph must be True, False or None (on CUDA devices), got {requested!r}.")
+    on_cuda = device.startswith("cuda")
+    if requested and (backend != "torch" or not on_cuda):
+        raise ConfigError(
+            f"CUDA-graph decoding (--cuda-graph) captures the torch backend's decode step on a CUDA device; this run is "
+            f"backend {backend} on device {device}. Drop --cuda-graph, or use --backend torch --device cuda."
+        )
+    return on_cuda and backend == "torch" if requested is None else requested
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """How to build a pipeline. CLI flags only fill this in.
 
     ``preset`` names a merge preset (:func:`holitom.merge.preset_names`);
     ``inner_merge=False`` keeps the preset's outer merge and skips the inner one.
+    ``cuda_graph``: capture the torch backend's decode step in a CUDA graph; None
+    does on CUDA devices, False never does (:func:`resolve_cuda_graph`).
     """
 
     backend: str = "torch"
@@ -26,6 +44,7 @@ class RuntimeConfig:
     dtype: str = "float32"
     num_frames: int = DEFAULT_FRAMES
     check_inputs: bool = True
+    cuda_graph: bool | None = None
 
     def __post_init__(self):
         check_int(self.num_frames, "num_frames", MIN_FRAMES, MAX_FRAMES)
@@ -35,6 +54,7 @@ class RuntimeConfig:
 
         if self.backend not in backend_names():
             raise ConfigError(f"unknown backend '{self.backend}'; choose one of {backend_names()}.")
+        resolve_cuda_graph(self.cuda_graph, self.device, self.backend)
         from holitom.merge import available_preset_names
         from holitom.merge import config as merge_presets
 

@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-tokens", type=int, default=16, help="tokens generated per run (stop tokens ignored)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (onnxruntime rows need float32)")
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None, help="torch rows: decode step as a CUDA graph (default: on with --device cuda); --no-cuda-graph decodes eagerly")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core); 1 is steadier on a shared machine")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the generated clip and of an arch preset's random weights")
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs with FlopCounterMode")
@@ -102,6 +103,7 @@ def config_from_args(args: argparse.Namespace):
         interleave=not args.one_backend_at_a_time,
         project_full_depth=not args.no_projection,
         export=args.export,
+        cuda_graph=args.cuda_graph,
     )
     if args.prompt is not None:
         kwargs["prompt"] = args.prompt

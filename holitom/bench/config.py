@@ -208,6 +208,8 @@ class BenchConfig:
         project_full_depth: for an architecture preset trimmed to fewer layers, time
             every row once more at a second depth and report a full-depth projection
             beside the measured rows (:mod:`holitom.bench.projection`).
+        cuda_graph: the torch rows' decode step as a CUDA graph (None: on CUDA devices;
+            True off CUDA is refused; False decodes eagerly, for an A/B of decode speed).
     """
 
     model: str = "default"
@@ -233,6 +235,7 @@ class BenchConfig:
     interleave: bool = True
     project_full_depth: bool = True
     export: str | None = None  # an export folder of the same model (e.g. `holitom calibrate`'s INT8 one): onnxruntime rows added for it
+    cuda_graph: bool | None = None  # torch rows' decode step as a CUDA graph; None: on CUDA (holitom.runtime.config.resolve_cuda_graph)
     overrides: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -250,6 +253,9 @@ class BenchConfig:
             raise ConfigError("prompt must be a non-empty question about the video.")
         check_dtype(self.dtype)
         check_device(self.device)
+        from holitom.runtime.config import resolve_cuda_graph
+
+        resolve_cuda_graph(self.cuda_graph, self.device)
 
         object.__setattr__(self, "backends", check_names("backends", self.backends, ALL_BACKENDS))
         object.__setattr__(self, "methods", check_names("methods", self.methods, tuple(method_specs())))

@@ -13,7 +13,9 @@ so two runs at depths ``L_a != L_b`` give ``per_layer = (t_b - t_a) / (L_b - L_a
 ``vision`` scales with the vision layers; ``prefill`` and the time per decoded token
 with the decoder layers; ``decode_video`` and ``merge`` do not depend on depth and keep
 the first run's values. The result is arithmetic on measurements, not a measurement:
-reports label it as a projection. (For HoliTom rows the inner-merge layer K moves with
+reports label it as a projection. Each projected row also carries its physical floor
+(:mod:`holitom.bench.floor`) from the FLOPs at the real depth, which the caller moves
+there by the closed forms (matmul FLOPs are exactly linear in the layers). (For HoliTom rows the inner-merge layer K moves with
 the depth, so their prefill line is the trimmed models' split extrapolated.)
 
 Torch-free: it works on plain dicts.
@@ -94,14 +96,28 @@ def _speedup(base: float | None, row: float | None) -> float | None:
     return base / row
 
 
-def project(rows_a: list[dict], rows_b: dict[str, dict], a: Depths, b: Depths, real: Depths, baseline_id: str | None) -> dict[str, Any]:
+def project(
+    rows_a: list[dict],
+    rows_b: dict[str, dict],
+    a: Depths,
+    b: Depths,
+    real: Depths,
+    baseline_id: str | None,
+    flops: dict[str, dict] | None = None,
+    rate: float | None = None,
+) -> dict[str, Any]:
     """The projection block of a result.
 
     Args:
         rows_a: the result rows measured at depths ``a`` (``id``, ``timings_ms``, ``decode_tokens_per_s``).
         rows_b: the same rows measured at depths ``b``, by id.
         baseline_id: the transformers row ratios are taken against (None: no ratios).
+        flops: per row id, the ``vision`` and ``prefill`` FLOPs at the real depth (None: FLOPs
+            were not counted); with ``rate`` (FLOP/s) each projected row gets a ``floor``
+            (:func:`holitom.bench.floor.row_floor`).
     """
+    from holitom.bench.floor import NO_FLOPS_REASON, row_floor
+
     rows = {}
     for row in rows_a:
         probe = rows_b[row["id"]]
@@ -110,6 +126,8 @@ def project(rows_a: list[dict], rows_b: dict[str, dict], a: Depths, b: Depths, r
         )
         rows[row["id"]]["probe_timings_ms"] = probe["timings_ms"]
         rows[row["id"]]["probe_decode_tokens_per_s"] = probe["decode_tokens_per_s"]
+        stage_flops = (flops or {}).get(row["id"], {"vision": None, "prefill": None})
+        rows[row["id"]]["floor"] = row_floor(rows[row["id"]]["timings_ms"], stage_flops, rate, None if flops is not None else NO_FLOPS_REASON)
     base = rows.get(baseline_id) if baseline_id is not None else None
     for projected in rows.values():
         tm, bt = projected["timings_ms"], (base or {}).get("timings_ms", {})

@@ -13,7 +13,12 @@ The result object (:func:`holitom.bench.runner.run_bench`) has:
   ``prefill`` = ``ttft``), ``shares`` (each part / TTFT), ``ttft_ms_all``,
   ``decode_tokens_per_s`` (+ ``_all``), ``generated_tokens``, ``memory``
   (:class:`~holitom.bench.memory.RowMemory`), ``flops`` and ``vs_transformers``
-  (speed-ups and ratios against the transformers row);
+  (speed-ups and ratios against the transformers row), ``floor``
+  (:func:`holitom.bench.floor.row_floor`: the counted ``flops`` of the vision stage and the
+  prefill, their ``floor_ms`` and ``x_floor`` = measured / floor for vision, prefill and
+  TTFT, or None with the ``reason``);
+- ``matmul_rate``: :meth:`holitom.bench.floor.MatmulRate.to_dict` of the run (the rate
+  the floors divide by);
 - ``targets``: issue 5's targets on the HoliTom r = 0.10 rows;
 - ``projection`` (layer-trimmed presets only): :func:`holitom.bench.projection.project`'s
   full-depth projection of every row (per-layer times, projected timings, decode speed
@@ -61,6 +66,7 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = [
         "row", "visual tokens", "decode", "vision", "merge", "prefill", "TTFT ms", "TTFT x",
         "merge %", "tok/s", "tok/s x", "peak MB", "mem x", "paper FLOPs", "FLOPs %", "counted FLOPs",
+        "TTFT/floor", "vision/floor", "prefill/floor",
     ]
     cells = []
     for r in result["rows"]:
@@ -86,9 +92,34 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _si(flops["paper_formula"], "MAC"),
                 _fmt(None if vs.get("paper_flops_ratio") is None else 100 * vs["paper_flops_ratio"], ".1f"),
                 _si(flops["counted"], "FLOP"),
+                *_floor_cells(r.get("floor")),
             ]
         )
     return header, cells
+
+
+def _floor_cells(floor: dict[str, Any] | None) -> list[str]:
+    """TTFT, vision and prefill over their floors; a short reason in every cell when there is no floor."""
+    if not floor or floor.get("x_floor") is None:
+        reason = (floor or {}).get("reason") or "no floor"
+        from holitom.bench.floor import NO_FLOPS_REASON
+
+        short = "no FLOPs" if reason == NO_FLOPS_REASON else "n/a"
+        return [short] * 3
+    return [_x(floor["x_floor"][name]) for name in ("ttft", "vision", "prefill")]
+
+
+def floor_lines(result: dict[str, Any]) -> list[str]:
+    """The matmul rate the floors divide by, and why any row has no floor."""
+    rate = result.get("matmul_rate")
+    lines = ["matmul rate: not measured" if not rate else (
+        f"{rate['flops_per_s'] / 1e12:.3g} TFLOP/s measured matmul rate ({rate['dtype']} {rate['side']}^3 GEMM on "
+        f"{rate['device']}" + ("" if rate.get("threads") is None else f", {rate['threads']} threads")
+        + f", median of {len(rate['seconds'])}); '/floor' columns: measured time / (counted FLOPs / that rate)"
+    )]
+    reasons = dict.fromkeys((r.get("floor") or {}).get("reason") for r in result["rows"])
+    lines.extend(str(reason) for reason in reasons if reason)
+    return lines
 
 
 def _title(result: dict[str, Any]) -> str:
@@ -122,6 +153,8 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
     console.print(table)
     console.print("times are ms (medians over repeats; each row shows its median-TTFT run, whose parts sum to TTFT); "
                   "'x' columns are vs the transformers row; paper FLOPs in paper units (MACs, visual tokens only).")
+    for line in floor_lines(result):
+        console.print(line, markup=False)
     for line in projection_lines(result):
         console.print(line, markup=False)
     for t in result.get("targets", []):
@@ -148,10 +181,12 @@ def projection_lines(result: dict[str, Any]) -> list[str]:
     for row_id, p in projection["rows"].items():
         tm, vs, st = p["timings_ms"], p.get("vs_transformers") or {}, p["stages"]
         per_layer = ", ".join(f"{name} {_fmt(st[name]['per_layer_ms'], '.1f')}" for name in ("vision", "prefill", "decode_per_token"))
+        floor = _floor_cells(p.get("floor"))
         lines.append(
             f"  {row_id}: TTFT {tm['ttft']:.0f} ms ({_x(vs.get('ttft_speedup'))}), vision {tm['vision']:.0f} ms "
             f"({_x(vs.get('vision_speedup'))}), prefill {tm['prefill']:.0f} ms ({_x(vs.get('prefill_speedup'))}), "
-            f"{_fmt(p['decode_tokens_per_s'], '.1f')} tok/s ({_x(vs.get('decode_speedup'))}); ms per layer: {per_layer}"
+            f"{_fmt(p['decode_tokens_per_s'], '.1f')} tok/s ({_x(vs.get('decode_speedup'))}); ms per layer: {per_layer}; "
+            f"/floor: TTFT {floor[0]}, vision {floor[1]}, prefill {floor[2]}"
         )
     return lines
 
@@ -328,4 +363,4 @@ def write_outputs(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path
     return {key: out / path.name for key, path in staged.items()}
 
 
-__all__ = ["BREAKDOWN_PNG", "JSON_NAME", "SCALING_PNG", "plot_scaling", "plot_ttft_breakdown", "print_table", "projection_lines", "table_rows", "write_json", "write_outputs"]
+__all__ = ["BREAKDOWN_PNG", "JSON_NAME", "SCALING_PNG", "floor_lines", "plot_scaling", "plot_ttft_breakdown", "print_table", "projection_lines", "table_rows", "write_json", "write_outputs"]

@@ -17,9 +17,12 @@ Order of work, and why:
    with the median TTFT (the lower median for an even count), so its parts
    sum to its TTFT; decode speed is the median over repeats.
 5. FLOPs: one untimed run per row under FlopCounterMode (decoder head + tail of
-   our torch model; the transformers language model for the baseline), plus
-   the paper's formula on the token counts that ran and on the paper's
-   nominal counts.
+   our torch model; the transformers language model for the baseline; the
+   vision stage of both), plus the paper's formula on the token counts that ran
+   and on the paper's nominal counts.
+6. The matmul rate: one GEMM at the model's width on the benchmark's device, dtype
+   and threads, timed once per run; each row's counted FLOPs over it give the
+   physical floor the row's times are compared to (:mod:`holitom.bench.floor`).
 
 Ratios are against the transformers row measured in the same run.
 """
@@ -270,6 +273,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = _stderr_l
             t = phase("memory", t)
             samples, flops = _measure_timing_and_flops(config, rows, model, video, export_dir, log)
             t = phase("timing_and_flops", t)
+            rate = _measure_rate(config, model, log)
+            t = phase("matmul_rate", t)
             depths = _projection_depths(config, model) if config.project_full_depth else None
             probe_samples = None
             if depths is not None:
@@ -280,10 +285,20 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = _stderr_l
     env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     env["wall_s"] = round(time.perf_counter() - started, 1)
     env["phases_s"] = phases
-    result = assemble(config, env, model, video_info, rows, samples, flops, memory, export_dir)
+    result = assemble(config, env, model, video_info, rows, samples, flops, memory, export_dir, rate)
     if probe_samples is not None:
-        result["projection"] = _projection(result["rows"], probe_samples, *depths)
+        flops = _projected_flops(config, rows, result["rows"], model, *depths) if config.count_flops else None
+        result["projection"] = _projection(result["rows"], probe_samples, *depths, flops=flops, rate=rate)
     return result
+
+
+def _measure_rate(config: BenchConfig, model: ResolvedModel, log: Callable[[str], None]):
+    """The device's matmul rate at the model's width (under the benchmark's thread count)."""
+    from holitom.bench.floor import gemm_side, measure_matmul_rate
+
+    rate = measure_matmul_rate(config.device, config.dtype, gemm_side(model.llava_config.text.hidden_size))
+    log(rate.describe())
+    return rate
 
 
 # ---- full-depth projection of layer-trimmed presets ----------------------------------------
@@ -318,7 +333,47 @@ def _measure_probe_depth(config: BenchConfig, rows, probe, video: Path, log) -> 
     return samples
 
 
-def _projection(out_rows: list[dict[str, Any]], probe_samples: dict[str, list], measured, probe, real) -> dict[str, Any]:
+def _projected_flops(config: BenchConfig, rows, out_rows: list[dict[str, Any]], model: ResolvedModel, measured, probe, real) -> dict[str, dict]:
+    """Each row's counted vision and prefill FLOPs moved to the real depth by the closed forms (exact per layer).
+
+    Counted FLOPs are linear in the layers: the counted figure minus the closed form's
+    layers at the measured depth plus those at the real depth (the inner-merge layer K
+    resolved at each depth; the token counts are the measured run's).
+    """
+    from types import SimpleNamespace
+
+    from holitom.flops import decoder_matmul_flops, vision_matmul_flops
+    from holitom.models.facts import split_layer
+
+    cfg = model.llava_config
+    t = cfg.text
+
+    def layer(tokens: int) -> int:
+        return decoder_matmul_flops(1, tokens, t.hidden_size, t.intermediate_size, t.num_heads, t.num_kv_heads)
+
+    def tower(depth: int) -> int:
+        return vision_matmul_flops(SimpleNamespace(vision=cfg.vision, text=t, num_vision_layers_used=depth), config.frames)
+
+    out = {}
+    for spec, row in zip(rows, out_rows):
+        counted, vision = row["flops"]["counted"], row["flops"]["counted_vision"]
+        if counted is None or vision is None:
+            out[row["id"]] = {"vision": None, "prefill": None}
+            continue
+        tokens = row["tokens"]
+        seq, tail = tokens["prompt"], tokens["prompt"] - tokens["after_outer"] + tokens["after_inner"]
+        merge = row_merge_config(spec)
+        k_measured, k_real = split_layer(merge, measured.text), split_layer(merge, real.text)
+        at_measured = k_measured * layer(seq) + (measured.text - k_measured) * layer(tail)
+        at_real = k_real * layer(seq) + (real.text - k_real) * layer(tail)
+        out[row["id"]] = {
+            "vision": vision - tower(measured.vision) + tower(real.vision),
+            "prefill": counted - at_measured + at_real,
+        }
+    return out
+
+
+def _projection(out_rows: list[dict[str, Any]], probe_samples: dict[str, list], measured, probe, real, flops=None, rate=None) -> dict[str, Any]:
     from holitom.bench.projection import project
 
     probe_rows = {}
@@ -329,7 +384,7 @@ def _projection(out_rows: list[dict[str, Any]], probe_samples: dict[str, list], 
             "decode_tokens_per_s": statistics.median(s.decode_tokens_per_s for s in runs),
         }
     base = next((r["id"] for r in out_rows if r["backend"] == TRANSFORMERS), None)
-    return project(out_rows, probe_rows, measured, probe, real, base)
+    return project(out_rows, probe_rows, measured, probe, real, base, flops=flops, rate=None if rate is None else rate.flops_per_s)
 
 
 def _measure_memory(config, rows, model: ResolvedModel, video: Path, export_dir, log) -> dict[str, Any]:
@@ -418,7 +473,9 @@ def _ratio(numerator, denominator) -> float | None:
     return numerator / denominator
 
 
-def assemble(config, env, model: ResolvedModel, video_info, rows, samples, flops, memory, export_dir) -> dict[str, Any]:
+def assemble(config, env, model: ResolvedModel, video_info, rows, samples, flops, memory, export_dir, rate=None) -> dict[str, Any]:
+    """The result object; ``rate`` is the :class:`~holitom.bench.floor.MatmulRate` of the run (None: not measured)."""
+    from holitom.bench.floor import NO_FLOPS_REASON, row_floor
     from holitom.merge import InnerMergeConfig
 
     cfg = model.llava_config
@@ -432,6 +489,13 @@ def assemble(config, env, model: ResolvedModel, video_info, rows, samples, flops
         measured = measured_formula_flops(text, chosen.tokens, merge)
         timings = {k: round(chosen.timings_ms[k], 3) for k in (*TIMING_PARTS, "ttft")}
         ttft = chosen.timings_ms["ttft"]
+        counted = flops.get(row.id) or {}
+        floor = row_floor(
+            timings,  # the reported (rounded) times, so x_floor reads off the row
+            {"vision": counted.get("vision"), "prefill": counted.get("counted")},
+            None if rate is None else rate.flops_per_s,
+            None if config.count_flops else NO_FLOPS_REASON,
+        )
         out_rows.append(
             {
                 **row.to_dict(),
@@ -447,11 +511,13 @@ def assemble(config, env, model: ResolvedModel, video_info, rows, samples, flops
                 "flops": {
                     "paper_formula": measured,  # paper units (MACs), visual tokens that ran (newlines included)
                     "paper_formula_nominal": nominal,  # paper units, n = F*P or r*F*P as the paper counts
-                    "counted": (flops.get(row.id) or {}).get("counted"),  # FLOPs (2 per MAC), whole prompt
-                    "counted_closed_form": (flops.get(row.id) or {}).get("closed_form"),
-                    "counted_by_part": (flops.get(row.id) or {}).get("by_part"),
-                    "counted_on": (flops.get(row.id) or {}).get("counted_on"),
+                    "counted": counted.get("counted"),  # FLOPs (2 per MAC), whole prompt
+                    "counted_closed_form": counted.get("closed_form"),
+                    "counted_by_part": counted.get("by_part"),
+                    "counted_on": counted.get("counted_on"),
+                    "counted_vision": counted.get("vision"),  # FLOPs (2 per MAC), vision tower + projector
                 },
+                "floor": floor,
             }
         )
     base = next((r for r in out_rows if r["backend"] == TRANSFORMERS), None)
@@ -495,9 +561,14 @@ def assemble(config, env, model: ResolvedModel, video_info, rows, samples, flops
             ),
             "flops_method": (
                 "paper_formula: DESIGN.md formula in MACs over visual tokens; counted: torch FlopCounterMode over the "
-                "decoder prefill (whole prompt, 2 FLOPs per MAC)"
+                "decoder prefill (whole prompt, 2 FLOPs per MAC); counted_vision: the same over the vision stage"
+            ),
+            "floor_method": (
+                "floor = counted FLOPs / matmul_rate (vision: counted_vision; prefill: counted; TTFT: their sum, video "
+                "decoding and the merge count none); x_floor = measured time / floor; see holitom.bench.floor"
             ),
         },
+        "matmul_rate": None if rate is None else rate.to_dict(),
         "published_reference": {
             "model": "LLaVA-OneVision-7B, 32 frames, GPU (DESIGN.md)",
             "ttft_ms": PUBLISHED_TTFT_MS,

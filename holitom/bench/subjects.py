@@ -63,12 +63,15 @@ class FlopSample:
     position and (our decoder head) the last token's attention row over the
     prompt; ``counted == closed_form`` checks that the counter saw exactly the
     decoder the formula describes. ``by_part``: counted FLOPs per stage.
+    ``vision``: counted FLOPs of the vision stage of the same answer (tower and
+    projector; the physical floor's vision part, :mod:`holitom.bench.floor`).
     """
 
     counted: int
     closed_form: int
     by_part: dict[str, int] = field(default_factory=dict)
     counted_on: str = "torch"
+    vision: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +135,7 @@ class PipelineSubject:
         if stages.backend != "torch":
             raise ConfigError(f"FLOPs are counted on the torch model; row '{self.row.id}' runs on {stages.backend}.")
         saved = dict(stages.runners)
-        counters = {name: _CountingRunner(saved[name]) for name in (C.DECODER_HEAD, C.DECODER_TAIL)}
+        counters = {name: _CountingRunner(saved[name]) for name in (C.VISION, C.DECODER_HEAD, C.DECODER_TAIL)}
         stages.runners.update(counters)
         try:
             result = self.pipeline.run(str(self.video), self.config.prompt, self.config.frames, self._generation(1))
@@ -150,8 +153,9 @@ class PipelineSubject:
 
         # + lm_head on the last position, + the last token's attention row (H x S x hd multiply-adds).
         closed = layers(K, seq) + layers(L - K, tail_seq) + 2 * t.hidden_size * t.vocab_size + 2 * t.num_heads * seq * t.head_dim
+        vision = counters.pop(C.VISION).flops
         by_part = {name: c.flops for name, c in counters.items()}
-        return FlopSample(counted=sum(by_part.values()), closed_form=closed, by_part=by_part)
+        return FlopSample(counted=sum(by_part.values()), closed_form=closed, by_part=by_part, vision=vision)
 
     def close(self) -> None:
         self.pipeline.deactivate()
@@ -235,7 +239,7 @@ class TransformersSubject:
         seq = int(self.input_ids.shape[0])
         closed = decoder_matmul_flops(t.num_layers, seq, t.hidden_size, t.intermediate_size, t.num_heads, t.num_kv_heads)
         closed += 2 * t.hidden_size * t.vocab_size  # lm_head on the last position (logits_to_keep=1)
-        return FlopSample(counted=whole.total - video.total, closed_form=closed, by_part={"language_model+lm_head": whole.total - video.total}, counted_on=TRANSFORMERS)
+        return FlopSample(counted=whole.total - video.total, closed_form=closed, by_part={"language_model+lm_head": whole.total - video.total}, counted_on=TRANSFORMERS, vision=video.total)
 
     def close(self) -> None:
         for hook in self._hooks:
@@ -296,7 +300,9 @@ class BenchSession:
 
         model, tokenizer, preprocessor = self._torch_parts()
         rc = self._runtime_config(row, "torch")
-        stages = build_torch_stages(model, tokenizer, preprocessor, rc.merge_config(), rc.preset, self.device, rc.check_inputs)
+        stages = build_torch_stages(
+            model, tokenizer, preprocessor, rc.merge_config(), rc.preset, self.device, rc.check_inputs, cuda_graph=self.config.cuda_graph
+        )
         return Pipeline(stages)
 
     def _ort_pipeline(self, row: RowSpec):
@@ -360,7 +366,7 @@ class BenchSession:
             torch_row = RowSpec("torch", row.method, row.ratio, row.preset, row.inner_merge)
             self._torch_flop_pipelines[key] = PipelineSubject(torch_row, self._torch_pipeline(torch_row).activate(), self.config, self.video)
         counted = self._torch_flop_pipelines[key].count_flops()
-        return FlopSample(counted.counted, counted.closed_form, counted.by_part, counted_on="torch (same merge; the onnxruntime graphs are exported from it)")
+        return FlopSample(counted.counted, counted.closed_form, counted.by_part, counted_on="torch (same merge; the onnxruntime graphs are exported from it)", vision=counted.vision)
 
     def param_bytes(self, row: RowSpec) -> int:
         """Bytes of the weights ``row`` runs with (its model's unique parameters; an export's graph files)."""

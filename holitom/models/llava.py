@@ -28,7 +28,7 @@ from holitom.errors import InputError
 from holitom.merge.attention import last_token_attention
 from holitom.models.config import LlavaConfig
 from holitom.models.export_attention import SharedKVBuffer
-from holitom.models.kv_cache import StaticKVCache
+from holitom.models.kv_cache import FixedKVCache, StaticKVCache
 from holitom.models.ops import rope_cos_sin
 from holitom.models.pooling import pool_tokens
 from holitom.models.qwen2 import KV, Decoder
@@ -285,7 +285,10 @@ class LlavaModel(nn.Module):
         return TailOutput(logits=self._logits(x[:, -1]), present=present)  # (1, V)
 
     def decode_step(
-        self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, past: list[KV] | StaticKVCache | list[SharedKVBuffer]
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        past: list[KV] | StaticKVCache | FixedKVCache | list[SharedKVBuffer],
     ) -> tuple[torch.Tensor, list[KV]]:
         """One new token through all layers.
 
@@ -294,11 +297,14 @@ class LlavaModel(nn.Module):
             position_ids: ``(1, 1)``, e.g. the full (unmerged) prompt length for the first step.
             past: L ``(key, value)`` pairs ``(1, Hkv, S_i, hd)`` (``S_i`` may differ per
                 layer), or a :class:`StaticKVCache` that the step writes in place (eager only),
-                or L :class:`SharedKVBuffer` (the onnxruntime decode graph's buffers, see
+                or a :class:`FixedKVCache` (written in place at its device lengths, which the
+                step advances; a CUDA graph can capture this form, see
+                :mod:`holitom.runtime.backends.torch.cuda_graph`), or L :class:`SharedKVBuffer` (the onnxruntime decode graph's buffers, see
                 :func:`holitom.models.export_attention.shared_buffer_decode_attention`).
         Returns:
             logits ``(1, V)`` and the L updated pairs ``(1, Hkv, S_i + 1, hd)`` (views into
-            the static cache's buffers when one was given).
+            the static cache's buffers when one was given; a fixed cache's whole buffers
+            ``(1, Hkv, capacity, hd)``, whose filled part its lengths say).
         """
         self._check_seq(inputs_embeds, position_ids, "inputs_embeds")
         if inputs_embeds.shape[1] != 1:
@@ -306,6 +312,9 @@ class LlavaModel(nn.Module):
         if isinstance(past, StaticKVCache):
             self._check_past(past.filled())
             layer_pasts = past.layers
+        elif isinstance(past, FixedKVCache):
+            self._check_past(list(zip(past.keys, past.values)))  # shapes only: no host sync
+            layer_pasts = past.layers()
         elif past and isinstance(past[0], SharedKVBuffer):  # the onnxruntime decode graph's buffers (export only)
             self._check_past([(p.key, p.value) for p in past])
             layer_pasts = past
@@ -318,6 +327,8 @@ class LlavaModel(nn.Module):
         for layer, kv_past in zip(self.decoder.layers, layer_pasts):
             x, kv, _ = layer(x, cos, sin, kv_past)
             present.append(kv)
+        if isinstance(past, FixedKVCache):
+            past.lengths.add_(1)  # on the device: the host mirror is the caller's (FixedKVCache.advance_host)
         return self._logits(x[:, -1]), present  # (1, V)
 
     def _check_past(self, past: list[KV]) -> None:

@@ -9,7 +9,9 @@ lengths without any bookkeeping.
 
 Eager decoding may pass a :class:`~holitom.models.kv_cache.StaticKVCache` layer instead
 of ``(key, value)``: the new key/value is written in place and attention reads the
-filled prefix (no per-step concatenation).
+filled prefix (no per-step concatenation). A :class:`~holitom.models.kv_cache.FixedKVCache`
+layer does the same at a position held in a device tensor, attending over the whole
+buffer with a mask: the form a CUDA graph replays.
 
 Positions are always inputs: after the inner merge, kept tokens keep their original
 RoPE positions (with gaps) and decoding continues at the full prompt length.
@@ -24,21 +26,24 @@ from torch import nn
 from holitom.errors import InputError
 from holitom.models.config import TextConfig
 from holitom.models.export_attention import SharedKVBuffer, causal_prefill_attention, shared_buffer_decode_attention
-from holitom.models.kv_cache import KV, StaticLayerCache
+from holitom.models.kv_cache import KV, FixedLayerCache, StaticLayerCache
 from holitom.models.ops import ACTIVATIONS, RMSNorm, apply_rope, repeat_kv
 
 
-def grouped_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def grouped_decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """One new token over the whole cache without expanding the KV heads: ``(1, H, 1, hd)``.
 
     ``q (1, H, 1, hd)``, ``k, v (1, Hkv, S, hd)``. The ``H / Hkv`` query heads that share
     a KV head become that head's rows (a single decode token sees every position, so no
-    mask), which reads the cache once instead of copying it ``H / Hkv`` times.
+    mask), which reads the cache once instead of copying it ``H / Hkv`` times. ``mask
+    (1, 1, 1, S)`` bool limits the positions read (a fixed-capacity buffer's filled part).
     """
     b, heads, _, head_dim = q.shape
     kv_heads = k.shape[1]
     rows = q.reshape(b, kv_heads, heads // kv_heads, head_dim)  # (1, Hkv, groups, hd); heads are kv-head-major
-    out = F.scaled_dot_product_attention(rows, k, v, scale=scale)  # (1, Hkv, groups, hd)
+    out = F.scaled_dot_product_attention(rows, k, v, attn_mask=mask, scale=scale)  # (1, Hkv, groups, hd)
     return out.reshape(b, heads, 1, head_dim)  # (1, H, 1, hd)
 
 
@@ -86,11 +91,14 @@ class DecoderAttention(nn.Module):
         if isinstance(past, SharedKVBuffer):
             out, k, v = shared_buffer_decode_attention(q, k, v, past, self.scale)  # (1, 1, H*hd), buffers (1, Hkv, C, hd)
             return self.o_proj(out), (k, v), q
-        if isinstance(past, StaticLayerCache):
+        if isinstance(past, (StaticLayerCache, FixedLayerCache)):
             if s != 1:
                 raise InputError(f"a static KV cache takes one decode token per step, got {s}.")
-            k, v = past.write(k, v)  # filled prefix views (1, Hkv, S_past + 1, hd)
-            out = grouped_decode_attention(q, k, v, self.scale).transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)
+            if isinstance(past, FixedLayerCache):
+                k, v, mask = past.write(k, v)  # whole buffers (1, Hkv, capacity, hd), mask (1, 1, 1, capacity)
+            else:
+                (k, v), mask = past.write(k, v), None  # filled prefix views (1, Hkv, S_past + 1, hd)
+            out = grouped_decode_attention(q, k, v, self.scale, mask).transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)
             return self.o_proj(out), (k, v), q
         k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S_past + S, hd)
         v = torch.cat((past[1], v), dim=2)

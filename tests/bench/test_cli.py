@@ -73,5 +73,9 @@ def test_cli_json_run(bench_cache, tmp_path):
     result = json.loads(proc.stdout)
     assert [r["id"] for r in result["rows"]] == ["transformers/vanilla", "torch/holitom@r10"]
     assert all(r["memory"] is None and r["flops"]["counted"] is None for r in result["rows"])
+    from holitom.bench.floor import NO_FLOPS_REASON
+
+    assert all(r["floor"]["x_floor"] is None and r["floor"]["reason"] == NO_FLOPS_REASON for r in result["rows"])
+    assert result["matmul_rate"]["flops_per_s"] > 0  # measured all the same: the header shows it
     assert result["rows"][1]["flops"]["paper_formula"] < result["rows"][0]["flops"]["paper_formula"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.json", "ttft_breakdown.png", "ttft_flops_vs_tokens.png"]

@@ -30,6 +30,7 @@ from holitom.errors import ConfigError
         (dict(video="/no/such/clip.mp4"), r"video '/no/such/clip.mp4' does not exist"),
         (dict(model="llava-ov-0.5b", text_layers=1), r"--text-layers must be an integer >= 2"),
         (dict(backends=("transformers", "onnxruntime"), methods=("holitom",), dtype="float32", prompt=" "), r"prompt must be a non-empty"),
+        (dict(cuda_graph=True), r"CUDA-graph decoding .*device cpu"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, pattern):
@@ -89,6 +90,19 @@ def test_to_dict_round_trips_through_the_constructor():
     assert data["overrides"] == {"vision_layers": 2}
     again = BenchConfig(**{k: v for k, v in data.items() if k != "overrides"})
     assert again == config
+
+
+def test_cuda_graph_flags_fill_the_config():
+    import argparse
+
+    from holitom.bench.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args(["--no-cuda-graph"])).cuda_graph is False
+    assert config_from_args(parser.parse_args([])).cuda_graph is None
+    with pytest.raises(ConfigError, match="--cuda-graph"):
+        config_from_args(parser.parse_args(["--cuda-graph"]))
 
 
 def test_import_is_light():

@@ -15,7 +15,7 @@ import holitom.bench.report as report
 from holitom.bench.report import BREAKDOWN_PNG, JSON_NAME, SCALING_PNG, table_rows, write_outputs
 from holitom.flops import model_prefill_flops
 
-TOP = {"schema", "environment", "settings", "published_reference", "rows", "targets"}
+TOP = {"schema", "environment", "settings", "published_reference", "rows", "targets", "matmul_rate"}
 ENV = {
     "holitom", "python", "platform", "machine", "cpu", "cpu_count", "cpu_affinity", "torch", "torch_threads",
     "transformers", "numpy", "device", "started_at", "load_average_start", "load_average_end", "wall_s", "phases_s",
@@ -24,12 +24,12 @@ ENV = {
 SETTINGS = {
     "model", "video", "prompt", "frames", "image_size", "vision_layers", "text_layers", "vocab_size", "backends",
     "methods", "ratios", "repeats", "warmup", "decode_tokens", "device", "dtype", "count_flops", "measure_memory",
-    "seed", "threads", "interleave", "project_full_depth", "overrides", "checkpoint", "export", "arch", "model_geometry", "timing_method",
-    "memory_method", "flops_method",
+    "seed", "threads", "interleave", "project_full_depth", "cuda_graph", "overrides", "checkpoint", "export", "arch", "model_geometry", "timing_method",
+    "memory_method", "flops_method", "floor_method",
 }
 ROW = {
     "id", "label", "backend", "method", "ratio", "preset", "inner_merge", "export", "precision", "tokens", "timings_ms", "shares", "ttft_ms_all",
-    "decode_tokens_per_s", "decode_tokens_per_s_all", "generated_tokens", "memory", "flops", "vs_transformers",
+    "decode_tokens_per_s", "decode_tokens_per_s_all", "generated_tokens", "memory", "flops", "vs_transformers", "floor",
 }
 TOKENS = {"visual_in", "after_outer", "after_inner", "prompt"}
 TIMINGS = {"decode_video", "vision", "merge", "prefill", "ttft"}
@@ -37,7 +37,7 @@ MEMORY = {
     "method", "base_mb", "loaded_mb", "peak_mb", "param_mb", "process_peak_mb", "gpu_peak_allocated_mb",
     "gpu_weights_allocated_mb",
 }
-FLOPS = {"paper_formula", "paper_formula_nominal", "counted", "counted_closed_form", "counted_by_part", "counted_on"}
+FLOPS = {"paper_formula", "paper_formula_nominal", "counted", "counted_closed_form", "counted_by_part", "counted_on", "counted_vision"}
 RATIOS = {
     "ttft_speedup", "prefill_speedup", "vision_speedup", "decode_speedup", "peak_memory_ratio",
     "gpu_peak_memory_ratio", "paper_flops_ratio", "counted_flops_ratio",
@@ -131,6 +131,32 @@ def test_flops(tiny_run):
     assert rows["onnxruntime/holitom@r10"]["flops"]["counted_on"].startswith("torch")
     assert base["flops"]["counted_on"] == "transformers"
     assert set(torch_holitom["flops"]["counted_by_part"]) == {"decoder_head", "decoder_tail"}
+
+
+def test_vision_flops_and_the_floor(tiny_run):
+    from holitom.flops import vision_matmul_flops
+    from holitom.models.config import LlavaConfig
+
+    result, _ = tiny_run
+    rows = rows_by_id(result)
+    cfg = LlavaConfig.from_pretrained(result["settings"]["checkpoint"])
+    closed = vision_matmul_flops(cfg, 2)
+    score_pass = 2 * 2 * cfg.vision.num_patches**2 * cfg.vision.hidden_size  # one more q k^T of the last layer, 2 frames
+    assert rows["transformers/vanilla"]["flops"]["counted_vision"] == closed
+    assert rows["torch/holitom@r10"]["flops"]["counted_vision"] == closed + score_pass  # HoliTom reads the key scores
+    assert rows["onnxruntime/holitom@r10"]["flops"]["counted_vision"] == closed + score_pass  # counted on torch
+    assert rows["torch/vanilla"]["flops"]["counted_vision"] in (closed, closed + score_pass)
+    rate = result["matmul_rate"]
+    assert rate["flops_per_s"] > 0 and rate["device"] == "cpu" and rate["threads"] == 1 and rate["side"] == 512
+    for row in result["rows"]:
+        floor, tm = row["floor"], row["timings_ms"]
+        assert floor["reason"] is None, row["id"]
+        assert floor["flops"] == {"vision": row["flops"]["counted_vision"], "prefill": row["flops"]["counted"]}
+        for stage in ("vision", "prefill"):
+            assert floor["floor_ms"][stage] == pytest.approx(1e3 * floor["flops"][stage] / rate["flops_per_s"])
+            assert floor["x_floor"][stage] == pytest.approx(tm[stage] / floor["floor_ms"][stage])
+        assert floor["floor_ms"]["ttft"] == pytest.approx(floor["floor_ms"]["vision"] + floor["floor_ms"]["prefill"])
+        assert floor["x_floor"]["ttft"] == pytest.approx(tm["ttft"] / floor["floor_ms"]["ttft"])
 
 
 def test_ratios_are_against_the_transformers_row(tiny_run):

@@ -62,4 +62,28 @@ def greedy_generate(
     return tokens
 
 
-__all__ = ["greedy_generate"]
+@torch.no_grad()
+def two_kv_groups(model: LlavaModel, seed: int = 9, k: int = 2):
+    """A prefill split at ``k`` with HoliTom's inner merge (R = 0.5), as the runtime decodes after it.
+
+    Returns ``(present, first_token, position, prompt_embeds)``: layers < K hold the full
+    prompt, layers >= K the merged one, so the two KV groups differ in length.
+    """
+    from tiny_llava import frames, prompt_ids
+
+    from holitom.merge import InnerMergeConfig, apply_inner_merge, plan_inner_merge
+
+    ids = prompt_ids(4, 5, seed=seed)
+    embeds, span = model.splice_video(ids, model.unmerged_video_tokens(model.encode_video(frames(3, 56, seed=seed)).features))
+    positions = torch.arange(embeds.shape[1])[None]
+    head = model.decoder_head(embeds, positions, k, span)
+    plan = plan_inner_merge(head.attn_row, head.hidden[0, span[0] : span[1]], 0.5)
+    merged, kept = apply_inner_merge(head.hidden[0], span, plan, InnerMergeConfig().mode)
+    tail = model.decoder_tail(merged[None], positions[:, kept], k)
+    present = head.present + tail.present
+    if present[0][0].shape[2] <= present[-1][0].shape[2]:
+        raise AssertionError("the two KV groups must differ in length for the tests to mean anything")
+    return present, int(tail.logits[0].argmax()), embeds.shape[1], embeds
+
+
+__all__ = ["greedy_generate", "two_kv_groups"]

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from holitom.errors import InputError
-from holitom.merge import InnerMergeConfig, apply_inner_merge, plan_inner_merge
 from holitom.models.baseline import TransformersBaseline
 from holitom.models.kv_cache import StaticKVCache
 from holitom.models.loading import load_llava
-from greedy import greedy_generate
+from greedy import greedy_generate, two_kv_groups
 from tiny_llava import frames, max_diff, prompt_ids
 
 STEP_ATOL = 1e-5
@@ -36,22 +35,12 @@ def _greedy_steps(model, past, token: int, position: int, steps: int):
 @torch.no_grad()
 def test_two_kv_groups_of_different_lengths_decode_like_the_concatenating_path(model):
     # Layers < K hold the full prompt, layers >= K the merged one: the static cache keeps a length per layer.
-    ids = prompt_ids(4, 5, seed=9)
-    embeds, span = model.splice_video(ids, model.unmerged_video_tokens(model.encode_video(frames(3, 56, seed=9)).features))
-    positions = torch.arange(embeds.shape[1])[None]
-    K = 2
-    head = model.decoder_head(embeds, positions, K, span)
-    plan = plan_inner_merge(head.attn_row, head.hidden[0, span[0] : span[1]], 0.5)
-    merged, kept = apply_inner_merge(head.hidden[0], span, plan, InnerMergeConfig().mode)
-    tail = model.decoder_tail(merged[None], positions[:, kept], K)
-    present = head.present + tail.present
+    present, first, position, _ = two_kv_groups(model)
     lengths = [k.shape[2] for k, _ in present]
-    assert lengths[0] > lengths[-1], "the two KV groups must differ in length for this test to mean anything"
 
-    first = int(tail.logits[0].argmax())
     cache = StaticKVCache.from_present(present, room=6)
-    static_tokens, static_logits, static_present = _greedy_steps(model, cache, first, embeds.shape[1], 6)
-    concat_tokens, concat_logits, concat_present = _greedy_steps(model, present, first, embeds.shape[1], 6)
+    static_tokens, static_logits, static_present = _greedy_steps(model, cache, first, position, 6)
+    concat_tokens, concat_logits, concat_present = _greedy_steps(model, present, first, position, 6)
     assert static_tokens == concat_tokens
     for a, b in zip(static_logits, concat_logits):
         assert max_diff(a, b) <= STEP_ATOL

@@ -31,12 +31,22 @@ def build_torch_stages(
     device: torch.device,
     check_inputs: bool = True,
     vision_attention: bool | None = None,
+    cuda_graph: bool | None = None,
 ) -> StageSet:
     """Runners over an already loaded model (also used by the exporter as its reference).
 
     ``vision_attention``: whether the vision stage outputs the key scores; None = only
     when the method reads them. The export validation passes True, the exported contract.
+    ``cuda_graph``: the decode step as a CUDA graph (None: on CUDA devices; see
+    :func:`holitom.runtime.config.resolve_cuda_graph`).
     """
+    from holitom.runtime.config import resolve_cuda_graph
+
+    capture = None
+    if resolve_cuda_graph(cuda_graph, str(device)):
+        from holitom.runtime.backends.torch.cuda_graph import cuda_capture
+
+        capture = cuda_capture(device)
     cfg = model.config
     k = split_layer(merge_config, cfg.num_layers)
     dims = model_dims(cfg, k)
@@ -54,7 +64,7 @@ def build_torch_stages(
         C.EMBED: EmbedRunner(specs[C.EMBED], **common),
         C.DECODER_HEAD: DecoderHeadRunner(specs[C.DECODER_HEAD], inner_layer=k, **common),
         C.DECODER_TAIL: DecoderTailRunner(specs[C.DECODER_TAIL], inner_layer=k, **common),
-        C.DECODE_STEP: DecodeStepRunner(specs[C.DECODE_STEP], num_layers=cfg.num_layers, **common),
+        C.DECODE_STEP: DecodeStepRunner(specs[C.DECODE_STEP], num_layers=cfg.num_layers, capture=capture, **common),
     }
     has_inner = reduction.inner_layer(cfg.num_layers) is not None
     if has_inner:
@@ -97,4 +107,5 @@ def create_stages(source: ModelSource, config) -> StageSet:
         config.preset,
         device,
         config.check_inputs,
+        cuda_graph=config.cuda_graph,
     )

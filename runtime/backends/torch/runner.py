@@ -7,7 +7,7 @@ from typing import Mapping
 import torch
 
 from holitom import contracts as C
-from holitom.models.kv_cache import StaticKVCache
+from holitom.models.kv_cache import CACHE_ROOM, StaticKVCache
 from holitom.runtime.base import Runner
 
 
@@ -96,30 +96,40 @@ class DecoderTailRunner(TorchRunner):
         return {"logits": out.logits.float(), **_kv_outputs(out.present, self.k)}
 
 
-# Free positions a static cache is built with, and added whenever it fills up (a copy each time).
-_CACHE_ROOM = 256
-
-
 class DecodeStepRunner(TorchRunner):
     """Decodes into a static KV cache it owns (gpt-fast style), behind the functional contract.
 
     The pipeline feeds back the ``present`` tensors of the previous step; those are views
     of this runner's buffers, so the step only writes one position per layer. Any other
-    ``past`` (a new prompt) is copied into fresh buffers with :data:`_CACHE_ROOM` free
+    ``past`` (a new prompt) is copied into fresh buffers with :data:`CACHE_ROOM` free
     positions; a full cache is copied into larger ones.
+
+    ``capture``: None decodes eagerly; else the step runs through a
+    :class:`~holitom.runtime.backends.torch.cuda_graph.GraphedDecode` that captures it
+    with this function (:func:`~holitom.runtime.backends.torch.cuda_graph.cuda_capture` on CUDA).
     """
 
-    def __init__(self, spec, model, merge_config, num_layers: int, check_inputs: bool = True):
+    def __init__(self, spec, model, merge_config, num_layers: int, check_inputs: bool = True, capture=None):
         super().__init__(spec, model, merge_config, check_inputs)
         self.num_layers = num_layers
+        self.capture = capture
         self._cache: StaticKVCache | None = None
+        self._graphed = None
 
     def _forward(self, inputs_embeds, position_ids, **past):
         kv = [(past[C.past_key_name(i)], past[C.past_value_name(i)]) for i in range(self.num_layers)]
-        if self._cache is None or not self._cache.holds(kv) or self._cache.room == 0:
-            self._cache = StaticKVCache.from_present(kv, room=_CACHE_ROOM)
-        logits, present = self.model.decode_step(inputs_embeds, position_ids, self._cache)
+        if self.capture is not None:
+            if self._graphed is None:
+                from holitom.runtime.backends.torch.cuda_graph import GraphedDecode
+
+                self._graphed = GraphedDecode(self.model, self.capture)
+            logits, present = self._graphed(inputs_embeds, position_ids, kv)
+        else:
+            if self._cache is None or not self._cache.holds(kv) or self._cache.room == 0:
+                self._cache = StaticKVCache.from_present(kv, room=CACHE_ROOM)
+            logits, present = self.model.decode_step(inputs_embeds, position_ids, self._cache)
         return {"logits": logits.float(), **_kv_outputs(present, 0)}
 
     def _deactivate(self) -> None:
         self._cache = None
+        self._graphed = None
