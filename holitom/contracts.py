@@ -280,6 +280,10 @@ def stage_specs(dims: ModelDims, dtype: str = "float32", vision_attention: bool 
     return specs
 
 
+# Free positions every decode cache is built with after the prompt, and added when it fills up:
+# the torch backend's static cache, its CUDA-graph capacities and the onnxruntime KV buffers.
+CACHE_ROOM = 256
+
 
 def kv_buffer_decode_spec(plain: StageSpec) -> StageSpec:
     """The decode step over preallocated KV buffers, from the plain decode step's contract (see :func:`stage_specs`)."""

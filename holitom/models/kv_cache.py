@@ -22,12 +22,10 @@ from typing import Sequence
 
 import torch
 
+from holitom.contracts import CACHE_ROOM
 from holitom.errors import InputError
 
 KV = tuple[torch.Tensor, torch.Tensor]
-
-# Free positions a decoder's cache is built with after the prompt (and added when it fills up).
-CACHE_ROOM = 256
 
 
 class StaticLayerCache:

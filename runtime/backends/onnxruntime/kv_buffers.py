@@ -22,7 +22,7 @@ from holitom import contracts as C
 from holitom.errors import InputError
 
 # Free positions given to the buffers when a new cache is copied in (and added when they fill up).
-ROOM = 256
+ROOM = C.CACHE_ROOM
 
 
 class KVBufferDecoder:
