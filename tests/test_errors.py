@@ -22,8 +22,19 @@ class _SignalledWhileCollected:
         sum(range(1000))  # bytecode boundaries: the Python-level handler runs here, inside __del__
 
 
+@pytest.fixture
+def sigint_from_a_terminal():
+    """SIGINT as a command typed at a terminal has it: Python's KeyboardInterrupt handler.
+
+    (A test run started in the background by a non-interactive shell inherits SIGINT ignored.)
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_handled_inside_a_finaliser_still_stops_the_command(signum, capsys):
+def test_a_signal_handled_inside_a_finaliser_still_stops_the_command(signum, capsys, sigint_from_a_terminal):
     reached_the_end = []
 
     def command() -> int:
@@ -39,7 +50,22 @@ def test_a_signal_handled_inside_a_finaliser_still_stops_the_command(signum, cap
     assert capsys.readouterr().err == f"holitom test: interrupted by {signal.Signals(signum).name}; partial output was removed\n"
 
 
-def test_handlers_and_hook_are_restored_after_the_command():
+def test_an_ignored_sigint_stays_ignored():
+    """A background job of a non-interactive shell starts with SIGINT ignored: the command is not stopped by it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+
+        def command() -> int:
+            signal.raise_signal(signal.SIGINT)
+            return 0
+
+        assert run_reporting_errors("holitom test", command) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_handlers_and_hook_are_restored_after_the_command(sigint_from_a_terminal):
     before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), sys.unraisablehook)
     assert run_reporting_errors("holitom test", lambda: 0) == 0
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), sys.unraisablehook) == before

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -186,8 +187,18 @@ REPORTING_DRIVER = textwrap.dedent(
 )
 
 
+def _sigint_as_from_a_terminal() -> None:
+    # A test run started in the background by a non-interactive shell inherits SIGINT ignored, and
+    # so would the child (the CLI leaves an ignored SIGINT ignored, as Python does): give the child
+    # the default disposition a command typed at a terminal starts with.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(argv: list[str], cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=cwd, env={**os.environ, **CHILD_ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        argv, cwd=cwd, env={**os.environ, **CHILD_ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_sigint_as_from_a_terminal,
+    )
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
