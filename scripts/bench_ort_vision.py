@@ -78,7 +78,7 @@ def main() -> int:
     import torch
 
     from holitom.export.cache import ensure_export
-    from holitom.runtime.validate import validate_export
+    from holitom.runtime.validate import tolerance_for, validate_export
     from holitom.sources import resolve_source
     from holitom.video import make_frames, write_video
     from holitom.video.reader import read_video
@@ -113,12 +113,17 @@ def main() -> int:
         f"load average {load_start[0]:.2f} -> {load_end[0]:.2f}; {'thread' if one_thread else 'process'} CPU time"
     )
     base = {key: statistics.median(cpu[label]) for key, label in (("scores", "torch, with scores"), ("features", "torch, features only"))}
-    print(f"{'subject':44s} {'CPU ms':>8s} {'wall ms':>8s}  vs torch with scores / features only   max |diff| features, attention")
+    print(
+        f"{'subject':44s} {'CPU ms':>8s} {'wall ms':>8s}  vs torch with scores / features only   "
+        "max |diff| to torch: features, attention (ok: within the export validator's tolerance)"
+    )
     for name in subjects:
         ms = statistics.median(cpu[name])
-        diffs = "".join(
-            f"  {float(np.abs(np.asarray(outputs[name][o]) - reference[o].numpy()).max()):.1e}" for o in ("features", "attention") if o in outputs[name]
-        )
+        diffs = ""
+        for o in ("features", "attention"):
+            if o in outputs[name]:
+                error = float(np.abs(np.asarray(outputs[name][o]) - reference[o].numpy()).max())
+                diffs += f"  {error:.1e} {'ok' if error <= tolerance_for(o, reference[o]) else 'OVER'}"
         print(f"{name:44s} {ms:8.1f} {statistics.median(wall[name]):8.1f}  {ms / base['scores']:6.2f}x / {ms / base['features']:.2f}x{diffs}")
     return 0
 
