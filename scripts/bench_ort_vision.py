@@ -6,8 +6,8 @@ methods that read them, e.g. HoliTom) and the onnxruntime backend's exported vis
 always yields them) fed ``--chunks`` frames per call. Each repeat runs every subject once, in turn,
 so load from other jobs falls on all of them alike; the figures are medians over ``--repeats``.
 With ``--threads 1`` (the default) every subject computes on the calling thread and its thread CPU
-time is the work it did, whatever else the machine runs; with more threads the script prints
-process CPU time (torch's idle OpenMP threads spin, which counts) and wall time.
+time is the work it did, whatever else the machine runs, and the ratios compare it; with more threads
+the ratios compare wall time (process CPU time is printed too: torch's idle OpenMP threads spin, which counts).
 
     python scripts/bench_ort_vision.py [--model default] [--export DIR] [--frames 32] [--threads 1]
         [--chunks 1,2,4] [--repeats 5]
@@ -112,19 +112,24 @@ def main() -> int:
         f"vision stage, {args.frames} frames, {args.threads} thread(s), median of {args.repeats} interleaved repeats; "
         f"load average {load_start[0]:.2f} -> {load_end[0]:.2f}; {'thread' if one_thread else 'process'} CPU time"
     )
-    base = {key: statistics.median(cpu[label]) for key, label in (("scores", "torch, with scores"), ("features", "torch, features only"))}
+    # The ratios compare the work (CPU time) on one thread, the latency (wall time) on several.
+    timed = cpu if one_thread else wall
+    base = {key: statistics.median(timed[label]) for key, label in (("scores", "torch, with scores"), ("features", "torch, features only"))}
     print(
-        f"{'subject':44s} {'CPU ms':>8s} {'wall ms':>8s}  vs torch with scores / features only   "
+        f"{'subject':44s} {'CPU ms':>8s} {'wall ms':>8s}  {'CPU' if one_thread else 'wall'} vs torch with scores / features only   "
         "max |diff| to torch: features, attention (ok: within the export validator's tolerance)"
     )
     for name in subjects:
-        ms = statistics.median(cpu[name])
+        ms = statistics.median(timed[name])
         diffs = ""
         for o in ("features", "attention"):
             if o in outputs[name]:
                 error = float(np.abs(np.asarray(outputs[name][o]) - reference[o].numpy()).max())
                 diffs += f"  {error:.1e} {'ok' if error <= tolerance_for(o, reference[o]) else 'OVER'}"
-        print(f"{name:44s} {ms:8.1f} {statistics.median(wall[name]):8.1f}  {ms / base['scores']:6.2f}x / {ms / base['features']:.2f}x{diffs}")
+        print(
+            f"{name:44s} {statistics.median(cpu[name]):8.1f} {statistics.median(wall[name]):8.1f}  "
+            f"{ms / base['scores']:6.2f}x / {ms / base['features']:.2f}x{diffs}"
+        )
     return 0
 
 
