@@ -33,11 +33,13 @@ def _consumers(graph) -> dict[str, list]:
 def score_path_nodes(model) -> list[str]:
     """Names of the quantizable nodes that compute the last vision layer's attention probabilities.
 
-    From the ``attention`` output, back through the head/query means to the
+    From the ``attention`` output, back through the head/query mean to the
     Softmax those probabilities come from; the nodes to keep out of INT8 are the
     ``q k^T`` MatMul that feeds that Softmax (its inputs, q and k, would carry
-    Q/DQ) and the ``probs @ v`` MatMul that reads the probabilities (a Q/DQ on
-    the probabilities is shared by every reader, the score means included).
+    Q/DQ), the ``probs @ v`` MatMul that reads the probabilities (a Q/DQ on
+    the probabilities is shared by every reader, the score mean included) and
+    the score mean itself (a MatMul with a constant row, between the Softmax and
+    the output).
     """
     graph = model.graph
     producers, users = _producers(graph), _consumers(graph)
@@ -55,6 +57,20 @@ def score_path_nodes(model) -> list[str]:
     if softmax is None:
         raise ExportError(f"the vision graph has no Softmax behind its '{SCORES_OUTPUT}' output; export it with this toolkit.")
     excluded = [n.name for n in users.get(softmax.output[0], []) if n.op_type in QUANTIZED_OPS]
+    # The score mean: quantizable nodes downstream of the Softmax that the output depends on.
+    ancestors, frontier = set(), [SCORES_OUTPUT]
+    while frontier:
+        node = producers.get(frontier.pop())
+        if node is not None and node.name not in ancestors:
+            ancestors.add(node.name)
+            frontier.extend(node.input)
+    downstream, frontier = set(), [softmax.output[0]]
+    while frontier:
+        for node in users.get(frontier.pop(), []):
+            if node.name not in downstream:
+                downstream.add(node.name)
+                frontier.extend(node.output)
+    excluded += [n.name for n in graph.node if n.name in ancestors & downstream and n.op_type in QUANTIZED_OPS and n.name not in excluded]
     frontier, seen = [softmax.input[0]], set()
     while frontier:  # Softmax <- Mul(scale) <- MatMul(q, k^T): stop at the first quantizable node on each path
         node = producers.get(frontier.pop())

@@ -33,6 +33,7 @@ VARIANTS = {
     "spinning": {"spinning": True},
     "1 thread": {"threads": 1},
     "vision in one call": {"vision_chunk": 0},
+    "vision 4 frames per call": {"vision_chunk": 4},
 }
 
 CHILD = r"""

@@ -26,16 +26,19 @@ def test_vision_graph_has_qdq_on_every_matmul_input_except_the_score_path(float_
     inits = {i.name: i for i in model.graph.initializer}
     excluded = set(int8_result.manifest.quantization["graphs"][C.VISION]["float32_nodes"])
     assert excluded == set(score_path_nodes(float_model))
-    # Oracle for the score path: the last layer's Softmax feeds the excluded probs @ v MatMul, and the excluded
-    # q k^T MatMul feeds that Softmax (through the scale Mul).
+    # Oracle for the score path: the last layer's Softmax feeds the excluded probs @ v MatMul and, through one
+    # Reshape, the excluded score-mean MatMul; the excluded q k^T MatMul feeds that Softmax (through the scale Mul).
     softmaxes = [n for n in float_model.graph.node if n.op_type == "Softmax"]
     last = softmaxes[-1]
     float_producers = _producers(float_model)
     readers = {n.name for n in float_model.graph.node if last.output[0] in n.input and n.op_type == "MatMul"}
+    reshaped = {n.output[0] for n in float_model.graph.node if n.op_type == "Reshape" and n.input[0] == last.output[0]}
+    score_mean = {n.name for n in float_model.graph.node if n.op_type == "MatMul" and reshaped & set(n.input)}
+    assert len(readers) == 1 and len(score_mean) == 1
     node = float_producers[last.input[0]]
     while node.op_type != "MatMul":
         node = float_producers[node.input[0]]
-    assert excluded == readers | {node.name}
+    assert excluded == readers | score_mean | {node.name}
 
     checked = 0
     for node in model.graph.node:

@@ -69,7 +69,9 @@ class SessionSettings:
       (logits, KV caches) into buffers the runner reuses. An ``--attention onnxruntime`` export's decode step
       always runs with IO binding over preallocated KV buffers (``kv_buffers.py``), whatever this says.
     - ``vision_chunk``: frames per vision-encoder call (0: all at once); the frames are independent, so the
-      tower's activations peak at a chunk's size.
+      tower's activations peak at a chunk's size. One frame per call: the last layer's ``(frames, H, N, N)``
+      score tensors (8.5 MB a frame at 4 heads x 729 patches) then stay in the CPU's cache
+      (``scripts/bench_ort_vision.py``).
     - ``spinning``: idle intra-op threads spin for work instead of sleeping (onnxruntime's default); between two
       session calls the pipeline runs numpy and Python code that spinning threads compete with.
     - ``disabled_optimizers``: onnxruntime graph passes left out (:data:`QDQ_DISABLED_OPTIMIZERS` for Q/DQ graphs).
@@ -81,7 +83,7 @@ class SessionSettings:
     optimized_cache: bool = True
     io_binding: bool = False
     spinning: bool = False
-    vision_chunk: int = 4
+    vision_chunk: int = 1
     disabled_optimizers: tuple[str, ...] = ()
 
 
