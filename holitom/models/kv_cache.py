@@ -28,6 +28,14 @@ from holitom.errors import InputError
 KV = tuple[torch.Tensor, torch.Tensor]
 
 
+def _are_prefixes_of(past: Sequence[KV], buffers: Sequence[tuple[torch.Tensor, torch.Tensor, int]]) -> bool:
+    """Whether each layer's ``past (key, value)`` is the first ``length`` positions of its ``(key, value, length)`` buffers."""
+    return len(past) == len(buffers) and all(
+        k.data_ptr() == kb.data_ptr() and v.data_ptr() == vb.data_ptr() and k.shape[2] == n == v.shape[2]
+        for (k, v), (kb, vb, n) in zip(past, buffers)
+    )
+
+
 class StaticLayerCache:
     """One layer's key/value buffers and how much of them is filled."""
 
@@ -89,14 +97,7 @@ class StaticKVCache:
 
     def holds(self, past: Sequence[KV]) -> bool:
         """Whether ``past`` is exactly this cache's filled prefixes (as :meth:`filled` returned them)."""
-        if len(past) != len(self.layers):
-            return False
-        return all(
-            k.data_ptr() == layer.key.data_ptr()
-            and v.data_ptr() == layer.value.data_ptr()
-            and k.shape[2] == layer.length == v.shape[2]
-            for (k, v), layer in zip(past, self.layers)
-        )
+        return _are_prefixes_of(past, [(layer.key, layer.value, layer.length) for layer in self.layers])
 
 
 class FixedLayerCache:
@@ -184,10 +185,7 @@ class FixedKVCache:
 
     def holds(self, past: Sequence[KV]) -> bool:
         """Whether ``past`` is exactly this cache's filled prefixes (as :meth:`filled` returned them)."""
-        return len(past) == len(self.keys) and all(
-            k.data_ptr() == kb.data_ptr() and v.data_ptr() == vb.data_ptr() and k.shape[2] == n == v.shape[2]
-            for (k, v), kb, vb, n in zip(past, self.keys, self.values, self.host_lengths)
-        )
+        return _are_prefixes_of(past, list(zip(self.keys, self.values, self.host_lengths)))
 
 
 __all__ = ["CACHE_ROOM", "FixedKVCache", "FixedLayerCache", "StaticKVCache", "StaticLayerCache"]
