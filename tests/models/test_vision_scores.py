@@ -127,3 +127,24 @@ def test_the_tower_skips_the_scores_when_asked(onevision_ckpt, monkeypatch):
         lean = model.encode_video(pixels, with_attention=False)
     assert lean.attention is None and full.attention is not None
     torch.testing.assert_close(lean.features, full.features, atol=1e-5, rtol=1e-5)  # SDPA vs the fused + lse kernel
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("frames, heads, n, head_dim", [(2, 3, 1, 8), (3, 16, 27, 72), (2, 16, 729, 72), (4, 5, 97, 12)])
+def test_scores_on_cuda_match_float64_without_the_full_probabilities(monkeypatch, dtype, frames, heads, n, head_dim):
+    # The CUDA fused kernel's log-sum-exp (float32 for bf16 inputs too) drives the same blocked column sums;
+    # the reference is the float64 softmax of the (rounded) inputs, so only float32 round-off separates them.
+    def refuse(*args):
+        raise AssertionError("the eager path built the (F, H, N, N) probabilities")
+
+    monkeypatch.setattr(vision, "_full_probabilities", refuse)
+    g = torch.Generator().manual_seed(frames * 1000 + n + head_dim)
+    q, k, v = (2 * torch.randn(frames, heads, n, head_dim, generator=g).to(dtype) for _ in range(3))
+    scale = head_dim**-0.5
+    out, scores = vision.attention_with_key_scores(q.cuda(), k.cuda(), v.cuda(), scale)
+    assert out.dtype == dtype and scores.dtype == torch.float32 and scores.device.type == "cuda"
+    torch.testing.assert_close(scores.cpu().double(), full_scores(q.float(), k.float(), scale), atol=2e-6, rtol=1e-4)
+    out_atol, out_rtol = (1e-5, 1e-5) if dtype == torch.float32 else (2e-2, 1e-2)  # bf16 output rounding
+    torch.testing.assert_close(out.cpu().double(), full_attention(q.float(), k.float(), v.float(), scale), atol=out_atol, rtol=out_rtol)

@@ -85,6 +85,7 @@ def test_cli_refuses_cuda_graph_on_cpu_in_one_line(clip_path):
     assert len(lines) == 1 and "--cuda-graph" in lines[0] and "device cpu" in lines[0]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cuda_graph_decode_on_a_gpu_gives_the_eager_tokens(clip_path, dtype):
