@@ -219,11 +219,12 @@ class FlopCount:
     result: Any
 
 
-def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    # FlopCounterMode has formulas for the CUDA SDPA kernels but not for the CPU
-    # flash kernel, so F.scaled_dot_product_attention on CPU would count 0 FLOPs.
-    # Same convention as torch's CUDA formulas: Q K^T plus P V over the full
-    # square, KV heads broadcast to the query heads under GQA.
+def _sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    # FlopCounterMode has no formula for the CPU flash kernel (F.scaled_dot_product_attention on CPU
+    # would count 0 FLOPs), and its CUDA formulas refuse fewer key heads than query heads (torch 2.11:
+    # "sdpa_flop_count: query/key/value shapes are incompatible" on transformers' Qwen2 with GQA, H200).
+    # Same convention as torch's formulas: Q K^T plus P V over the full square, KV heads broadcast to
+    # the query heads under GQA.
     *lead, q_len, qk_dim = query_shape  # (B, H, S_q, E)
     k_len, v_dim = key_shape[-2], value_shape[-1]  # (B, H_kv, S_k, E), (B, H_kv, S_k, E_v)
     rows = 1
@@ -236,18 +237,21 @@ def count_matmul_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Flo
     """Run ``fn(*args, **kwargs)`` and count its matmul FLOPs with torch's FlopCounterMode.
 
     Counted: mm, addmm (the product only, not the bias add), bmm, baddbmm,
-    convolutions and SDPA (the CUDA kernels as torch registers them, the CPU
-    flash kernel through a formula added here), forward and, for the ops torch
-    covers, backward. Not counted: element-wise ops, softmax, norms,
+    convolutions and SDPA's forward kernels (through :func:`_sdpa_flop`, which takes
+    grouped-query attention), forward and, for the ops torch covers, backward. Not counted: element-wise ops, softmax, norms,
     reductions: the same scope as the paper's formula, which counts matmuls only.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(
-        display=False,
-        custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop},
+    aten = torch.ops.aten
+    sdpa_ops = (
+        aten._scaled_dot_product_flash_attention_for_cpu,
+        aten._scaled_dot_product_flash_attention,
+        aten._scaled_dot_product_efficient_attention,
+        aten._scaled_dot_product_cudnn_attention,
     )
+    counter = FlopCounterMode(display=False, custom_mapping={op: _sdpa_flop for op in sdpa_ops})
     with counter:
         result = fn(*args, **kwargs)
     by_op = {str(op): int(flops) for op, flops in counter.get_flop_counts().get("Global", {}).items() if flops}

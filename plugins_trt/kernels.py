@@ -6,7 +6,8 @@ outputs and tie rules of the references in :mod:`holitom.plugins_trt.ops`;
 The TensorRT plugins launch the same kernels; the torch merge path uses them on
 CUDA tensors through :mod:`holitom.merge._device` (the step functions
 ``temporal_stage1``, ``dpc_plan``, ``inner_assign`` and ``inner_merge_rows``).
-Kernels live in ``triton_temporal.py``, ``triton_dpc.py`` and ``triton_inner.py``.
+Kernels live in ``triton_temporal.py``, ``triton_dpc.py``, ``triton_inner.py`` and ``triton_key_scores.py``
+(the last vision layer's key scores, :func:`key_column_sums`, which the vision tower calls on CUDA).
 
 Each op runs as ONE launch (:func:`temporal_segment_kernel`, :func:`density_peak_merge_kernel`,
 re-exported here): the kernel a TensorRT AOT plugin compiles and launches, with the
@@ -68,7 +69,7 @@ try:
 except ImportError as exc:  # pragma: no cover - triton ships with CUDA builds of torch
     raise MissingDependencyError("triton", "the HoliTom merge kernels (GPU path)") from exc
 
-from holitom.plugins_trt import triton_dpc, triton_inner, triton_temporal
+from holitom.plugins_trt import triton_dpc, triton_inner, triton_key_scores, triton_temporal
 from holitom.plugins_trt.triton_dpc import ROW_ELEMENTS as DPC_ROW_ELEMENTS
 from holitom.plugins_trt.triton_dpc import density_peak_merge_kernel  # the ops' one-launch kernels (trt_spec.AOT_KERNELS)
 from holitom.plugins_trt.triton_temporal import temporal_segment_kernel
@@ -388,11 +389,34 @@ def apply_inner_merge(hidden, visual_span, plan, mode: str = "sequential"):
         return inner.apply_inner_merge(hidden, visual_span, plan, mode)
 
 
+# --------------------------------------------------------------------------- vision key scores
+
+
+def key_column_sums(q: torch.Tensor, k: torch.Tensor, neg_lse2: torch.Tensor, scale_log2: float) -> torch.Tensor:
+    """``sum_i exp2(q_i . k_j * scale_log2 + neg_lse2_i)`` per (frame x head) row and key: ``(R, N)`` float32.
+
+    ``q, k (R, N, hd)`` in one float dtype (R = frames x heads); ``neg_lse2 (R, N)``
+    float32, minus each query's log-sum-exp of its logits in base 2, so the sum is
+    the probability mass each key receives. Launches on torch's current stream; no host sync.
+    """
+    rows, n, head_dim = q.shape
+    qc, kc, lsec = _row_contiguous(q), _row_contiguous(k), _row_contiguous(neg_lse2.float())  # (R, N, hd), (R, N, hd), (R, N)
+    out = _empty((rows, n), torch.float32, q.device)  # (R, N)
+    # 64 x 64 logit tiles; head_dim padded to a power of two (SigLIP's 72 -> 128: q and k tiles of 16 KiB in bf16).
+    grid = (rows, triton.cdiv(n, 64))
+    triton_key_scores.key_column_sums_kernel[grid](
+        qc, kc, lsec, out, n, head_dim, scale_log2,
+        BLOCK_Q=64, BLOCK_K=64, BLOCK_D=_block(head_dim), IEEE=q.dtype == torch.float32,
+    )
+    return out
+
+
 # The kernel form of each custom op, keyed like holitom.plugins_trt.ops.REFERENCE_OPS (same signatures).
 KERNEL_OPS = {
     TEMPORAL_SEGMENT: temporal_segment,
     DENSITY_PEAK_MERGE: density_peak_merge,
 }
+
 
 __all__ = [
     "KERNEL_OPS",
@@ -403,6 +427,7 @@ __all__ = [
     "dpc_plan",
     "inner_assign",
     "inner_merge_rows",
+    "key_column_sums",
     "plan_inner_merge",
     "temporal_segment",
     "temporal_stage1",

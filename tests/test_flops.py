@@ -240,3 +240,15 @@ def test_import_is_light():
     code = "import sys, holitom.flops; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_cuda_sdpa_kernels_count_grouped_query_attention_on_the_meta_device():
+    # torch's own formulas for the CUDA kernels refuse fewer KV heads than query heads (torch 2.11,
+    # transformers' Qwen2 on an H200); count_matmul_flops counts them like the CPU kernel.
+    q = torch.empty(1, 8, 100, 64, device="meta", dtype=torch.bfloat16)  # (B, H, S, hd)
+    k = torch.empty(1, 2, 100, 64, device="meta", dtype=torch.bfloat16)  # (B, H_kv, S, hd)
+    expected = 2 * 2 * 8 * 100 * 100 * 64
+    aten = torch.ops.aten
+    assert count_matmul_flops(aten._scaled_dot_product_flash_attention, q, k, k).total == expected
+    k_full = k.repeat_interleave(4, dim=1)  # the memory-efficient kernel takes equal head counts
+    assert count_matmul_flops(aten._scaled_dot_product_efficient_attention, q, k_full, k_full, None, False).total == expected

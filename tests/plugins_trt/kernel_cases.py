@@ -230,3 +230,32 @@ def check_inner(kernels, case, device: str) -> None:
         assert torch.equal(kept_index.cpu(), want_index)
         assert out.dtype == hidden.dtype
         assert_values_close(out.cpu(), want_out, dtype)
+
+
+# --------------------------------------------------------------------------- vision key scores
+
+
+KEY_SCORE_CASES = [
+    # (rows = frames x heads, patches N, head_dim, dtype)
+    (1, 1, 8, torch.float32),
+    (6, 27, 72, torch.float32),  # SigLIP's 72-wide heads (padded to 128 in the kernel)
+    (4, 97, 12, torch.bfloat16),  # odd N over two key and query blocks
+    (2, 130, 16, torch.float16),
+    (3, 65, 72, torch.bfloat16),
+]
+
+
+def check_key_scores(kernels, case, device: str) -> None:
+    """Column sums of softmax(q k^T * scale) given each query's exact log-sum-exp, against float64."""
+    rows, n, head_dim, dtype = case
+    g = torch.Generator().manual_seed(rows * 1000 + n + head_dim)
+    q, k = (2 * torch.randn(rows, n, head_dim, generator=g).to(dtype) for _ in range(2))  # (R, N, hd)
+    scale = head_dim**-0.5
+    logits = q.double() @ k.double().transpose(-1, -2) * scale  # (R, N, N) of the rounded inputs
+    lse = logits.logsumexp(dim=-1)  # (R, N)
+    want = logits.sub(lse[..., None]).exp().sum(dim=1)  # (R, N): each key's probability summed over queries
+    log2_e = 1 / math.log(2)
+    got = kernels.key_column_sums(q.to(device), k.to(device), (-lse * log2_e).float().to(device), scale * log2_e)
+    assert got.dtype == torch.float32 and got.shape == (rows, n)
+    # float32 accumulation of exact (or IEEE float32) products: float32 round-off over N terms.
+    torch.testing.assert_close(got.cpu().double(), want, atol=1e-6, rtol=2e-5)

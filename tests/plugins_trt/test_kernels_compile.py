@@ -63,11 +63,12 @@ def _signature(fn, args, constexprs) -> dict[str, str]:
 def launches():
     """Every launch of the launchers (the ops and the torch path's steps) on CUDA-sized inputs (bfloat16 features and hidden states)."""
     from holitom.merge.inner import InnerMergePlan
-    from holitom.plugins_trt import kernels, triton_dpc, triton_inner, triton_temporal
+    from holitom.plugins_trt import kernels, triton_dpc, triton_inner, triton_key_scores, triton_temporal
 
     recorded: list = []
     patch = pytest.MonkeyPatch()
-    for name, module in (("triton_temporal", triton_temporal), ("triton_dpc", triton_dpc), ("triton_inner", triton_inner)):
+    modules = (triton_temporal, triton_dpc, triton_inner, triton_key_scores)
+    for name, module in ((m.__name__.rsplit(".", 1)[1], m) for m in modules):
         patch.setattr(kernels, name, _RecordingModule(module, recorded))
     patch.setattr(kernels, "_tiles", lambda x: kernels._GPU_TILES)
     try:
@@ -83,17 +84,20 @@ def launches():
         plan = InnerMergePlan(keep, dropped, torch.arange(500), 1000)
         for mode in ("sequential", "mean"):
             kernels.inner_merge_rows(hidden, plan, mode)
+        for dtype in (torch.bfloat16, torch.float32):  # SigLIP's last layer: 32 frames x 16 heads, 729 patches, 72 wide
+            qk = torch.zeros(32 * 16, 729, 72, dtype=dtype)
+            kernels.key_column_sums(qk, qk, torch.zeros(32 * 16, 729), 0.17)
     finally:
         patch.undo()
     return recorded
 
 
 def test_every_kernel_is_launched(launches):
-    from holitom.plugins_trt import triton_dpc, triton_inner, triton_temporal
+    from holitom.plugins_trt import triton_dpc, triton_inner, triton_key_scores, triton_temporal
 
     defined = {
         (module.__name__, name)
-        for module in (triton_temporal, triton_dpc, triton_inner)
+        for module in (triton_temporal, triton_dpc, triton_inner, triton_key_scores)
         for name in dir(module)
         if isinstance(getattr(module, name), triton.runtime.jit.JITFunction) and not name.startswith("_")  # _helpers are inlined
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_cases import DPC_CASES, INNER_CASES, TEMPORAL_CASES, case_id, check_dpc, check_inner, check_temporal
+from kernel_cases import DPC_CASES, INNER_CASES, KEY_SCORE_CASES, TEMPORAL_CASES, case_id, check_dpc, check_inner, check_key_scores, check_temporal
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -35,3 +35,8 @@ def test_density_peak_merge_on_cuda(kernels, case):
 @pytest.mark.parametrize("case", INNER_CASES, ids=case_id)
 def test_inner_merge_on_cuda(kernels, case):
     check_inner(kernels, case, "cuda")
+
+
+@pytest.mark.parametrize("case", KEY_SCORE_CASES, ids=case_id)
+def test_key_column_sums_on_cuda(kernels, case):
+    check_key_scores(kernels, case, "cuda")

@@ -22,11 +22,13 @@ from holitom.plugins_trt.trt_spec import AOT_KERNELS, aot_constexprs, output_sha
 from kernel_cases import (
     DPC_CASES,
     INNER_CASES,
+    KEY_SCORE_CASES,
     TEMPORAL_CASES,
     assert_values_close,
     case_id,
     check_dpc,
     check_inner,
+    check_key_scores,
     check_temporal,
     dpc_case,
     temporal_case,
@@ -181,3 +183,8 @@ def test_outer_merge_through_the_kernels_matches_torch(poisoned, monkeypatch, la
     for name in ("src_index", "dst_index", "frame_index", "position_index", "newline_index"):
         assert torch.equal(getattr(got.plan, name), getattr(want.plan, name)), name
     assert_values_close(got.tokens, want.tokens)
+
+
+@pytest.mark.parametrize("case", KEY_SCORE_CASES, ids=case_id)
+def test_key_column_sums_match_float64(poisoned, case):
+    check_key_scores(poisoned, case, "cpu")

@@ -1,0 +1,68 @@
+"""Triton kernel of the last vision layer's key scores from the fused attention's log-sum-exp.
+
+HoliTom reads, for each key of a frame, the softmax probability it receives averaged
+over heads and queries (:func:`holitom.models.vision.key_attention_scores`). The fused
+attention kernel already gives each query's log-sum-exp ``lse``, so a key's column sum
+is ``sum_i exp(q_i . k_j * scale - lse_i)``: one more ``q k^T`` and one ``exp2`` per
+logit, never the ``(F, H, N, N)`` probabilities. On CUDA the torch form of that pass
+(:func:`holitom.models.vision._blocked_key_scores`) writes and re-reads every logit in
+device memory in cache-sized blocks, hundreds of launches at SigLIP's 729 patches
+(measured on an H200, 32 frames, bfloat16: 18.8 ms against 0.31 ms for the attention
+itself); this kernel keeps each ``(BLOCK_Q, BLOCK_K)`` logit tile in registers.
+Its launcher is :func:`holitom.plugins_trt.kernels.key_column_sums`.
+
+One program per (frame x head, block of keys): it loads its keys once, walks the
+queries block by block in ascending order (a fixed order: the result does not depend
+on the launch), and writes the column sums ``(F*H, N)`` float32. Products are exact or
+IEEE float32 and accumulate in float32, so the scores match the CPU path to float32
+round-off: bfloat16 / float16 tiles are upcast and multiplied in TF32, which holds them
+exactly (and Triton's CPU interpreter multiplies bfloat16 tiles wrongly, triton 3.8);
+float32 tiles use IEEE products, not TF32, which would round the logits to 10 bits.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def key_column_sums_kernel(
+    q_ptr,  # (R, N, hd) R = frames * heads, contiguous, any float dtype
+    k_ptr,  # (R, N, hd) contiguous, q's dtype
+    neg_lse2_ptr,  # (R, N) float32: minus each query's log-sum-exp in base 2, contiguous
+    out_ptr,  # (R, N) float32 out: sum over queries of each key's probability
+    n,
+    head_dim,
+    scale_log2,  # the attention scale times log2(e): logits in base 2, so only exp2 is needed
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two (>= 16, tl.dot's least K)
+    IEEE: tl.constexpr,  # float32 inputs: IEEE products
+):
+    row = tl.program_id(0).to(tl.int64)
+    kj = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BLOCK_K,) key indices
+    d = tl.arange(0, BLOCK_D)
+    kj_ok = kj < n
+    d_ok = d < head_dim
+    base = row * n * head_dim
+    keys = tl.load(k_ptr + base + kj[:, None] * head_dim + d[None, :], mask=kj_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_K, BLOCK_D)
+    keys_t = tl.trans(keys)  # (BLOCK_D, BLOCK_K)
+    col = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for q0 in range(0, n, BLOCK_Q):
+        qi = q0 + tl.arange(0, BLOCK_Q)
+        qi_ok = qi < n
+        queries = tl.load(q_ptr + base + qi[:, None] * head_dim + d[None, :], mask=qi_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_Q, BLOCK_D)
+        # 16-bit values are exact in TF32 (10 mantissa bits), so the tensor cores' TF32 products of the upcast
+        # tiles are the exact products, accumulated in float32; float32 inputs need IEEE products.
+        if IEEE:
+            logits = tl.dot(queries.to(tl.float32), keys_t.to(tl.float32), input_precision="ieee")  # (BLOCK_Q, BLOCK_K)
+        else:
+            logits = tl.dot(queries.to(tl.float32), keys_t.to(tl.float32), input_precision="tf32")  # (BLOCK_Q, BLOCK_K)
+        neg_lse2 = tl.load(neg_lse2_ptr + row * n + qi, mask=qi_ok, other=0.0)  # (BLOCK_Q,)
+        probs = tl.exp2(logits * scale_log2 + neg_lse2[:, None])  # (BLOCK_Q, BLOCK_K)
+        col += tl.sum(tl.where(qi_ok[:, None] & kj_ok[None, :], probs, 0.0), axis=0)
+    tl.store(out_ptr + row * n + kj, col, mask=kj_ok)
+
+
+__all__ = ["key_column_sums_kernel"]
