@@ -45,6 +45,24 @@ def row(name: str, kernel: tuple[float, float], reference: tuple[float, float]) 
     return f"{name}: kernels {fmt(kernel)} | torch {fmt(reference)} | torch / kernels {reference[0] / kernel[0]:.1f}x"
 
 
+def profile_top_ops(calls: dict, rows: int = 12) -> None:
+    """torch.profiler tables of each call (after the timed runs: warm), by GPU time and by host time.
+
+    Where a merge's time goes on the GPU: kernel time against host time (launches, syncs, Python)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for name, fn in calls.items():
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        events = prof.key_averages()
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx"))
+        syncs = sum(e.count for e in events if "Synchronize" in e.key or e.key == "cudaMemcpyAsync")
+        print(f"--- profile of one {name}: {launches} kernel launches, {syncs} memcpy/sync calls")
+        print(events.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=60))
+        print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=positive_int, default=32)
@@ -58,6 +76,7 @@ def main() -> int:
     ap.add_argument("--visual", type=positive_int, default=1000, help="visual tokens for the inner merge")
     ap.add_argument("--warmup", type=non_negative_int, default=5)
     ap.add_argument("--repeats", type=positive_int, default=30)
+    ap.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops (GPU and host time) of one outer and one inner merge")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("bench_kernels: error: needs a CUDA GPU (torch.cuda.is_available() is False); "
@@ -143,6 +162,8 @@ def main() -> int:
     inner_k, inner_t = timed_ms(inner, device, warm, reps), timed_ms(inner_torch, device, warm, reps)
     print(row(f"inner merge L_v={args.visual} D={args.dim} {mode}", inner_k, inner_t))
 
+    if args.profile:
+        profile_top_ops({"outer merge": outer, "inner merge": inner})
     if args.frames == 32 and positions == 196 and args.dim == 3584:
         verdict = "met" if outer_k[0] <= OUTER_TARGET_MS else "MISSED"
         print(f"target: outer merge F=32 P=196 D=3584 <= {OUTER_TARGET_MS:g} ms: {outer_k[0]:.2f} ms, {verdict}")
