@@ -182,10 +182,40 @@ def temporal_case(frames, positions, dim, video, tau, dtype) -> torch.Tensor:
             return x
 
 
-def check_temporal(kernels, case, device: str) -> None:
+def run_temporal(kernels, case, device: str):
+    """A case's kernel launches on ``device``: ``(features, the kernels' outputs)``.
+
+    The checks below and the compile test (which records these launches) share it.
+    """
     frames, positions, dim, video, tau, max_window, dtype = case
     x = temporal_case(frames, positions, dim, video, tau, dtype)
-    got = [t.cpu() for t in kernels.temporal_segment(x.to(device), tau=tau, max_window=max_window)]
+    return x, kernels.temporal_segment(x.to(device), tau=tau, max_window=max_window)
+
+
+def run_dpc(kernels, case, device: str):
+    """A case's kernel launches on ``device``: ``((tokens, valid, clusters), beta, the kernels' outputs)``."""
+    slots, dim, counts, k_nn, kind, dtype = case
+    rng = np.random.default_rng(slots * 100 + dim + len(counts))
+    tokens, valid, clusters = dpc_case(rng, slots, dim, counts, k_nn, kind, dtype)
+    beta = float(rng.uniform(0.2, 0.9))
+    got = kernels.density_peak_merge(tokens.to(device), valid.to(device), clusters.to(device), k_nn=k_nn, beta=beta)
+    return (tokens, valid, clusters), beta, got
+
+
+def run_inner(kernels, case, device: str):
+    """A case's kernel launches on ``device``: ``(hidden, scores, the kernels' plan, {mode: the kernels' apply outputs})``."""
+    seq, span, dim, ratio, duplicates, dtype = case
+    rng = np.random.default_rng(seq + dim)
+    hidden, scores = inner_case(rng, seq, span, dim, duplicates, dtype)
+    plan = kernels.plan_inner_merge(scores.to(device), hidden[span[0] : span[1]].to(device), ratio)
+    applied = {mode: kernels.apply_inner_merge(hidden.to(device), span, plan, mode) for mode in ("sequential", "mean")}
+    return hidden, scores, plan, applied
+
+
+def check_temporal(kernels, case, device: str) -> None:
+    frames, positions, dim, video, tau, max_window, dtype = case
+    x, got = run_temporal(kernels, case, device)
+    got = [t.cpu() for t in got]
     want = temporal_segment(x, tau=tau, max_window=max_window)
     for name, g, w in zip(("window_start", "window_end", "static_mask"), got, want):
         assert g.dtype == w.dtype and torch.equal(g, w), name
@@ -195,11 +225,8 @@ def check_temporal(kernels, case, device: str) -> None:
 
 
 def check_dpc(kernels, case, device: str) -> None:
-    slots, dim, counts, k_nn, kind, dtype = case
-    rng = np.random.default_rng(slots * 100 + dim + len(counts))
-    tokens, valid, clusters = dpc_case(rng, slots, dim, counts, k_nn, kind, dtype)
-    beta = float(rng.uniform(0.2, 0.9))
-    got = kernels.density_peak_merge(tokens.to(device), valid.to(device), clusters.to(device), k_nn=k_nn, beta=beta)
+    k_nn = case[3]
+    (tokens, valid, clusters), beta, got = run_dpc(kernels, case, device)
     merged, is_centre, assignment = (t.cpu() for t in got)
     want_merged, want_centre, want_assignment = density_peak_merge(tokens, valid, clusters, k_nn=k_nn, beta=beta)
     assert torch.equal(is_centre, want_centre)
@@ -211,10 +238,8 @@ def check_dpc(kernels, case, device: str) -> None:
 
 def check_inner(kernels, case, device: str) -> None:
     seq, span, dim, ratio, duplicates, dtype = case
-    rng = np.random.default_rng(seq + dim)
-    hidden, scores = inner_case(rng, seq, span, dim, duplicates, dtype)
+    hidden, scores, plan, applied = run_inner(kernels, case, device)
     visual = hidden[span[0] : span[1]]
-    plan = kernels.plan_inner_merge(scores.to(device), visual.to(device), ratio)
     want = plan_inner_merge(scores, visual, ratio)
     for name in ("keep", "dropped", "assign"):
         assert torch.equal(getattr(plan, name).cpu(), getattr(want, name)), name
@@ -224,8 +249,7 @@ def check_inner(kernels, case, device: str) -> None:
         first_same = same.long().argmax(1)  # lowest kept index with the same vector
         assert torch.equal(first_same[want.assign], want.assign)
         assert (first_same != torch.arange(len(kept))).any()  # the case does hold duplicated kept tokens
-    for mode in ("sequential", "mean"):
-        out, kept_index = kernels.apply_inner_merge(hidden.to(device), span, plan, mode)
+    for mode, (out, kept_index) in applied.items():
         want_out, want_index = apply_inner_merge(hidden, span, want, mode)
         assert torch.equal(kept_index.cpu(), want_index)
         assert out.dtype == hidden.dtype
