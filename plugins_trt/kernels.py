@@ -3,9 +3,11 @@
 ``temporal_segment`` and ``density_peak_merge`` have exactly the signatures,
 outputs and tie rules of the references in :mod:`holitom.plugins_trt.ops`;
 ``plan_inner_merge`` / ``apply_inner_merge`` mirror :mod:`holitom.merge.inner`.
-The TensorRT plugins launch the same kernels; the torch merge path uses them on
-CUDA tensors through :mod:`holitom.merge._device` (the step functions
-``temporal_stage1``, ``dpc_plan``, ``inner_assign`` and ``inner_merge_rows``).
+The TensorRT plugins launch the same kernels; the torch merge path uses them
+through :mod:`holitom.merge._device`: the outer merge's steps ``temporal_stage1``
+and ``dpc_plan`` by default on CUDA tensors, the inner merge's ``inner_assign``
+and ``inner_merge_rows`` only inside ``use_kernels()`` (on CUDA its torch code
+is the default: measured 10x faster, see ``_device.KERNELS_ON_CUDA``).
 Kernels live in ``triton_temporal.py``, ``triton_dpc.py``, ``triton_inner.py`` and ``triton_key_scores.py``
 (the last vision layer's key scores, :func:`key_column_sums`, which the vision tower calls on CUDA).
 
@@ -39,7 +41,11 @@ Design decisions:
   the inner merge's similarities) are summed element by element in one fixed
   order, so equal inputs give bitwise-equal results wherever they sit in a
   tile (``tl.dot`` does not promise that); the DPC merge's weighted sum is
-  float32 too (within the merged values' tolerance). ``exp`` (the density) may differ from
+  float32 too (within the merged values' tolerance). Such a broadcast
+  product is reduced over its last axis: Triton's combine pass rewrites
+  ``sum(a[:, :, None] * b[None, :, :], axis=1)`` into a ``tt.dot`` with TF32
+  inputs at large enough tiles (merged values off by ~5e-3 on an H200);
+  ``tests/plugins_trt/test_kernels_compile.py`` refuses any ``tt.dot``. ``exp`` (the density) may differ from
   torch's by a few ulps on a GPU, so only decisions within a few ulps of a tie
   can differ from the reference; exact ties follow the contracts' rules.
 - No host sync in any launcher: shapes and attributes are checked on the host

@@ -76,7 +76,7 @@ def _distance_rows(d2_ptr, g, i, j, n):
 
 
 @triton.jit
-def _distance_tile(x_ptr, g, i, j, valid_i, valid_j, n, dim, BLOCK_D: tl.constexpr):
+def _distance_tile(x_ptr, valid_ptr, g, i, j, n, dim, BLOCK_D: tl.constexpr):
     """``(BLOCK_I, BLOCK_J)`` float32 squared distances over D of rows i and columns j of group g; ``+inf`` off the valid slots."""
     i_ok = i < n
     j_ok = j < n
@@ -89,7 +89,11 @@ def _distance_tile(x_ptr, g, i, j, valid_i, valid_j, n, dim, BLOCK_D: tl.constex
         xj = tl.load(x_ptr + base + j[:, None].to(tl.int64) * dim + d[None, :], mask=j_ok[:, None] & d_ok[None, :], other=0.0)
         diff = xi.to(tl.float32)[:, None, :] - xj.to(tl.float32)[None, :, :]  # (BLOCK_I, BLOCK_J, BLOCK_D)
         acc += tl.sum(diff * diff, axis=2)
-    return tl.where(valid_i[:, None] & valid_j[None, :], tl.div_rn(acc, dim.to(tl.float32)), float("inf"))
+    # The flags are loaded here rather than passed in: a column-flag vector loaded once before the one-launch
+    # kernel's row loops and broadcast in them broke triton 3.6's TritonGPURemoveLayoutConversions at
+    # BLOCK_N = 256, BLOCK_D = 4 ("operand #0 does not dominate this use"); triton 3.8 compiled either form.
+    pair_ok = _flags(valid_ptr, g, i, n)[:, None] & _flags(valid_ptr, g, j, n)[None, :]  # (BLOCK_I, BLOCK_J)
+    return tl.where(pair_ok, tl.div_rn(acc, dim.to(tl.float32)), float("inf"))
 
 
 @triton.jit
@@ -182,7 +186,6 @@ def density_peak_merge_kernel(
     ROWS: tl.constexpr = ROW_ELEMENTS // (BLOCK_N * BLOCK_D)  # a (ROWS, BLOCK_N, BLOCK_D) distance step
     g = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, BLOCK_N)
-    valid_j = _flags(valid_ptr, g, j, slots)
     m = tl.load(num_clusters_ptr + g)
     # Density and each row's largest distance (the densest token's delta is the group's largest).
     rho = tl.full([BLOCK_N], -2.0, dtype=tl.float32)  # padding lanes below every slot (invalid: -1)
@@ -190,7 +193,7 @@ def density_peak_merge_kernel(
     for r0 in range(0, slots, ROWS):
         i = r0 + tl.arange(0, ROWS)
         valid_i = _flags(valid_ptr, g, i, slots)
-        tile = _distance_tile(tokens_ptr, g, i, j, valid_i, valid_j, slots, hidden, BLOCK_D)  # (ROWS, BLOCK_N)
+        tile = _distance_tile(tokens_ptr, valid_ptr, g, i, j, slots, hidden, BLOCK_D)  # (ROWS, BLOCK_N)
         rho_i, row_max = _density_rows(tile, j, m, K_NN, valid_i, BLOCK_N)
         rho = _put(rho, j, i, rho_i, slots)
         group_max = tl.maximum(group_max, row_max)
@@ -199,7 +202,7 @@ def density_peak_merge_kernel(
     for r0 in range(0, slots, ROWS):
         i = r0 + tl.arange(0, ROWS)
         valid_i = _flags(valid_ptr, g, i, slots)
-        tile = _distance_tile(tokens_ptr, g, i, j, valid_i, valid_j, slots, hidden, BLOCK_D)
+        tile = _distance_tile(tokens_ptr, valid_ptr, g, i, j, slots, hidden, BLOCK_D)
         gamma_i = _gamma_rows(tile, i, j, _pick(rho, j, i), rho, group_max_all, valid_i)
         gamma = _put(gamma, j, i, gamma_i, slots)
     centre = tl.zeros([BLOCK_N], dtype=tl.int32)
@@ -213,7 +216,7 @@ def density_peak_merge_kernel(
     for r0 in range(0, slots, ROWS):
         i = r0 + tl.arange(0, ROWS)
         valid_i = _flags(valid_ptr, g, i, slots)
-        tile = _distance_tile(tokens_ptr, g, i, j, valid_i, valid_j, slots, hidden, BLOCK_D)
+        tile = _distance_tile(tokens_ptr, valid_ptr, g, i, j, slots, hidden, BLOCK_D)
         slot = _assign_rows(tile, i, j, _pick(centre, j, i) != 0, is_centre, valid_i, m, BLOCK_N)
         assignment = _put(assignment, j, i, slot, slots)
         tl.store(assignment_ptr + g * slots + i, slot, mask=i < slots)
@@ -225,8 +228,11 @@ def density_peak_merge_kernel(
         for d0 in range(0, hidden, BLOCK_D):
             d = d0 + tl.arange(0, BLOCK_D)
             d_ok = d < hidden
-            x = tl.load(tokens_ptr + rows[:, None] + d[None, :], mask=(assignment >= 0)[:, None] & d_ok[None, :], other=0.0)  # joined tokens only
-            out = tl.sum(weight[:, :, None] * x.to(tl.float32)[None, :, :], axis=1)  # (ROWS, BLOCK_D)
+            # x transposed, (BLOCK_D, BLOCK_N), so the sum runs over the last axis: Triton's combine pass rewrites
+            # sum(w[:, :, None] * x[None, :, :], axis=1) into tt.dot, which rounds float32 inputs to TF32 (10-bit
+            # mantissa: merged values off by ~5e-3 on an H200 at ROWS = BLOCK_D = 16, BLOCK_N = 64; not at smaller ROWS).
+            xt = tl.load(tokens_ptr + rows[None, :] + d[:, None], mask=d_ok[:, None] & (assignment >= 0)[None, :], other=0.0)  # joined tokens only
+            out = tl.sum(weight[:, None, :] * xt.to(tl.float32)[None, :, :], axis=2)  # (ROWS, BLOCK_D)
             tl.store(merged_ptr + (g * slots + c[:, None]).to(tl.int64) * hidden + d[None, :], out, mask=(c < slots)[:, None] & d_ok[None, :])
 
 
@@ -244,7 +250,7 @@ def distance_kernel(
     g = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)  # (BLOCK_I,)
     j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)  # (BLOCK_J,)
-    d2 = _distance_tile(x_ptr, g, i, j, _flags(valid_ptr, g, i, n), _flags(valid_ptr, g, j, n), n, dim, BLOCK_D)
+    d2 = _distance_tile(x_ptr, valid_ptr, g, i, j, n, dim, BLOCK_D)
     tl.store(d2_ptr + g * n * n + i[:, None].to(tl.int64) * n + j[None, :], d2, mask=(i < n)[:, None] & (j < n)[None, :])
 
 

@@ -12,7 +12,9 @@ GPU and inputs, and their ratio (reference / kernels):
 - the outer merge (stages I + II: ``holitom.merge.outer_merge``) with the
   kernels (the default on CUDA) and with the torch code (``use_kernels(False)``),
   at F frames x P positions x D (default 32 x 196 x 3584, the issue's shape);
-- the inner merge (plan + apply) at ``--visual`` tokens (default 1000).
+- the inner merge (plan + apply) at ``--visual`` tokens (default 1000), with the
+  kernels (``use_kernels()``: on CUDA the inner merge runs the torch code by
+  default, ``holitom.merge._device.KERNELS_ON_CUDA``) and with the torch code.
 
 Last, the targets of issue 14 on an H100 / H200: outer merge <= 2 ms, inner
 merge <= 0.5 ms. Inputs are the synthetic videos of ``scripts/bench_merge.py``.
@@ -152,12 +154,16 @@ def main() -> int:
     ratio = config.inner.ratio if config.inner is not None else 0.5
     mode = config.inner.mode if config.inner is not None else "sequential"
 
-    def inner():
+    def merge_inner():
         return apply_inner_merge(hidden, span, plan_inner_merge(scores, hidden[span[0] : span[1]], ratio, validate=False), mode)
+
+    def inner():
+        with use_kernels():  # the inner merge's CUDA default is the torch code
+            return merge_inner()
 
     def inner_torch():
         with use_kernels(False):
-            return inner()
+            return merge_inner()
 
     inner_k, inner_t = timed_ms(inner, device, warm, reps), timed_ms(inner_torch, device, warm, reps)
     print(row(f"inner merge L_v={args.visual} D={args.dim} {mode}", inner_k, inner_t))

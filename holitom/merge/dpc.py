@@ -117,7 +117,7 @@ def _dpc_core(
     m_max = max(num_clusters) if num_groups else 0
     if n == 0 or m_max == 0:
         return _empty_plan(num_groups, n, device), x.new_zeros((num_groups, n, n)), x.new_zeros((num_groups, x.shape[2]))
-    kernels = kernels_for(x)
+    kernels = kernels_for(x, "dpc")
     if kernels is not None:  # CUDA: the Triton kernels of DensityPeakMerge
         plan, d2 = kernels.dpc_plan(x, valid, num_clusters, k_nn)
         return plan, d2, None

@@ -93,8 +93,8 @@ def plan_tensors(scores: torch.Tensor, hidden_visual: torch.Tensor, ratio: float
     kept = rank < k  # (L_v,)
     keep = torch.nonzero(kept)[:, 0]  # (k,) ascending
     dropped = torch.nonzero(~kept)[:, 0]  # (L_v - k,) ascending
-    kernels = kernels_for(hidden_visual)
-    if kernels is not None:  # CUDA: the Triton assignment kernel (same rule, float32)
+    kernels = kernels_for(hidden_visual, "inner")
+    if kernels is not None:  # the Triton assignment kernel (same rule, float32), inside use_kernels()
         return keep, dropped, kernels.inner_assign(hidden_visual, keep, dropped)
     h = hidden_visual.float()
     kept_unit = h.index_select(0, keep)
@@ -168,8 +168,8 @@ def apply_tensors(seq: torch.Tensor, start, end, plan: InnerMergePlan, mode: str
 
     ``start``, ``end``: the visual span, ints (unbacked sizes in an export).
     """
-    kernels = kernels_for(seq)
-    if kernels is not None:  # CUDA: the Triton kernel folds each kept token's members in order
+    kernels = kernels_for(seq, "inner")
+    if kernels is not None:  # the Triton kernel folds each kept token's members in order, inside use_kernels()
         merged = kernels.inner_merge_rows(seq[start:end], plan, mode)  # (k, D) float32
     else:
         keep_w, drop_w = inner_merge_weights(plan, mode)

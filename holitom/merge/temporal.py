@@ -273,7 +273,7 @@ class _Stage1Device:
 
 
 def _stage1_device(x: torch.Tensor, tau: float, max_window: int | None) -> _Stage1Device:
-    kernels = kernels_for(x)
+    kernels = kernels_for(x, "temporal")
     if kernels is not None:  # CUDA: the Triton kernels of TemporalSegment build the same tensors
         sim, norms, run_end, table = kernels.temporal_stage1(x, tau, max_window)
         return _Stage1Device(sim, run_end, table, torch.isfinite(norms).all())

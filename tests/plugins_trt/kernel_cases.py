@@ -182,10 +182,40 @@ def temporal_case(frames, positions, dim, video, tau, dtype) -> torch.Tensor:
             return x
 
 
-def check_temporal(kernels, case, device: str) -> None:
+def run_temporal(kernels, case, device: str):
+    """A case's kernel launches on ``device``: ``(features, the kernels' outputs)``.
+
+    The checks below and the compile test (which records these launches) share it.
+    """
     frames, positions, dim, video, tau, max_window, dtype = case
     x = temporal_case(frames, positions, dim, video, tau, dtype)
-    got = [t.cpu() for t in kernels.temporal_segment(x.to(device), tau=tau, max_window=max_window)]
+    return x, kernels.temporal_segment(x.to(device), tau=tau, max_window=max_window)
+
+
+def run_dpc(kernels, case, device: str):
+    """A case's kernel launches on ``device``: ``((tokens, valid, clusters), beta, the kernels' outputs)``."""
+    slots, dim, counts, k_nn, kind, dtype = case
+    rng = np.random.default_rng(slots * 100 + dim + len(counts))
+    tokens, valid, clusters = dpc_case(rng, slots, dim, counts, k_nn, kind, dtype)
+    beta = float(rng.uniform(0.2, 0.9))
+    got = kernels.density_peak_merge(tokens.to(device), valid.to(device), clusters.to(device), k_nn=k_nn, beta=beta)
+    return (tokens, valid, clusters), beta, got
+
+
+def run_inner(kernels, case, device: str):
+    """A case's kernel launches on ``device``: ``(hidden, scores, the kernels' plan, {mode: the kernels' apply outputs})``."""
+    seq, span, dim, ratio, duplicates, dtype = case
+    rng = np.random.default_rng(seq + dim)
+    hidden, scores = inner_case(rng, seq, span, dim, duplicates, dtype)
+    plan = kernels.plan_inner_merge(scores.to(device), hidden[span[0] : span[1]].to(device), ratio)
+    applied = {mode: kernels.apply_inner_merge(hidden.to(device), span, plan, mode) for mode in ("sequential", "mean")}
+    return hidden, scores, plan, applied
+
+
+def check_temporal(kernels, case, device: str) -> None:
+    frames, positions, dim, video, tau, max_window, dtype = case
+    x, got = run_temporal(kernels, case, device)
+    got = [t.cpu() for t in got]
     want = temporal_segment(x, tau=tau, max_window=max_window)
     for name, g, w in zip(("window_start", "window_end", "static_mask"), got, want):
         assert g.dtype == w.dtype and torch.equal(g, w), name
@@ -195,11 +225,8 @@ def check_temporal(kernels, case, device: str) -> None:
 
 
 def check_dpc(kernels, case, device: str) -> None:
-    slots, dim, counts, k_nn, kind, dtype = case
-    rng = np.random.default_rng(slots * 100 + dim + len(counts))
-    tokens, valid, clusters = dpc_case(rng, slots, dim, counts, k_nn, kind, dtype)
-    beta = float(rng.uniform(0.2, 0.9))
-    got = kernels.density_peak_merge(tokens.to(device), valid.to(device), clusters.to(device), k_nn=k_nn, beta=beta)
+    k_nn = case[3]
+    (tokens, valid, clusters), beta, got = run_dpc(kernels, case, device)
     merged, is_centre, assignment = (t.cpu() for t in got)
     want_merged, want_centre, want_assignment = density_peak_merge(tokens, valid, clusters, k_nn=k_nn, beta=beta)
     assert torch.equal(is_centre, want_centre)
@@ -211,10 +238,8 @@ def check_dpc(kernels, case, device: str) -> None:
 
 def check_inner(kernels, case, device: str) -> None:
     seq, span, dim, ratio, duplicates, dtype = case
-    rng = np.random.default_rng(seq + dim)
-    hidden, scores = inner_case(rng, seq, span, dim, duplicates, dtype)
+    hidden, scores, plan, applied = run_inner(kernels, case, device)
     visual = hidden[span[0] : span[1]]
-    plan = kernels.plan_inner_merge(scores.to(device), visual.to(device), ratio)
     want = plan_inner_merge(scores, visual, ratio)
     for name in ("keep", "dropped", "assign"):
         assert torch.equal(getattr(plan, name).cpu(), getattr(want, name)), name
@@ -224,8 +249,7 @@ def check_inner(kernels, case, device: str) -> None:
         first_same = same.long().argmax(1)  # lowest kept index with the same vector
         assert torch.equal(first_same[want.assign], want.assign)
         assert (first_same != torch.arange(len(kept))).any()  # the case does hold duplicated kept tokens
-    for mode in ("sequential", "mean"):
-        out, kept_index = kernels.apply_inner_merge(hidden.to(device), span, plan, mode)
+    for mode, (out, kept_index) in applied.items():
         want_out, want_index = apply_inner_merge(hidden, span, want, mode)
         assert torch.equal(kept_index.cpu(), want_index)
         assert out.dtype == hidden.dtype
@@ -245,17 +269,26 @@ KEY_SCORE_CASES = [
 ]
 
 
-def check_key_scores(kernels, case, device: str) -> None:
-    """Column sums of softmax(q k^T * scale) given each query's exact log-sum-exp, against float64."""
+def run_key_scores(kernels, case, device: str):
+    """A case's kernel launch on ``device``: ``(float64 logits of the rounded inputs, the kernel's column sums)``.
+
+    Each query's log-sum-exp is the exact (float64) one, so the check isolates the kernel's sums.
+    """
     rows, n, head_dim, dtype = case
     g = torch.Generator().manual_seed(rows * 1000 + n + head_dim)
     q, k = (2 * torch.randn(rows, n, head_dim, generator=g).to(dtype) for _ in range(2))  # (R, N, hd)
     scale = head_dim**-0.5
-    logits = q.double() @ k.double().transpose(-1, -2) * scale  # (R, N, N) of the rounded inputs
-    lse = logits.logsumexp(dim=-1)  # (R, N)
-    want = logits.sub(lse[..., None]).exp().sum(dim=1)  # (R, N): each key's probability summed over queries
+    logits = q.double() @ k.double().transpose(-1, -2) * scale  # (R, N, N)
     log2_e = 1 / math.log(2)
-    got = kernels.key_column_sums(q.to(device), k.to(device), (-lse * log2_e).float().to(device), scale * log2_e)
+    neg_lse2 = -logits.logsumexp(dim=-1) * log2_e  # (R, N)
+    return logits, kernels.key_column_sums(q.to(device), k.to(device), neg_lse2.float().to(device), scale * log2_e)
+
+
+def check_key_scores(kernels, case, device: str) -> None:
+    """Column sums of softmax(q k^T * scale), each key's probability summed over the queries, against float64."""
+    rows, n, _, _ = case
+    logits, got = run_key_scores(kernels, case, device)
+    want = logits.softmax(dim=-1).sum(dim=1)  # (R, N)
     assert got.dtype == torch.float32 and got.shape == (rows, n)
     # float32 accumulation of exact (or IEEE float32) products: float32 round-off over N terms.
     torch.testing.assert_close(got.cpu().double(), want, atol=1e-6, rtol=2e-5)
