@@ -398,7 +398,27 @@ def apply_inner_merge(hidden, visual_span, plan, mode: str = "sequential"):
 # --------------------------------------------------------------------------- vision key scores
 
 
-def key_column_sums(q: torch.Tensor, k: torch.Tensor, neg_lse2: torch.Tensor, scale_log2: float) -> torch.Tensor:
+@dataclass(frozen=True)
+class KeyScoreLaunch:
+    """Tiles and product modes of :func:`key_column_sums` (``scripts/bench_key_scores.py --sweep`` times the choices).
+
+    ``upcast_16bit``: multiply 16-bit tiles as float32 in TF32 (exact) rather than natively; the launcher upcasts
+    off CUDA anyway (Triton's CPU interpreter multiplies bfloat16 tiles wrongly, triton 3.8), so the interpreted
+    tests check the upcast form and the CUDA tests the native one. ``float32_products``: tl.dot's input_precision
+    for float32 inputs ("ieee" or "tf32x3": float32-accurate; "tf32" is not).
+    """
+
+    block_q: int = 64
+    block_k: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    upcast_16bit: bool = True
+    float32_products: str = "ieee"
+
+
+def key_column_sums(
+    q: torch.Tensor, k: torch.Tensor, neg_lse2: torch.Tensor, scale_log2: float, launch: KeyScoreLaunch = KeyScoreLaunch()
+) -> torch.Tensor:
     """``sum_i exp2(q_i . k_j * scale_log2 + neg_lse2_i)`` per (frame x head) row and key: ``(R, N)`` float32.
 
     ``q, k (R, N, hd)`` in one float dtype (R = frames x heads); ``neg_lse2 (R, N)``
@@ -408,11 +428,15 @@ def key_column_sums(q: torch.Tensor, k: torch.Tensor, neg_lse2: torch.Tensor, sc
     rows, n, head_dim = q.shape
     qc, kc, lsec = _row_contiguous(q), _row_contiguous(k), _row_contiguous(neg_lse2.float())  # (R, N, hd), (R, N, hd), (R, N)
     out = _empty((rows, n), torch.float32, q.device)  # (R, N)
-    # 64 x 64 logit tiles; head_dim padded to a power of two (SigLIP's 72 -> 128: q and k tiles of 16 KiB in bf16).
-    grid = (rows, triton.cdiv(n, 64))
+    is_float32 = q.dtype == torch.float32
+    # head_dim padded to a power of two (SigLIP's 72 -> 128).
+    grid = (rows, triton.cdiv(n, launch.block_k))
     triton_key_scores.key_column_sums_kernel[grid](
         qc, kc, lsec, out, n, head_dim, scale_log2,
-        BLOCK_Q=64, BLOCK_K=64, BLOCK_D=_block(head_dim), IEEE=q.dtype == torch.float32,
+        BLOCK_Q=launch.block_q, BLOCK_K=launch.block_k, BLOCK_D=_block(head_dim),
+        UPCAST=not is_float32 and (launch.upcast_16bit or not q.is_cuda),
+        PRECISION=launch.float32_products if is_float32 else "tf32",
+        num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
     return out
 
@@ -433,6 +457,7 @@ __all__ = [
     "dpc_plan",
     "inner_assign",
     "inner_merge_rows",
+    "KeyScoreLaunch",
     "key_column_sums",
     "plan_inner_merge",
     "temporal_segment",

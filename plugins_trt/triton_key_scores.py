@@ -13,11 +13,11 @@ Its launcher is :func:`holitom.plugins_trt.kernels.key_column_sums`.
 
 One program per (frame x head, block of keys): it loads its keys once, walks the
 queries block by block in ascending order (a fixed order: the result does not depend
-on the launch), and writes the column sums ``(F*H, N)`` float32. Products are exact or
-IEEE float32 and accumulate in float32, so the scores match the CPU path to float32
-round-off: bfloat16 / float16 tiles are upcast and multiplied in TF32, which holds them
-exactly (and Triton's CPU interpreter multiplies bfloat16 tiles wrongly, triton 3.8);
-float32 tiles use IEEE products, not TF32, which would round the logits to 10 bits.
+on the launch), and writes the column sums ``(F*H, N)`` float32. Products accumulate in
+float32 and are exact for 16-bit inputs (a bfloat16 / float16 product fits a float32,
+and so does the TF32 product of upcast tiles, which TF32 holds exactly); float32 inputs
+need float32-accurate products ("ieee" or "tf32x3"), not plain TF32, which would round
+the logits to 10 bits. The launcher's :class:`KeyScoreLaunch` picks tiles and modes.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def key_column_sums_kernel(
     BLOCK_Q: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two (>= 16, tl.dot's least K)
-    IEEE: tl.constexpr,  # float32 inputs: IEEE products
+    UPCAST: tl.constexpr,  # multiply 16-bit tiles as float32 (exact in TF32) instead of natively
+    PRECISION: tl.constexpr,  # tl.dot's input_precision for float32 operands: "ieee", "tf32x3" or "tf32"
 ):
     row = tl.program_id(0).to(tl.int64)
     kj = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BLOCK_K,) key indices
@@ -53,12 +54,10 @@ def key_column_sums_kernel(
         qi = q0 + tl.arange(0, BLOCK_Q)
         qi_ok = qi < n
         queries = tl.load(q_ptr + base + qi[:, None] * head_dim + d[None, :], mask=qi_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_Q, BLOCK_D)
-        # 16-bit values are exact in TF32 (10 mantissa bits), so the tensor cores' TF32 products of the upcast
-        # tiles are the exact products, accumulated in float32; float32 inputs need IEEE products.
-        if IEEE:
-            logits = tl.dot(queries.to(tl.float32), keys_t.to(tl.float32), input_precision="ieee")  # (BLOCK_Q, BLOCK_K)
+        if UPCAST:
+            logits = tl.dot(queries.to(tl.float32), keys_t.to(tl.float32), input_precision=PRECISION)  # (BLOCK_Q, BLOCK_K)
         else:
-            logits = tl.dot(queries.to(tl.float32), keys_t.to(tl.float32), input_precision="tf32")  # (BLOCK_Q, BLOCK_K)
+            logits = tl.dot(queries, keys_t, input_precision=PRECISION)  # (BLOCK_Q, BLOCK_K) float32 accumulation
         neg_lse2 = tl.load(neg_lse2_ptr + row * n + qi, mask=qi_ok, other=0.0)  # (BLOCK_Q,)
         probs = tl.exp2(logits * scale_log2 + neg_lse2[:, None])  # (BLOCK_Q, BLOCK_K)
         col += tl.sum(tl.where(qi_ok[:, None] & kj_ok[None, :], probs, 0.0), axis=0)

@@ -14,6 +14,7 @@ Usage::
     python scripts/bench_key_scores.py                    # CPU, 32 frames, float32
     python scripts/bench_key_scores.py --frames 8 --dtype bfloat16 --threads 2
     python scripts/bench_key_scores.py --device cuda
+    python scripts/bench_key_scores.py --device cuda --dtype bfloat16 --sweep   # the CUDA kernel's tiles and product modes
 """
 
 from __future__ import annotations
@@ -32,6 +33,47 @@ TARGET_RATIO = 1.3
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+SWEEP_TILES = [(64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (32, 64, 4, 2)]  # (block_q, block_k, warps, stages)
+
+
+def sweep(frames: int, patches: int, device: torch.device, dtype: torch.dtype, warmup: int, repeats: int) -> None:
+    """Each KeyScoreLaunch on SigLIP's heads: max error against float64 on 2 frames, then the time at ``frames``."""
+    from holitom.models.vision import _LOG2_E, _cuda_attention_with_lse
+    from holitom.plugins_trt.kernels import KeyScoreLaunch, key_column_sums
+
+    cfg = SIGLIP_SO400M
+    heads, head_dim, scale = cfg.num_heads, cfg.hidden_size // cfg.num_heads, (cfg.hidden_size // cfg.num_heads) ** -0.5
+
+    def inputs(f):
+        q, k, v = (torch.randn(f, heads, patches, head_dim, device=device).to(dtype) for _ in range(3))  # (F, H, N, hd)
+        _, lse = _cuda_attention_with_lse(q, k, v, scale)  # (F, H, N)
+        rows = f * heads
+        return q.reshape(rows, patches, head_dim), k.reshape(rows, patches, head_dim), lse.reshape(rows, patches) * -_LOG2_E
+
+    small, big = inputs(2), inputs(frames)
+    logits = small[0].double() @ small[1].double().transpose(-1, -2) * scale  # (R, N, N)
+    # Against the same log-sum-exp the kernel is given, so only the kernel's own error shows.
+    want = torch.exp2(logits * _LOG2_E + small[2].double()[..., None]).sum(dim=1)  # (R, N): each key's probability summed over queries
+    modes = [("upcast_16bit", True), ("upcast_16bit", False)] if dtype != torch.float32 else [("float32_products", "ieee"), ("float32_products", "tf32x3")]
+    results = []
+    for mode in modes:
+        for bq, bk, warps, stages in SWEEP_TILES:
+            launch = KeyScoreLaunch(block_q=bq, block_k=bk, num_warps=warps, num_stages=stages, **dict([mode]))
+            try:
+                got = key_column_sums(small[0], small[1], small[2], scale * _LOG2_E, launch).double()
+                err = ((got - want).abs() / (want.abs() * 2e-5 + 1e-6)).max().item()  # <= 1 passes the tests' tolerance
+                t = timed_ms(lambda: key_column_sums(*big, scale * _LOG2_E, launch), device, warmup, repeats)
+            except Exception as exc:  # a configuration the compiler refuses (shared memory, registers): report it, go on
+                print(f"{launch}: failed: {str(exc).splitlines()[0][:120]}")
+                continue
+            results.append((t, err, launch))
+            print(f"{launch}: {fmt(t)}, error {err:.3f} of the tolerance")
+    passing = [r for r in results if r[1] <= 1.0]
+    if passing:
+        t, err, launch = min(passing, key=lambda r: r[0][0])
+        print(f"fastest within tolerance ({str(dtype).removeprefix('torch.')}, {frames} frames x {heads} heads x {patches}): {launch} {fmt(t)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=positive_int, default=32)
@@ -41,6 +83,7 @@ def main() -> None:
     ap.add_argument("--threads", type=positive_int, default=None)
     ap.add_argument("--warmup", type=non_negative_int, default=1)
     ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--sweep", action="store_true", help="CUDA: time the key-score kernel's tiles and product modes (each checked against float64) instead")
     args = ap.parse_args()
     if args.dtype not in DTYPES:
         ap.error(f"--dtype must be one of {list(DTYPES)}, got {args.dtype!r}")
@@ -48,9 +91,14 @@ def main() -> None:
         ap.error(f"--device must be cpu or cuda, got {args.device!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is available here")
+    if args.sweep and not args.device.startswith("cuda"):
+        ap.error("--sweep times the CUDA kernel: add --device cuda")
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if args.sweep:
+        sweep(args.frames, args.patches, device, dtype, args.warmup, args.repeats)
+        return
 
     cfg = dataclasses.replace(SIGLIP_SO400M, num_layers=1)
     torch.manual_seed(0)

@@ -4,11 +4,12 @@
 #           CUDA vs the CPU, the key scores on CUDA vs float64, CUDA-graph decode vs eager
 #   kernels scripts/bench_kernels.py (outer merge at F=32 P=196 D=3584, inner merge at 1000 tokens)
 #   scores  scripts/bench_key_scores.py on CUDA (last layer vs an ordinary layer, bf16 and float32)
+#   keytests, sweep  the key-score kernel alone: its CUDA tests in every product mode; its tiles and modes timed
 #   bench   holitom bench --device cuda --dtype bfloat16 on the 7B and 0.5B architectures, layer-trimmed
 #           with the full-depth projection
 # Each step has its own time limit and log ($OUT/<step>.log, default ./gpu_out); a failing step does not
 # stop the next. Usage, from the repository root on a machine with a GPU:
-#     bash scripts/gpu_check.sh [step ...]        # default: every step, in the order above
+#     bash scripts/gpu_check.sh [step ...]        # default: tests kernels scores bench
 # Python packages missing there (PyAV, say) can be put as wheels in ./.whl first.
 set -u
 OUT=${OUT:-gpu_out}
@@ -47,6 +48,15 @@ tests() {
 
 kernels() { "$PY" scripts/bench_kernels.py --repeats 30 --profile && "$PY" scripts/bench_kernels.py --dtype float32 --repeats 30; }
 
+keytests() {  # the key-score kernel's CUDA tests only (every product mode) and the vision tower's scores on CUDA
+  "$PY" -m pytest -q -rs -p no:cacheprovider -m gpu tests/plugins_trt/test_kernels_cuda.py tests/models/test_vision_scores.py -k "key or scores"
+}
+
+sweep() {
+  "$PY" scripts/bench_key_scores.py --device cuda --dtype bfloat16 --sweep --warmup 3 --repeats 10 &&
+    "$PY" scripts/bench_key_scores.py --device cuda --dtype float32 --sweep --warmup 2 --repeats 5
+}
+
 scores() {
   "$PY" scripts/bench_key_scores.py --device cuda --dtype bfloat16 --warmup 3 --repeats 20 &&
     "$PY" scripts/bench_key_scores.py --device cuda --dtype float32 --warmup 3 --repeats 20
@@ -65,7 +75,7 @@ bench() {
 }
 
 export PY OUT
-export -f tests kernels scores bench
+export -f tests keytests kernels sweep scores bench
 install >/tmp/gpu_check_install.log 2>&1 || { echo "install failed:"; cat /tmp/gpu_check_install.log; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 "$PY" -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
@@ -74,9 +84,11 @@ steps=("$@")
 for s in "${steps[@]}"; do
   case $s in
     tests) run_step tests "${TESTS_LIMIT:-200}" tests ;;
+    keytests) run_step keytests "${KEYTESTS_LIMIT:-60}" keytests ;;
+    sweep) run_step sweep "${SWEEP_LIMIT:-120}" sweep ;;
     kernels) run_step kernels "${KERNELS_LIMIT:-90}" kernels ;;
     scores) run_step scores "${SCORES_LIMIT:-60}" scores ;;
     bench) run_step bench "${BENCH_LIMIT:-240}" bench ;;
-    *) echo "unknown step $s (tests, kernels, scores, bench)"; exit 2 ;;
+    *) echo "unknown step $s (tests, keytests, kernels, sweep, scores, bench)"; exit 2 ;;
   esac
 done

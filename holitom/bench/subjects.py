@@ -231,9 +231,10 @@ class TransformersSubject:
         pixels = self._pixels()
         with torch.no_grad():
             whole = count_matmul_flops(self.baseline.prefill, self.input_ids, pixels)
+            # Positional: the argument is pixel_values_videos in transformers 5.25, pixel_values in 5.17.
             video = count_matmul_flops(
                 self.baseline.model.model.get_video_features,
-                pixel_values_videos=pixels[None].to(self.baseline.device, self.baseline.model.dtype),
+                pixels[None].to(self.baseline.device, self.baseline.model.dtype),
             )
         t = self.baseline.config.text
         seq = int(self.input_ids.shape[0])

@@ -269,7 +269,7 @@ KEY_SCORE_CASES = [
 ]
 
 
-def run_key_scores(kernels, case, device: str):
+def run_key_scores(kernels, case, device: str, launch=None):
     """A case's kernel launch on ``device``: ``(float64 logits of the rounded inputs, the kernel's column sums)``.
 
     Each query's log-sum-exp is the exact (float64) one, so the check isolates the kernel's sums.
@@ -281,13 +281,14 @@ def run_key_scores(kernels, case, device: str):
     logits = q.double() @ k.double().transpose(-1, -2) * scale  # (R, N, N)
     log2_e = 1 / math.log(2)
     neg_lse2 = -logits.logsumexp(dim=-1) * log2_e  # (R, N)
-    return logits, kernels.key_column_sums(q.to(device), k.to(device), neg_lse2.float().to(device), scale * log2_e)
+    extra = () if launch is None else (launch,)  # a KeyScoreLaunch (tiles, product modes) or the default
+    return logits, kernels.key_column_sums(q.to(device), k.to(device), neg_lse2.float().to(device), scale * log2_e, *extra)
 
 
-def check_key_scores(kernels, case, device: str) -> None:
+def check_key_scores(kernels, case, device: str, launch=None) -> None:
     """Column sums of softmax(q k^T * scale), each key's probability summed over the queries, against float64."""
     rows, n, _, _ = case
-    logits, got = run_key_scores(kernels, case, device)
+    logits, got = run_key_scores(kernels, case, device, launch)
     want = logits.softmax(dim=-1).sum(dim=1)  # (R, N)
     assert got.dtype == torch.float32 and got.shape == (rows, n)
     # float32 accumulation of exact (or IEEE float32) products: float32 round-off over N terms.

@@ -60,8 +60,12 @@ class _RecordingModule:
                 setattr(self, name, _Recorder(obj, launches))
 
 
+LAUNCH_OPTIONS = ("num_warps", "num_stages")  # keywords of a launch that are compile options, not kernel arguments
+
+
 def _source(fn, args, constexprs, target) -> ASTSource:
     """The source Triton's JIT compiles for ``fn[grid](*args, **constexprs)`` on ``target`` (same types, constants, attributes)."""
+    constexprs = {name: v for name, v in constexprs.items() if name not in LAUNCH_OPTIONS}
     runtime = [name for name in fn.arg_names if name not in constexprs]
     assert len(runtime) == len(args), fn.__name__
     backend = make_backend(target)
@@ -78,11 +82,12 @@ def _source(fn, args, constexprs, target) -> ASTSource:
 
 
 def _compile(fn, args, constexprs, target: str):
-    compiled = triton.compile(_source(fn, args, constexprs, TARGETS[target]), target=TARGETS[target])
+    options = {name: v for name, v in constexprs.items() if name in LAUNCH_OPTIONS}
+    compiled = triton.compile(_source(fn, args, constexprs, TARGETS[target]), target=TARGETS[target], options=options)
     assert compiled.asm["cubin"], f"{fn.__name__} {constexprs}"
     # Every product is summed in float32 in a fixed order (kernels.py, "Precision"): a tt.dot would round to TF32.
-    # The key-score kernel's logits are a tl.dot by design, with exact operands (16-bit values upcast: TF32 holds
-    # them) or IEEE float32 products (triton_key_scores.py).
+    # The key-score kernel's logits are a tl.dot by design, with exact 16-bit products or float32-accurate
+    # ones (triton_key_scores.py).
     if fn.__name__ not in DOT_KERNELS:
         assert "tt.dot" not in compiled.asm["ttir"], f"{fn.__name__} {constexprs} compiles to a tt.dot"
     return compiled

@@ -37,6 +37,12 @@ def test_inner_merge_on_cuda(kernels, case):
     check_inner(kernels, case, "cuda")
 
 
+# Every product mode of the key-score kernel (the default's and the others), so the sweep's pick is covered.
+KEY_SCORE_MODES = {"default": {}, "native-16bit": {"upcast_16bit": False}, "upcast-16bit": {"upcast_16bit": True},
+                   "tf32x3": {"float32_products": "tf32x3"}, "ieee": {"float32_products": "ieee"}}
+
+
+@pytest.mark.parametrize("mode", sorted(KEY_SCORE_MODES))
 @pytest.mark.parametrize("case", KEY_SCORE_CASES, ids=case_id)
-def test_key_column_sums_on_cuda(kernels, case):
-    check_key_scores(kernels, case, "cuda")
+def test_key_column_sums_on_cuda(kernels, case, mode):
+    check_key_scores(kernels, case, "cuda", kernels.KeyScoreLaunch(**KEY_SCORE_MODES[mode]))
