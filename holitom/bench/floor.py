@@ -3,7 +3,7 @@
 The floor of a stage is its counted matmul FLOPs (what ran, 2 per multiply-add,
 :mod:`holitom.flops`) divided by the device's matmul rate, measured once per
 benchmark run on the benchmark's device, dtype and thread count with one GEMM at
-the model's width. A row's ``x floor`` is its measured time over that floor: 1.0
+the model's width (on a GPU, at the largest side: :func:`gemm_side`). A row's ``x floor`` is its measured time over that floor: 1.0
 would be a stage that only ran matmuls, at the rate of one large GEMM.
 
 - vision: the vision stage's counted FLOPs (tower + projector, the key-score pass included);
@@ -38,10 +38,17 @@ FLOOR_STAGES = ("vision", "prefill")
 NO_FLOPS_REASON = "no floor: FLOPs were not counted (--no-flops); the floor is counted FLOPs / the measured matmul rate"
 
 
-def gemm_side(width: int) -> int:
-    """The side of the square GEMM that measures the rate for a model of this width."""
+def gemm_side(width: int, device: str = "cpu") -> int:
+    """The side of the square GEMM that measures the rate for a model of this width on ``device``.
+
+    A GPU takes the largest side whatever the width: a GEMM at a small width only times its launch there
+    (H200, bfloat16: 39 TFLOP/s at 896^3 against 675 at 3584^3), while the prefill's matmuls, thousands of
+    rows long, fill the device (floors from the 896 figure came out below the measured times).
+    """
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ConfigError(f"gemm_side: width must be an int >= 1, got {width!r}.")
+    if not device.startswith("cpu"):
+        return GEMM_MAX_SIDE
     aligned = -(-width // GEMM_ALIGN) * GEMM_ALIGN
     return min(max(aligned, GEMM_MIN_SIDE), GEMM_MAX_SIDE)
 

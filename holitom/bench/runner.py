@@ -296,7 +296,7 @@ def _measure_rate(config: BenchConfig, model: ResolvedModel, log: Callable[[str]
     """The device's matmul rate at the model's width (under the benchmark's thread count)."""
     from holitom.bench.floor import gemm_side, measure_matmul_rate
 
-    rate = measure_matmul_rate(config.device, config.dtype, gemm_side(model.llava_config.text.hidden_size))
+    rate = measure_matmul_rate(config.device, config.dtype, gemm_side(model.llava_config.text.hidden_size, config.device))
     log(rate.describe())
     return rate
 

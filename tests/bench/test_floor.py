@@ -112,6 +112,7 @@ def test_gemm_side_follows_the_width_within_bounds():
     assert gemm_side(3584) == 3584 and gemm_side(896) == 896
     assert gemm_side(100) == 512  # tiny widths time latency, not the rate
     assert gemm_side(3585) == 3648
+    assert gemm_side(896, "cuda") == gemm_side(896, "cuda:1") == 4096  # a GPU: the largest side at any width
     assert gemm_side(10_000) == 4096
     with pytest.raises(ConfigError):
         gemm_side(0)
