@@ -34,6 +34,7 @@ VARIANTS = {
     "1 thread": {"threads": 1},
     "vision in one call": {"vision_chunk": 0},
     "vision 4 frames per call": {"vision_chunk": 4},
+    "vision frames in turn": {"vision_workers": 1},
 }
 
 CHILD = r"""

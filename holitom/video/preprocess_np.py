@@ -36,6 +36,7 @@ from itertools import pairwise
 import numpy as np
 
 from holitom.errors import InputError
+from holitom.host import usable_cpus
 from holitom.video.clip import VideoClip, as_rgb_frames
 from holitom.video.preprocess_config import VideoPreprocessConfig
 
@@ -211,13 +212,6 @@ def _resize_each(frames: np.ndarray, out_size: tuple[int, int], mode: str, store
             pass
 
 
-def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the CPUs this process may run on
-    except AttributeError:  # not on every platform (macOS)
-        return os.cpu_count() or 1
-
-
 def resize_uint8(frames: np.ndarray, height: int, width: int, mode: str, threads: int = 1) -> np.ndarray:
     """(F, H, W, 3) uint8 -> (F, height, width, 3) uint8, as torchvision's CPU ``resize(antialias=True)``."""
     out = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
@@ -240,7 +234,7 @@ class NumpyVideoPreprocessor:
         self.config = config if config is not None else VideoPreprocessConfig()
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
             raise InputError(f"threads must be a positive integer or None (one per CPU), got {threads!r}.")
-        self.threads = int(threads) if threads is not None else _default_threads()
+        self.threads = int(threads) if threads is not None else usable_cpus()
         c = self.config
         # The fused constants as transformers computes them: a float32 tensor times a Python float (in float32).
         factor = np.float32(1.0 / c.rescale_factor) if c.do_rescale and c.do_normalize else np.float32(1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -97,3 +98,90 @@ def test_vision_in_chunks_equals_one_call(default_export):
     chunked = OnnxrtRunner(spec, session, chunk=3).activate().infer({"pixel_values": pixels})
     for name in whole:
         np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _pool_threads(runner) -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith(f"holitom-{runner.spec.name}")]
+
+
+def test_vision_workers_give_the_sequential_bytes_in_frame_order_and_end_their_threads(default_export):
+    """Frames run concurrently on one single-threaded session: the same bytes as one frame after another (on that
+    session, and on the multi-threaded one the backend used before), every call on a pool thread, none left after
+    deactivate."""
+    import threading
+
+    manifest = read_manifest(default_export)
+    spec = C.stage_specs(manifest.dims)[C.VISION]
+    path = default_export / manifest.graphs[C.VISION].file
+    settings = loader.vision_settings(loader.DEFAULT_SESSION_SETTINGS, 3)
+    assert settings.threads == 1
+    callers = []
+
+    class Recording:  # the session, noting which thread calls run()
+        def __init__(self, session):
+            self._session = session
+
+        def __getattr__(self, name):
+            return getattr(self._session, name)
+
+        def run(self, *args):
+            callers.append(threading.current_thread().name)
+            return self._session.run(*args)
+
+    single = partial(loader.session_from_file, path, ["CPUExecutionProvider"], spec, settings)
+    size = manifest.dims.image_size
+    pixels = np.random.default_rng(2).standard_normal((7, 3, size, size), dtype=np.float32)  # (F, 3, H, W); 7: a short last chunk
+    before = OnnxrtRunner(spec, partial(loader.session_from_file, path, ["CPUExecutionProvider"], spec)).activate()
+    for chunk in (1, 2):
+        sequential = OnnxrtRunner(spec, single, chunk=chunk).activate().infer({"pixel_values": pixels})
+        runner = OnnxrtRunner(spec, lambda: Recording(single()), chunk=chunk, workers=3).activate()
+        callers.clear()
+        concurrent = runner.infer({"pixel_values": pixels})
+        assert len(callers) == -(-7 // chunk) and all(name.startswith(f"holitom-{spec.name}") for name in callers), callers
+        assert _pool_threads(runner)
+        for name in spec.output_names:
+            assert concurrent[name].dtype == sequential[name].dtype and concurrent[name].shape == sequential[name].shape, name
+            assert concurrent[name].tobytes() == sequential[name].tobytes(), (chunk, name)
+        runner.deactivate()
+        assert not _pool_threads(runner), "the worker threads outlived deactivate()"
+        assert runner.activate().infer({"pixel_values": pixels})["features"].tobytes() == sequential["features"].tobytes()  # a new pool
+        runner.deactivate()
+    whole = before.infer({"pixel_values": pixels})  # the default threads, all frames in one call
+    for name in spec.output_names:
+        assert whole[name].tobytes() == concurrent[name].tobytes(), name
+
+
+def test_vision_workers_one_per_cpu_on_the_cpu_provider_only(monkeypatch):
+    import pytest
+
+    from holitom.errors import ConfigError
+
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 6)
+    settings = loader.DEFAULT_SESSION_SETTINGS
+    assert settings.vision_workers == 0 and loader.vision_workers(settings, ["CPUExecutionProvider"]) == 6
+    assert loader.vision_workers(replace(settings, vision_workers=3), ["CPUExecutionProvider"]) == 3
+    assert loader.vision_workers(replace(settings, vision_workers=1), ["CPUExecutionProvider"]) == 1
+    assert loader.vision_workers(replace(settings, vision_chunk=0), ["CPUExecutionProvider"]) == 1  # all frames in one call
+    for gpu in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        assert loader.vision_workers(settings, [(gpu, {"device_id": 0}), "CPUExecutionProvider"]) == 1
+    assert loader.vision_settings(settings, 6).threads == 1 and loader.vision_settings(settings, 1) == settings
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="vision_workers must be an integer >= 0"):
+            loader.SessionSettings(vision_workers=bad)
+    with pytest.raises(ConfigError, match="workers must be a positive integer"):
+        OnnxrtRunner(None, None, workers=0)
+
+
+def test_the_pipeline_vision_runner_shares_its_frames_out_and_stops_its_pool(default_export, monkeypatch):
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 2)  # as on a 2-CPU machine, whatever this one has
+    pipe = load_pipeline(default_export, RuntimeConfig(backend="onnxruntime", preset="r15", num_frames=4)).activate()
+    runner = pipe.stages.runners[C.VISION]
+    assert runner.workers == 2 and runner.session.get_session_options().intra_op_num_threads == 1
+    assert pipe.stages.runners[C.DECODE_STEP].workers == 1
+    size = read_manifest(default_export).dims.image_size
+    runner.infer({"pixel_values": np.zeros((4, 3, size, size), np.float32)})  # (F, 3, H, W)
+    assert _pool_threads(runner)
+    pipe.deactivate()
+    assert not _pool_threads(runner)

@@ -12,7 +12,8 @@ from functools import partial
 from pathlib import Path
 
 from holitom import contracts as C
-from holitom.errors import BackendError, ManifestError, MissingDependencyError
+from holitom.errors import BackendError, ConfigError, ManifestError, MissingDependencyError
+from holitom.host import usable_cpus
 from holitom.runtime.arrays import NumpyArrays
 from holitom.runtime.backends.onnxruntime.runner import OnnxrtRunner
 from holitom.sources import ModelSource
@@ -72,6 +73,11 @@ class SessionSettings:
       tower's activations peak at a chunk's size. One frame per call: the last layer's ``(frames, H, N, N)``
       score tensors (8.5 MB a frame at 4 heads x 729 patches) then stay in the CPU's cache
       (``scripts/bench_ort_vision.py``).
+    - ``vision_workers``: how many of those chunks run at once (0: one per CPU this process may use, 1: one after
+      another), each on one intra-op thread; CPU execution provider only (a GPU provider runs them one after another).
+      One frame's ops split over two intra-op threads kept 1.7 of 2 cores busy (700 ms CPU in 405 ms wall for 32
+      frames); two frames side by side on one thread each, 1.94 (582 ms in 300 ms), and less work in all: no
+      hand-off between the threads inside each op (``scripts/bench_ort_vision.py --workers``, README).
     - ``spinning``: idle intra-op threads spin for work instead of sleeping (onnxruntime's default); between two
       session calls the pipeline runs numpy and Python code that spinning threads compete with.
     - ``disabled_optimizers``: onnxruntime graph passes left out (:data:`QDQ_DISABLED_OPTIMIZERS` for Q/DQ graphs).
@@ -84,7 +90,14 @@ class SessionSettings:
     io_binding: bool = False
     spinning: bool = False
     vision_chunk: int = 1
+    vision_workers: int = 0
     disabled_optimizers: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in ("threads", "vision_chunk", "vision_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"SessionSettings.{name} must be an integer >= 0, got {value!r}.")
 
 
 # Graph passes turned off for graphs with Q/DQ nodes (`holitom calibrate`'s INT8 vision tower). Common-subexpression
@@ -103,6 +116,30 @@ def settings_for(quantization: dict | None) -> SessionSettings:
 
 
 DEFAULT_SESSION_SETTINGS = SessionSettings()
+
+
+def vision_workers(settings: SessionSettings, providers: list) -> int:
+    """How many vision-encoder chunks run at once with these settings and execution providers."""
+    if not settings.vision_chunk:
+        return 1  # the frames in one call: nothing to share out
+    if any((p if isinstance(p, str) else p[0]) != "CPUExecutionProvider" for p in providers):
+        return 1  # a GPU provider: concurrent calls would only queue on the one device
+    return settings.vision_workers or usable_cpus()
+
+
+def vision_settings(settings: SessionSettings, workers: int) -> SessionSettings:
+    """The vision session's settings when ``workers`` calls share it: one intra-op thread (the pool is per session, so
+    every concurrent call then computes on its own worker thread alone).
+
+    Measured layouts (default model, 32 frames one per call, 2 CPUs, wall medians of 7 and 9 interleaved repeats in one
+    process, 2026-12-04, load average 1.5-1.8 and 1.0-1.4; identical bytes in every layout): one 2-thread session, frames
+    in turn 429.5 / 586.4 ms; two workers sharing one 1-thread session 295.4 / 354.4 ms (1.45x / 1.65x); two workers
+    sharing one 2-thread session 356.0 / 409.2 ms (the workers' calls and the pool's threads contend for the two
+    cores); a 1-thread session per worker 296.6 / 353.7 ms, level with the shared one for a second copy of the weights.
+    """
+    return replace(settings, threads=1) if workers > 1 else settings
+
+
 _OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 OPTIMIZED_CACHE_DIR = "ort-optimized"
 
@@ -114,7 +151,6 @@ def _optimized_cache_path(path: Path, providers: list[str], settings: SessionSet
     import hashlib
     import platform
 
-    from holitom.errors import ConfigError
     from holitom.paths import cache_root
 
     ort = _import_onnxruntime()
@@ -203,14 +239,19 @@ def create_stages(source: ModelSource, config) -> StageSet:
     specs = C.stage_specs(manifest.dims, manifest.precision)
     shapes = {C.DECODE_STEP: partial(decode_step_output_shapes, manifest.dims)} if DEFAULT_SESSION_SETTINGS.io_binding else {}
     chunks = {C.VISION: DEFAULT_SESSION_SETTINGS.vision_chunk}
+    workers = {C.VISION: vision_workers(DEFAULT_SESSION_SETTINGS, providers)}
     quantized = (manifest.quantization or {}).get("graphs", {})
+    settings = {stage: settings_for(quantized.get(stage)) for stage in files}
+    if C.VISION in settings:
+        settings[C.VISION] = vision_settings(settings[C.VISION], workers[C.VISION])
     runners = {
         stage: OnnxrtRunner(
             specs[stage],
-            partial(session_from_file, folder / file, providers, specs[stage], settings_for(quantized.get(stage))),
+            partial(session_from_file, folder / file, providers, specs[stage], settings[stage]),
             config.check_inputs,
             shapes.get(stage),
             chunks.get(stage, 0),
+            workers.get(stage, 1),
         )
         for stage, file in files.items()
     }

@@ -1,0 +1,14 @@
+"""What the host machine offers the runtime (torch-free: the edge runtime imports it)."""
+
+from __future__ import annotations
+
+import os
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (``taskset``, a container's cpuset), which can be fewer than
+    the machine has; every CPU where the platform has no affinity call (macOS)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
