@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 from holitom.bench.config import TRANSFORMERS, BenchConfig, RowSpec
 from holitom.bench.subjects import TIMING_PARTS
+from holitom.host import cpu_affinity
 
 SCHEMA = "holitom.bench/1"
 # DESIGN.md: LLaVA-OneVision-7B, 32 frames, on a GPU (the paper's TTFT breakdown).
@@ -142,7 +143,7 @@ def environment(config: BenchConfig) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_affinity": cpu_affinity(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "transformers": transformers.__version__,
