@@ -24,8 +24,6 @@ from holitom.models.ops import ACTIVATIONS
 
 # Logit values per block of the blocked score pass: 2 MiB of float32, which stays in a core's L2.
 _SCORE_BLOCK = 1 << 19
-# ... on a GPU without Triton (no score kernel): 256 MiB, so that a few large launches do the pass.
-_SCORE_BLOCK_GPU = 1 << 26
 _LOG2_E = 1.4426950408889634  # log2(e)
 
 
@@ -148,8 +146,7 @@ def _column_sums_in_blocks(q: torch.Tensor, k: torch.Tensor, scale: float, neg_l
     rows = frames * heads
     qf = (q.float() * (scale * _LOG2_E)).reshape(rows, n, head_dim)  # (F*H, N, hd)
     kt = k.float().reshape(rows, n, head_dim).transpose(-1, -2)  # (F*H, hd, N)
-    budget = _SCORE_BLOCK if q.device.type == "cpu" else _SCORE_BLOCK_GPU
-    block = max(1, min(rows, budget // max(n * n, 1)))
+    block = max(1, min(rows, _SCORE_BLOCK // max(n * n, 1)))
     buf = qf.new_empty((block, n, n))
     col_sums = qf.new_empty((rows, 1, n))  # sum over queries of each key's probability
     for start in range(0, rows, block):  # cache blocking only
