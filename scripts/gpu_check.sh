@@ -7,6 +7,8 @@
 #   keytests, sweep  the key-score kernel alone: its CUDA tests in every product mode; its tiles and modes timed
 #   bench   holitom bench --device cuda --dtype bfloat16 on the 7B and 0.5B architectures, layer-trimmed
 #           with the full-depth projection
+#   train   scripts/train_default_model.py --device cuda: several recipes side by side (a batch-1 model this
+#           small leaves the GPU mostly idle), each for TRAIN_MINUTES; logs and checkpoints in $OUT/train_*
 # Each step has its own time limit and log ($OUT/<step>.log, default ./gpu_out); a failing step does not
 # stop the next. Usage, from the repository root on a machine with a GPU:
 #     bash scripts/gpu_check.sh [step ...]        # default: tests kernels scores bench
@@ -52,9 +54,11 @@ keytests() {  # the key-score kernel's CUDA tests only (every product mode) and 
   "$PY" -m pytest -q -rs -p no:cacheprovider -m gpu tests/plugins_trt/test_kernels_cuda.py tests/models/test_vision_scores.py -k "key or scores"
 }
 
-sweep() {
-  "$PY" scripts/bench_key_scores.py --device cuda --dtype bfloat16 --sweep --warmup 3 --repeats 10 &&
-    "$PY" scripts/bench_key_scores.py --device cuda --dtype float32 --sweep --warmup 2 --repeats 5
+sweep() {  # SWEEP_DTYPES: which dtypes (default both)
+  local dtype
+  for dtype in ${SWEEP_DTYPES:-bfloat16 float32}; do
+    "$PY" scripts/bench_key_scores.py --device cuda --dtype "$dtype" --sweep --warmup 3 --repeats 10 || return 1
+  done
 }
 
 scores() {
@@ -74,8 +78,28 @@ bench() {
     cp /tmp/bench_05b/bench.json "$OUT/bench_05b.json"
 }
 
+train() {  # recipes side by side; each writes $OUT/train_<name>.log and its checkpoint $OUT/train_<name>/
+  local m=${TRAIN_MINUTES:-6} common=(--device "${TRAIN_DEVICE:-cuda}" --workers 4 --train-tower --aux-balance --eval-every 1000)
+  local -A recipes=(
+    [mix]="--train-clips 1400 --val-clips 140"
+    [mix_uniform]="--train-clips 1400 --val-clips 140 --tower-uniform-attention --lr 1e-3"
+    [shape]="--types attribute,static --max-objects 1 --subset-sizes 1 --full-share 0 --eval-frames 1 --tower-uniform-attention --train-clips 600 --val-clips 40"
+    [temporal]="--types motion,count,appear --train-clips 900 --val-clips 60"
+  )
+  local name pids=()
+  for name in ${TRAIN_RECIPES:-mix mix_uniform shape temporal}; do
+    # shellcheck disable=SC2086
+    "$PY" scripts/train_default_model.py --out "$OUT/train_$name" --minutes "$m" "${common[@]}" ${recipes[$name]} ${TRAIN_EXTRA:-} >"$OUT/train_$name.log" 2>&1 &
+    pids+=($!)
+  done
+  local rc=0 pid
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  for name in ${TRAIN_RECIPES:-mix mix_uniform shape temporal}; do echo "-- $name"; grep -E "ms per step|val accuracy|every question" "$OUT/train_$name.log" | tail -n 4; done
+  return $rc
+}
+
 export PY OUT
-export -f tests keytests kernels sweep scores bench
+export -f tests keytests kernels sweep scores bench train
 install >/tmp/gpu_check_install.log 2>&1 || { echo "install failed:"; cat /tmp/gpu_check_install.log; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 "$PY" -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
@@ -89,6 +113,7 @@ for s in "${steps[@]}"; do
     kernels) run_step kernels "${KERNELS_LIMIT:-90}" kernels ;;
     scores) run_step scores "${SCORES_LIMIT:-60}" scores ;;
     bench) run_step bench "${BENCH_LIMIT:-240}" bench ;;
-    *) echo "unknown step $s (tests, keytests, kernels, sweep, scores, bench)"; exit 2 ;;
+    train) run_step train "${TRAIN_LIMIT:-600}" train ;;
+    *) echo "unknown step $s (tests, keytests, kernels, sweep, scores, bench, train)"; exit 2 ;;
   esac
 done

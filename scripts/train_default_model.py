@@ -21,6 +21,14 @@ A third diagnosis (README, "Fidelity") trained the tower end to end
 300, shape questions still at chance (28-40%) after 400 steps, with or without
 a balanced auxiliary loss, a uniform initial tower attention or a 5x tower rate.
 
+On a GPU (``--device cuda``; an H200, 2026-12-04, ``bash scripts/gpu_check.sh train``,
+recipes side by side) a step took 67-99 ms, bound by Python and kernel launches of a
+model this small at one clip per step, so 4 minutes gave 2,300-3,400 steps, no more
+than a long CPU run: the full mix 39-41% on 140 val clips (guessing about 31%), shape
+questions still 33-40%, the motion/count/appear recipe 55% then 42% on a rerun (60 val
+clips, GPU reductions are not bitwise repeatable). Using the GPU well needs batches of
+clips per step, not this loop.
+
 The checkpoint ``scripts/make_default_model.py`` builds (tokenizer, chat template,
 config with the real LLaVA-OneVision geometry, deterministic initial weights,
 processor files) is the starting point. Training uses holitom's own model code
@@ -74,6 +82,7 @@ Usage::
 
     python scripts/train_default_model.py --out DIR --feature-cache /tmp/holitom-features   # the full run (about 45 min on 2 loaded cores)
     python scripts/train_default_model.py --out DIR --train-clips 7 --val-clips 7 --steps 3   # a smoke run
+    python scripts/train_default_model.py --out DIR --train-tower --device cuda --workers 4 --minutes 4   # on a GPU
 """
 
 from __future__ import annotations
@@ -85,6 +94,8 @@ import math
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +107,7 @@ VAL_CLIPS = 70
 STEPS = 2400
 LR = 2e-3
 WARMUP = 60
+TIMING_STEPS = 50  # with --minutes: steps timed before the run's length is set
 BLOCKS_PER_CLIP = 12  # question blocks packed after one clip's video per step
 ROUNDS = ("short", "choice", "choice")
 
@@ -119,11 +131,9 @@ class ClipFeatures:
     preprocessor), run through the tower at every step (:meth:`vision`).
     """
 
-    def __init__(self, model, preprocessor, items, folder: Path, label: str, cache: Path | None = None, frozen: bool = True):
-        from holitom.eval.videoqa import NUM_FRAMES, write_clip
-        from holitom.video import read_video
-
+    def __init__(self, model, preprocessor, items, folder: Path, label: str, cache: Path | None = None, frozen: bool = True, workers: int = 1):
         self.items = items
+        self.device = model.image_newline.device
         self.preprocessor = preprocessor
         self.hidden: list[torch.Tensor] | None = None  # N x (F, 729, Dv) when frozen
         self.frames: list[np.ndarray] | None = None  # N x (F, H, W, 3) uint8 when not
@@ -133,19 +143,18 @@ class ClipFeatures:
 
             with safe_open(str(cache), "pt") as f:
                 if f.metadata().get("items") == ids:
-                    self.hidden = list(f.get_tensor("hidden").unbind(0))  # N x (F, 729, Dv)
-                    self.labels = list(f.get_tensor("labels").unbind(0))  # N x (2, F, P)
+                    self.hidden = list(f.get_tensor("hidden").to(self.device).unbind(0))  # N x (F, 729, Dv)
+                    self.labels = list(f.get_tensor("labels").to(self.device).unbind(0))  # N x (2, F, P)
                     print(f"[{label}] read {len(items)} clips' features from {cache}", flush=True)
                     return
         decoded, labels = [], []
         start = time.perf_counter()
-        with torch.no_grad():
-            for n, item in enumerate(items):
-                path = write_clip(item, folder)
-                frames = read_video(path, NUM_FRAMES).frames  # (F, H, W, 3) uint8
-                path.unlink()
-                decoded.append(model.vision(preprocessor(frames), with_scores=False)[0].to(torch.float16) if frozen else frames)  # (F, 729, Dv) in half: exact enough
-                labels.append(token_labels(item.clip, model.grid))  # (2, F, P)
+        jobs = [(item, folder, model.grid) for item in items]
+        with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool, torch.no_grad():
+            rendered = pool.map(_render, jobs, chunksize=8) if pool else map(_render, jobs)
+            for n, (frames, clip_labels) in enumerate(rendered):  # (F, H, W, 3) uint8, (2, F, P)
+                decoded.append(model.vision(preprocessor(frames, device=self.device), with_scores=False)[0].to(torch.float16) if frozen else frames)  # (F, 729, Dv) in half: exact enough
+                labels.append(clip_labels.to(self.device))
                 if (n + 1) % 50 == 0 or n + 1 == len(items):
                     print(f"[{label}] {'encoded' if frozen else 'decoded'} {n + 1}/{len(items)} clips ({time.perf_counter() - start:.0f} s)", flush=True)
         self.labels = labels
@@ -156,13 +165,28 @@ class ClipFeatures:
         if cache is not None:
             from safetensors.torch import save_file
 
-            save_file({"hidden": torch.stack(decoded), "labels": torch.stack(labels)}, str(cache), metadata={"items": ids})
+            save_file({"hidden": torch.stack(decoded).cpu(), "labels": torch.stack(labels).cpu()}, str(cache), metadata={"items": ids})
 
     def vision(self, model, k: int, keep: torch.Tensor) -> torch.Tensor:
         """Tower output ``(F', 729, Dv)`` of clip ``k``'s frames ``keep``: cached, or computed (differentiable)."""
         if self.hidden is not None:
-            return self.hidden[k][keep]
-        return model.vision(self.preprocessor(self.frames[k][keep.numpy()]), with_scores=False)[0]
+            return self.hidden[k][keep.to(self.device)]
+        return model.vision(self.preprocessor(self.frames[k][keep.numpy()], device=self.device), with_scores=False)[0]
+
+
+def _render(job) -> tuple[np.ndarray, torch.Tensor]:
+    """One item's clip through the users' path (rendered, encoded to mp4, decoded, sampled) and its token labels.
+
+    A top-level function so that a process pool can run it (``--workers``).
+    """
+    from holitom.eval.videoqa import NUM_FRAMES, write_clip
+    from holitom.video import read_video
+
+    item, folder, grid = job
+    path = write_clip(item, folder)
+    frames = read_video(path, NUM_FRAMES).frames  # (F, H, W, 3) uint8
+    path.unlink()
+    return frames, token_labels(item.clip, grid)  # (2, F, P)
 
 
 def select_items(split: str, count: int, types: tuple[str, ...] | None = None, max_objects: int | None = None):
@@ -341,8 +365,8 @@ def forward_packed(model, hidden_vision: torch.Tensor, prefix: torch.Tensor, ids
     s0 = x.shape[1]
     q, lq = ids.shape
     xq = model.embed_tokens(ids)  # (Q, Lq, D)
-    cos, sin = model._rope(torch.arange(s0)[None])  # (1, S0, hd)
-    cos_q, sin_q = model._rope((s0 + torch.arange(lq))[None].expand(q, lq))  # (Q, Lq, hd)
+    cos, sin = model._rope(torch.arange(s0, device=x.device)[None])  # (1, S0, hd)
+    cos_q, sin_q = model._rope((s0 + torch.arange(lq, device=x.device))[None].expand(q, lq))  # (Q, Lq, hd)
     for layer in model.decoder.layers:
         x, (k, v), _ = layer(x, cos, sin)
         xq, _, _ = layer(xq, cos_q, sin_q, (k.expand(q, -1, -1, -1), v.expand(q, -1, -1, -1)))
@@ -384,10 +408,10 @@ def accuracy(model, features: ClipFeatures, packer: Packer, frames: int | None =
             keep = every if frames is None else frame_subset(item.clip, np.random.Generator(np.random.PCG64([k])), frames)  # (F',)
             hidden = features.vision(model, k, keep)  # (F', 729, Dv)
             posed = [(item.prompt, item.answer)] + [pose(qa, "short", None)[:2] for qa in item.questions]
-            prefix, ids, targets = pack(packer, posed)
+            prefix, ids, targets = (t.to(features.device) for t in pack(packer, posed))
             logits, video = forward_packed(model, hidden, prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
             hits = logits.argmax(-1) == targets[targets >= 0]  # (T,)
-            for name, rows, labels in zip(("token_colour", "token_shape"), aux_rows or (), features.labels[k][:, keep]):
+            for name, rows, labels in zip(("token_colour", "token_shape"), aux_rows or (), features.labels[k][:, keep.to(features.device)]):
                 on_object = labels.flatten() > 0  # (F'*P,)
                 named = (video @ model.lm_head.weight[rows].T).argmax(-1) == labels.flatten()  # (F'*P,)
                 per_kind.setdefault(name, []).extend(named[on_object].int().tolist())
@@ -420,7 +444,7 @@ def save_checkpoint(model, skeleton: Path, out: Path, provenance: dict, provenan
         for key in f.keys():
             canon = canonical_key(key)
             t = ours.get(canon)
-            tensors[key] = f.get_tensor(key) if t is None else t.to(torch.float32).clone()
+            tensors[key] = f.get_tensor(key) if t is None else t.to(device="cpu", dtype=torch.float32).clone()
     save_file(tensors, str(skeleton / "model.safetensors"), metadata=metadata)
     (skeleton / "model.safetensors").chmod(0o644)
     prov_path = skeleton / provenance_file
@@ -445,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--feature-cache", type=Path, default=None, help="folder for the frozen tower's features (train.safetensors, val.safetensors): reused by a later run on the same clips")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: reproducible, and fastest on a shared CPU)")
+    parser.add_argument("--device", default="cpu", help="where the model trains: cpu, or cuda on a machine with a GPU (the clips are still rendered and decoded on the CPU)")
+    parser.add_argument("--workers", type=int, default=1, help="processes that render and decode the clips (1: in this process)")
+    parser.add_argument("--minutes", type=float, default=None, help="train for about this long instead of --steps: after 50 steps the step count is set from their speed (and recorded)")
     parser.add_argument("--train-tower", action="store_true", help="train the vision tower too (end to end, from the decoded frames; no feature cache)")
     parser.add_argument("--tower-lr-scale", type=float, default=1.0, help="the tower's learning rate as a multiple of --lr (with --train-tower)")
     parser.add_argument("--tower-uniform-attention", action=argparse.BooleanOptionalAction, default=False, help="with --train-tower, start the tower's attention near uniform (query/key weights scaled to the usual initializer range)")
@@ -456,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
 
     from transformers import AutoTokenizer
 
@@ -469,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         skeleton = Path(tmp) / "model"
         maker.build(skeleton)
         tokenizer = AutoTokenizer.from_pretrained(skeleton)
-        model = load_llava(skeleton)
+        model = load_llava(skeleton).to(device)
         preprocessor = VideoPreprocessor.from_pretrained(skeleton)
         clips = Path(tmp) / "clips"
         clips.mkdir()
@@ -481,8 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         frozen = not args.train_tower
         train_items = select_items("train", args.train_clips, types, args.max_objects)
         val_items = select_items("val", args.val_clips, types, args.max_objects)
-        train = ClipFeatures(model, preprocessor, train_items, clips, "train", cache and cache / "train.safetensors", frozen)
-        val = ClipFeatures(model, preprocessor, val_items, clips, "val", cache and cache / "val.safetensors", frozen)
+        train = ClipFeatures(model, preprocessor, train_items, clips, "train", cache and cache / "train.safetensors", frozen, args.workers)
+        val = ClipFeatures(model, preprocessor, val_items, clips, "val", cache and cache / "val.safetensors", frozen, args.workers)
         packer = Packer(tokenizer, model.config.video_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
 
         # The skeleton's decoder query/key scale makes an UNtrained model's attention peaked
@@ -503,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
 
         first = [tokenizer.encode(w, add_special_tokens=False)[0] for w in (*COLOURS, *SHAPES)]
         pad = tokenizer.pad_token_id
-        aux_rows = (torch.tensor([pad, *first[: len(COLOURS)]]), torch.tensor([pad, *first[len(COLOURS) :]]))
+        aux_rows = (torch.tensor([pad, *first[: len(COLOURS)]], device=device), torch.tensor([pad, *first[len(COLOURS) :]], device=device))
         trained = [model.projector, model.embed_tokens, model.decoder, model.lm_head]
         params = [p for m in trained for p in m.parameters()] + [model.image_newline]
         tower = list(model.vision.parameters()) if args.train_tower else []
@@ -525,7 +553,13 @@ def main(argv: list[str] | None = None) -> int:
         running, answer_loss, seen = 0.0, 0.0, 0
         train_start = time.perf_counter()
         print(f"setup {train_start - t0:.0f} s; training {args.steps} steps on {len(train.items)} clips", flush=True)
-        for step in range(args.steps):
+        step = -1
+        while step + 1 < args.steps:
+            step += 1
+            if args.minutes is not None and step == TIMING_STEPS:  # the run's length from the speed so far
+                per_step = (time.perf_counter() - train_start) / TIMING_STEPS
+                args.steps = max(TIMING_STEPS + 1, int(args.minutes * 60 / per_step))
+                print(f"{per_step * 1e3:.0f} ms per step: {args.steps} steps fit in {args.minutes:g} min", flush=True)
             if not order:
                 order = [int(i) for i in rng.permutation(len(train.items))]
             k = order.pop()
@@ -536,26 +570,26 @@ def main(argv: list[str] | None = None) -> int:
             # question thus still give several answers per pass over their video.
             forms = [f for f in ROUNDS for _ in qas][:BLOCKS_PER_CLIP]
             posed = [pose(qas[i % len(qas)], form, rng)[:2] for i, form in enumerate(forms)]
-            prefix, ids, targets = pack(packer, posed)
+            prefix, ids, targets = (t.to(device) for t in pack(packer, posed))
             for g in opt.param_groups:
                 g["lr"] = lr_at(step) * g["scale"]
             full = rng.random() < args.full_share
             keep = torch.arange(NUM_FRAMES) if full else frame_subset(item.clip, rng, int(rng.choice(subset_sizes)))  # (F',)
             logits, video = forward_packed(model, train.vision(model, k, keep), prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
             loss = torch.nn.functional.cross_entropy(logits, targets[targets >= 0])
-            answer_loss += float(loss.detach())
-            for rows, labels in zip(aux_rows, train.labels[k][:, keep]):
+            answer_loss += loss.detach()  # summed on the device: no host sync per step
+            for rows, labels in zip(aux_rows, train.labels[k][:, keep.to(device)]):
                 aux = video @ model.lm_head.weight[rows].T  # (F*P, classes): the LM head's rows for the class words
                 loss = loss + AUX_WEIGHT * aux_loss(aux, labels.flatten(), args.aux_balance)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            running += float(loss.detach())
+            running += loss.detach()
             seen += 1
             if (step + 1) % 25 == 0:
                 el = time.perf_counter() - train_start
-                print(f"step {step + 1}/{args.steps} loss {running / seen:.4f} (answers {answer_loss / seen:.4f}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
+                print(f"step {step + 1}/{args.steps} loss {float(running) / seen:.4f} (answers {float(answer_loss) / seen:.4f}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
                 running, answer_loss, seen = 0.0, 0.0, 0
             if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
                 model.eval()
@@ -592,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval_frames": args.eval_frames or NUM_FRAMES,
             "minutes": round(total_s / 60, 1),
             "torch_threads": torch.get_num_threads(),
+            "device": str(device),
         }
         save_checkpoint(model, skeleton, args.out, provenance, maker.PROVENANCE_FILE)
     print(f"wrote {args.out}", flush=True)

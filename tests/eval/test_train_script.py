@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,10 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_default_model.
 def trainer():
     spec = importlib.util.spec_from_file_location("train_default_model", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: a render pool's workers find its functions by name
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 def test_packed_questions_match_separate_prefills(trainer):
@@ -133,3 +136,30 @@ def test_balanced_aux_loss_averages_object_and_background_means(trainer):
     assert float(trainer.aux_loss(logits, labels, True)) == pytest.approx(expected, rel=1e-6)
     assert float(trainer.aux_loss(logits, labels, False)) == pytest.approx(sum(each) / 6, rel=1e-6)
     assert float(trainer.aux_loss(logits, torch.zeros(6, dtype=torch.int64), True)) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.zeros(6, dtype=torch.int64))), rel=1e-6)
+
+
+def test_a_render_pool_gives_the_clips_and_labels_of_one_process(trainer, tmp_path):
+    from holitom.video import VideoPreprocessor
+
+    model = load_llava(default_model_dir())
+    items = trainer.select_items("train", 3)
+    preprocessor = VideoPreprocessor.from_pretrained(default_model_dir())
+    alone, pooled = ((tmp_path / name) for name in ("alone", "pooled"))
+    for folder in (alone, pooled):
+        folder.mkdir()
+    one = trainer.ClipFeatures(model, preprocessor, items, alone, "one", frozen=False, workers=1)
+    two = trainer.ClipFeatures(model, preprocessor, items, pooled, "two", frozen=False, workers=2)
+    for a, b, la, lb in zip(one.frames, two.frames, one.labels, two.labels):
+        assert np.array_equal(a, b) and torch.equal(la, lb)
+    assert len(two.frames) == 3 and not any(pooled.iterdir())  # every clip file removed after decoding
+
+
+def test_minutes_sets_the_step_count_from_the_first_steps(trainer, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(trainer, "TIMING_STEPS", 2)
+    out = tmp_path / "model"
+    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--minutes", "0.0001", "--eval-every", "100"]
+    argv += ["--types", "attribute", "--max-objects", "1", "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1"]
+    assert trainer.main(argv) == 0
+    assert "steps fit in" in capsys.readouterr().out
+    provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
+    assert provenance["steps"] == 3 and provenance["device"] == "cpu"  # at least one step past the timed ones
