@@ -8,7 +8,7 @@ logit, never the ``(F, H, N, N)`` probabilities. On CUDA the torch form of that 
 (:func:`holitom.models.vision._blocked_key_scores`) writes and re-reads every logit in
 device memory in cache-sized blocks, hundreds of launches at SigLIP's 729 patches
 (measured on an H200, 32 frames, bfloat16: 18.8 ms against 0.31 ms for the attention
-itself); this kernel keeps each ``(BLOCK_Q, BLOCK_K)`` logit tile in registers (0.51 ms there
+itself); this kernel keeps each ``(BLOCK_Q, BLOCK_K)`` logit tile in registers (0.46 ms there
 at its default tiles, :class:`holitom.plugins_trt.kernels.KeyScoreLaunch`).
 Its launcher is :func:`holitom.plugins_trt.kernels.key_column_sums`.
 
@@ -28,6 +28,20 @@ import triton.language as tl
 
 
 @triton.jit
+def _tile(ptr, base, rows, rows_ok, d0, head_dim, BLOCK_D: tl.constexpr):
+    """Rows ``rows`` of an ``(N, hd)`` matrix at ``ptr + base``, head columns ``d0 .. d0 + BLOCK_D`` (zero past hd)."""
+    d = d0 + tl.arange(0, BLOCK_D)
+    return tl.load(ptr + base + rows[:, None] * head_dim + d[None, :], mask=rows_ok[:, None] & (d < head_dim)[None, :], other=0.0)
+
+
+@triton.jit
+def _product(queries, keys_t, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    if UPCAST:
+        return tl.dot(queries.to(tl.float32), keys_t.to(tl.float32), input_precision=PRECISION)
+    return tl.dot(queries, keys_t, input_precision=PRECISION)  # float32 accumulation
+
+
+@triton.jit
 def key_column_sums_kernel(
     q_ptr,  # (R, N, hd) R = frames * heads, contiguous, any float dtype
     k_ptr,  # (R, N, hd) contiguous, q's dtype
@@ -38,30 +52,29 @@ def key_column_sums_kernel(
     scale_log2,  # the attention scale times log2(e): logits in base 2, so only exp2 is needed
     BLOCK_Q: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    BLOCK_D: tl.constexpr,  # head_dim rounded up to a power of two (>= 16, tl.dot's least K)
+    BLOCK_D: tl.constexpr,  # head columns of the first product: a power of two >= 16 (tl.dot's least K)
+    BLOCK_DR: tl.constexpr,  # head columns of the second product (the rest past BLOCK_D), a power of two >= 16
+    SPLIT: tl.constexpr,  # whether the second product runs (head_dim > BLOCK_D)
     UPCAST: tl.constexpr,  # multiply 16-bit tiles as float32 (exact in TF32) instead of natively
     PRECISION: tl.constexpr,  # tl.dot's input_precision for float32 operands: "ieee", "tf32x3" or "tf32"
 ):
     row = tl.program_id(0).to(tl.int64)
     kj = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BLOCK_K,) key indices
-    d = tl.arange(0, BLOCK_D)
     kj_ok = kj < n
-    d_ok = d < head_dim
     base = row * n * head_dim
-    keys = tl.load(k_ptr + base + kj[:, None] * head_dim + d[None, :], mask=kj_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_K, BLOCK_D)
-    keys_t = tl.trans(keys)  # (BLOCK_D, BLOCK_K)
+    # A split head size (SigLIP's 72 = 64 + 8) multiplies 64 + 16 columns instead of a padded 128.
+    keys_t = tl.trans(_tile(k_ptr, base, kj, kj_ok, 0, head_dim, BLOCK_D))  # (BLOCK_D, BLOCK_K)
+    keys_rest_t = tl.trans(_tile(k_ptr, base, kj, kj_ok, BLOCK_D, head_dim, BLOCK_DR))  # (BLOCK_DR, BLOCK_K)
     col = tl.zeros([BLOCK_K], dtype=tl.float32)
     for q0 in range(0, n, BLOCK_Q):
         qi = q0 + tl.arange(0, BLOCK_Q)
         qi_ok = qi < n
-        queries = tl.load(q_ptr + base + qi[:, None] * head_dim + d[None, :], mask=qi_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_Q, BLOCK_D)
-        if UPCAST:
-            logits = tl.dot(queries.to(tl.float32), keys_t.to(tl.float32), input_precision=PRECISION)  # (BLOCK_Q, BLOCK_K)
-        else:
-            logits = tl.dot(queries, keys_t, input_precision=PRECISION)  # (BLOCK_Q, BLOCK_K) float32 accumulation
-        neg_lse2 = tl.load(neg_lse2_ptr + row * n + qi, mask=qi_ok, other=0.0)  # (BLOCK_Q,)
-        probs = tl.exp2(logits * scale_log2 + neg_lse2[:, None])  # (BLOCK_Q, BLOCK_K)
-        col += tl.sum(tl.where(qi_ok[:, None] & kj_ok[None, :], probs, 0.0), axis=0)
+        logits = _product(_tile(q_ptr, base, qi, qi_ok, 0, head_dim, BLOCK_D), keys_t, UPCAST, PRECISION)  # (BLOCK_Q, BLOCK_K)
+        if SPLIT:
+            logits += _product(_tile(q_ptr, base, qi, qi_ok, BLOCK_D, head_dim, BLOCK_DR), keys_rest_t, UPCAST, PRECISION)
+        # Queries past n get -inf: their rows add exp2(-inf) = 0, no mask per logit. Keys past n are not stored.
+        neg_lse2 = tl.load(neg_lse2_ptr + row * n + qi, mask=qi_ok, other=float("-inf"))  # (BLOCK_Q,)
+        col += tl.sum(tl.exp2(logits * scale_log2 + neg_lse2[:, None]), axis=0)  # (BLOCK_K,)
     tl.store(out_ptr + row * n + kj, col, mask=kj_ok)
 
 

@@ -67,7 +67,8 @@ def attention_with_key_scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
       queries of each key (one matmul and one exp2 per logit, no max, no row sums, no
       ``probs @ v``): about one extra ``q k^T`` over an ordinary layer (the whole layer
       measured 1.21x an ordinary one at SigLIP-so400m's widths, 2 frames, one CPU thread,
-      ``scripts/bench_key_scores.py``).
+      ``scripts/bench_key_scores.py``; on an H200, 32 frames: 1.31x in bfloat16, 1.06x in
+      float32, the sums in a Triton kernel, :func:`holitom.plugins_trt.kernels.key_column_sums`).
     - Under export, one ``MatMul -> Softmax`` feeds both outputs (the default model's
       vision_encoder.onnx on onnxruntime CPU: 334 ms against 399 ms with SDPA's own
       MatMul -> Softmax beside it). A TensorRT build may prefer SDPA's fused kernel plus
@@ -92,16 +93,62 @@ def _cpu_attention_with_lse(q, k, v, scale):
 
 
 def _cuda_attention_with_lse(q, k, v, scale):
-    # The memory-efficient kernel takes every dtype; 16-bit inputs need a head size that is a multiple of 8
-    # ("cutlassF: no kernel found to launch" otherwise; SigLIP's 72 is one), so others are zero-padded: zero
-    # columns add nothing to q k^T, and the output's padded columns (zero v) are dropped. It pads lse's last
-    # axis to a multiple of 32.
-    head_dim = q.shape[-1]
-    pad = -head_dim % 8
-    if pad:
-        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))  # (F, H, N, hd + pad)
-    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False, scale=scale)[:2]
-    return out[..., :head_dim], lse[..., : q.shape[2]].float()  # (F, H, N, hd), (F, H, N)
+    # 16-bit inputs take the fastest kernel SDPA itself would run for an ordinary layer: cuDNN's on Hopper
+    # and newer, flash on Ampere. Measured on an H200 (bf16, 32 frames x 16 heads x 729, `bench_key_scores.py
+    # --device cuda --dtype bfloat16`): with its log-sum-exp cuDNN 0.38 ms, flash 0.50 ms, memory-efficient
+    # 1.03 ms; the whole last layer 1.31x / 1.44x / 1.74x an ordinary one. float32 takes the memory-efficient
+    # kernel, the one that computes it in float32 (1.06x there).
+    if q.dtype in (torch.float16, torch.bfloat16):
+        capability = _capability(q.device)
+        key = (q.device, q.dtype, q.shape[-1])
+        if capability >= (9, 0) and torch.backends.cuda.cudnn_sdp_enabled() and key not in _CUDNN_REFUSED:
+            try:
+                return _cuda_cudnn_with_lse(q, k, v, scale)
+            except RuntimeError:  # a cuDNN without this graph (version, head size): flash from now on
+                _CUDNN_REFUSED.add(key)
+        if capability >= (8, 0):
+            return _cuda_flash_with_lse(q, k, v, scale)
+    return _cuda_efficient_with_lse(q, k, v, scale)
+
+
+_CUDNN_REFUSED: set[tuple[torch.device, torch.dtype, int]] = set()  # (device, dtype, head size) cuDNN refused
+
+
+@functools.cache
+def _capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
+
+
+def _pad_head_dim(q, k, v):
+    # Both CUDA kernels want 16-bit head sizes that are multiples of 8 ("cutlassF: no kernel found to
+    # launch" otherwise; SigLIP's 72 is one), so others are zero-padded: zero columns add nothing to q k^T,
+    # and the output's padded columns (zero v) are dropped by the callers.
+    pad = -q.shape[-1] % 8
+    return (q, k, v) if not pad else tuple(F.pad(t, (0, pad)) for t in (q, k, v))  # (F, H, N, hd + pad)
+
+
+def _cuda_flash_with_lse(q, k, v, scale):
+    head_dim, n = q.shape[-1], q.shape[2]
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention(*_pad_head_dim(q, k, v), 0.0, False, False, scale=scale)[:2]
+    return out[..., :head_dim], lse[..., :n].float()  # (F, H, N, hd), (F, H, N)
+
+
+def _cuda_efficient_with_lse(q, k, v, scale):
+    # It pads lse's last axis to a multiple of 32.
+    head_dim, n = q.shape[-1], q.shape[2]
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(*_pad_head_dim(q, k, v), None, True, 0.0, False, scale=scale)[:2]
+    return out[..., :head_dim], lse[..., :n].float()  # (F, H, N, hd), (F, H, N)
+
+
+def _cuda_cudnn_with_lse(q, k, v, scale):
+    # cuDNN's attention returns its softmax statistics (natural-log log-sum-exp) as (F, H, N, 1).
+    head_dim, n = q.shape[-1], q.shape[2]
+    out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(*_pad_head_dim(q, k, v), None, True, 0.0, False, False, scale=scale)[:2]
+    return out[..., :head_dim], lse.flatten(2)[..., :n].float()  # (F, H, N, hd), (F, H, N)
+
+
+# The CUDA kernels that give the attention output and each query's log-sum-exp, by name (the bench A/Bs them).
+CUDA_LSE_KERNELS = {"flash": _cuda_flash_with_lse, "efficient": _cuda_efficient_with_lse, "cudnn": _cuda_cudnn_with_lse}
 
 
 # Device type -> fused attention that also yields each query's log-sum-exp (natural log, float32).

@@ -131,7 +131,7 @@ def test_the_tower_skips_the_scores_when_asked(onevision_ckpt, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("frames, heads, n, head_dim", [(2, 3, 1, 8), (3, 16, 27, 72), (2, 16, 729, 72), (4, 5, 97, 12)])
 def test_scores_on_cuda_match_float64_without_the_full_probabilities(monkeypatch, dtype, frames, heads, n, head_dim):
     # The CUDA fused kernel's log-sum-exp (float32 for bf16 inputs too) drives the same blocked column sums;
@@ -148,3 +148,55 @@ def test_scores_on_cuda_match_float64_without_the_full_probabilities(monkeypatch
     torch.testing.assert_close(scores.cpu().double(), full_scores(q.float(), k.float(), scale), atol=2e-6, rtol=1e-4)
     out_atol, out_rtol = (1e-5, 1e-5) if dtype == torch.float32 else (2e-2, 1e-2)  # bf16 output rounding
     torch.testing.assert_close(out.cpu().double(), full_attention(q.float(), k.float(), v.float(), scale), atol=out_atol, rtol=out_rtol)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kernel, dtype", [("flash", torch.bfloat16), ("flash", torch.float16), ("efficient", torch.bfloat16), ("efficient", torch.float32),
+                                           ("cudnn", torch.bfloat16), ("cudnn", torch.float16)])
+@pytest.mark.parametrize("frames, heads, n, head_dim", [(2, 3, 1, 8), (2, 16, 729, 72), (4, 5, 97, 12)])
+def test_both_cuda_kernels_give_the_log_sum_exp(kernel, dtype, frames, heads, n, head_dim):
+    # Each query's natural-log log-sum-exp of q k^T * scale (float32) and the attention output, against float64.
+    fused = vision.CUDA_LSE_KERNELS[kernel]
+    g = torch.Generator().manual_seed(frames * 1000 + n + head_dim)
+    q, k, v = (2 * torch.randn(frames, heads, n, head_dim, generator=g).to(dtype) for _ in range(3))
+    scale = head_dim**-0.5
+    out, lse = fused(q.cuda(), k.cuda(), v.cuda(), scale)
+    logits = q.double() @ k.double().transpose(-1, -2) * scale  # (F, H, N, N)
+    assert lse.dtype == torch.float32 and lse.shape == (frames, heads, n) and out.shape == q.shape and out.dtype == dtype
+    torch.testing.assert_close(lse.cpu().double(), logits.logsumexp(dim=-1), atol=1e-4, rtol=1e-5)
+    out_atol, out_rtol = (1e-5, 1e-5) if dtype == torch.float32 else (2e-2, 1e-2)  # 16-bit output rounding
+    torch.testing.assert_close(out.cpu().double(), full_attention(q.float(), k.float(), v.float(), scale), atol=out_atol, rtol=out_rtol)
+
+
+def test_cuda_16bit_takes_cudnn_on_hopper_and_flash_after_a_refusal(monkeypatch):
+    # The dispatch alone (no CUDA here): which kernel each capability and dtype gets, and that a cuDNN
+    # refusal is remembered per (device, dtype, head size) so it is tried once.
+    calls = []
+
+    def fake(name, refuse=False):
+        def run(q, k, v, scale):
+            calls.append(name)
+            if refuse:
+                raise RuntimeError("cuDNN refused")
+            return q, q[..., 0].float()
+
+        return run
+
+    monkeypatch.setattr(vision, "_cuda_efficient_with_lse", fake("efficient"))
+    monkeypatch.setattr(vision, "_cuda_flash_with_lse", fake("flash"))
+    monkeypatch.setattr(vision, "_cuda_cudnn_with_lse", fake("cudnn"))
+    monkeypatch.setattr(vision, "_CUDNN_REFUSED", set())
+    monkeypatch.setattr(torch.backends.cuda, "cudnn_sdp_enabled", lambda: True)
+    q16, q32 = torch.zeros(1, 1, 4, 8, dtype=torch.bfloat16), torch.zeros(1, 1, 4, 8)
+    for capability, dtype_q, want in (((9, 0), q16, "cudnn"), ((8, 7), q16, "flash"), ((7, 5), q16, "efficient"), ((9, 0), q32, "efficient")):
+        monkeypatch.setattr(vision, "_capability", lambda device, c=capability: c)
+        calls.clear()
+        vision._cuda_attention_with_lse(dtype_q, dtype_q, dtype_q, 1.0)
+        assert calls == [want], (capability, dtype_q.dtype)
+    monkeypatch.setattr(vision, "_capability", lambda device: (9, 0))
+    monkeypatch.setattr(vision, "_cuda_cudnn_with_lse", fake("cudnn", refuse=True))
+    calls.clear()
+    vision._cuda_attention_with_lse(q16, q16, q16, 1.0)
+    vision._cuda_attention_with_lse(q16, q16, q16, 1.0)
+    assert calls == ["cudnn", "flash", "flash"]  # refused once, then flash without asking again

@@ -136,7 +136,8 @@ def launches():
             kernels.inner_merge_rows(hidden, plan, mode)
         for dtype in (torch.bfloat16, torch.float32):  # SigLIP's last layer: 32 frames x 16 heads, 729 patches, 72 wide
             qk = torch.zeros(32 * 16, 729, 72, dtype=dtype)
-            kernels.key_column_sums(qk, qk, torch.zeros(32 * 16, 729), 0.17)
+            for split in (False, True):
+                kernels.key_column_sums(qk, qk, torch.zeros(32 * 16, 729), 0.17, kernels.KeyScoreLaunch(split_head_dim=split))
 
     return _record(run)
 

@@ -39,7 +39,8 @@ def test_inner_merge_on_cuda(kernels, case):
 
 # Every product mode of the key-score kernel (the default's and the others), so the sweep's pick is covered.
 KEY_SCORE_MODES = {"default": {}, "native-16bit": {"upcast_16bit": False}, "upcast-16bit": {"upcast_16bit": True},
-                   "tf32x3": {"float32_products": "tf32x3"}, "ieee": {"float32_products": "ieee"}}
+                   "tf32x3": {"float32_products": "tf32x3"}, "ieee": {"float32_products": "ieee"},
+                   "padded-head": {"split_head_dim": False}, "padded-head-upcast": {"split_head_dim": False, "upcast_16bit": True}}
 
 
 @pytest.mark.parametrize("mode", sorted(KEY_SCORE_MODES))

@@ -185,6 +185,7 @@ def test_outer_merge_through_the_kernels_matches_torch(poisoned, monkeypatch, la
     assert_values_close(got.tokens, want.tokens)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["padded-head", "split-head"])
 @pytest.mark.parametrize("case", KEY_SCORE_CASES, ids=case_id)
-def test_key_column_sums_match_float64(poisoned, case):
-    check_key_scores(poisoned, case, "cpu")
+def test_key_column_sums_match_float64(poisoned, case, split):
+    check_key_scores(poisoned, case, "cpu", poisoned.KeyScoreLaunch(split_head_dim=split))
