@@ -433,12 +433,16 @@ def key_column_sums(
 ) -> torch.Tensor:
     """``sum_i exp2(q_i . k_j * scale_log2 + neg_lse2_i)`` per (frame x head) row and key: ``(R, N)`` float32.
 
-    ``q, k (R, N, hd)`` in one float dtype (R = frames x heads); ``neg_lse2 (R, N)``
-    float32, minus each query's log-sum-exp of its logits in base 2, so the sum is
-    the probability mass each key receives. Launches on torch's current stream; no host sync.
+    ``q, k (F, H, N, hd)`` (R = F x H) or ``(R, N, hd)``, in one float dtype and in any
+    layout whose head axis is contiguous (the attention's transposed views are read in
+    place, not copied); ``neg_lse2 (R, N)`` float32, minus each query's log-sum-exp of its
+    logits in base 2, so the sum is the probability mass each key receives. Launches on
+    torch's current stream; no host sync.
     """
-    rows, n, head_dim = q.shape
-    qc, kc, lsec = _row_contiguous(q), _row_contiguous(k), _row_contiguous(neg_lse2.float())  # (R, N, hd), (R, N, hd), (R, N)
+    q4, k4 = (_heads_view(t) for t in (q, k))  # (F, H, N, hd), unit stride on hd
+    frames, heads, n, head_dim = q4.shape
+    rows = frames * heads
+    lsec = _row_contiguous(neg_lse2.float()).view(rows, n)  # (R, N)
     out = _empty((rows, n), torch.float32, q.device)  # (R, N)
     is_float32 = q.dtype == torch.float32
     # head_dim padded to a power of two (SigLIP's 72 -> 128), or split: the largest power of two below it
@@ -449,13 +453,19 @@ def key_column_sums(
     rest = _block(head_dim - block_d) if head_dim > block_d else 16
     grid = (rows, triton.cdiv(n, launch.block_k))
     triton_key_scores.key_column_sums_kernel[grid](
-        qc, kc, lsec, out, n, head_dim, scale_log2,
+        q4, k4, lsec, out, n, head_dim, heads, *q4.stride()[:3], *k4.stride()[:3], scale_log2,
         BLOCK_Q=launch.block_q, BLOCK_K=launch.block_k, BLOCK_D=block_d, BLOCK_DR=rest, SPLIT=head_dim > block_d,
         UPCAST=not is_float32 and (launch.upcast_16bit or not q.is_cuda),
         PRECISION=launch.float32_products if is_float32 else "tf32",
         num_warps=launch.num_warps, num_stages=launch.num_stages,
     )
     return out
+
+
+def _heads_view(x: torch.Tensor) -> torch.Tensor:
+    """``(F, H, N, hd)`` or ``(R, N, hd)`` as a 4-D view ``(F, H, N, hd)`` whose last axis has unit stride."""
+    x4 = x[:, None] if x.dim() == 3 else x  # (R, 1, N, hd): a view
+    return x4 if x4.stride(-1) == 1 else x4.contiguous()
 
 
 # The kernel form of each custom op, keyed like holitom.plugins_trt.ops.REFERENCE_OPS (same signatures).

@@ -28,10 +28,11 @@ import triton.language as tl
 
 
 @triton.jit
-def _tile(ptr, base, rows, rows_ok, d0, head_dim, BLOCK_D: tl.constexpr):
-    """Rows ``rows`` of an ``(N, hd)`` matrix at ``ptr + base``, head columns ``d0 .. d0 + BLOCK_D`` (zero past hd)."""
+def _tile(ptr, base, stride_n, rows, rows_ok, d0, head_dim, BLOCK_D: tl.constexpr):
+    """Rows ``rows`` of an ``(N, hd)`` matrix at ``ptr + base`` (row stride ``stride_n``, unit column stride),
+    head columns ``d0 .. d0 + BLOCK_D`` (zero past hd)."""
     d = d0 + tl.arange(0, BLOCK_D)
-    return tl.load(ptr + base + rows[:, None] * head_dim + d[None, :], mask=rows_ok[:, None] & (d < head_dim)[None, :], other=0.0)
+    return tl.load(ptr + base + rows[:, None] * stride_n + d[None, :], mask=rows_ok[:, None] & (d < head_dim)[None, :], other=0.0)
 
 
 @triton.jit
@@ -43,12 +44,15 @@ def _product(queries, keys_t, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
 
 @triton.jit
 def key_column_sums_kernel(
-    q_ptr,  # (R, N, hd) R = frames * heads, contiguous, any float dtype
-    k_ptr,  # (R, N, hd) contiguous, q's dtype
-    neg_lse2_ptr,  # (R, N) float32: minus each query's log-sum-exp in base 2, contiguous
+    q_ptr,  # (F, H, N, hd) any float dtype, any strides but a unit one on hd (the attention's transposed view)
+    k_ptr,  # (F, H, N, hd) q's dtype, likewise
+    neg_lse2_ptr,  # (R, N) float32, R = F * H: minus each query's log-sum-exp in base 2, contiguous
     out_ptr,  # (R, N) float32 out: sum over queries of each key's probability
     n,
     head_dim,
+    heads,
+    q_sf, q_sh, q_sn,  # q's strides over frames, heads and patches (elements)
+    k_sf, k_sh, k_sn,
     scale_log2,  # the attention scale times log2(e): logits in base 2, so only exp2 is needed
     BLOCK_Q: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -61,17 +65,18 @@ def key_column_sums_kernel(
     row = tl.program_id(0).to(tl.int64)
     kj = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)  # (BLOCK_K,) key indices
     kj_ok = kj < n
-    base = row * n * head_dim
+    frame, head = row // heads, row % heads
+    q_base, k_base = frame * q_sf + head * q_sh, frame * k_sf + head * k_sh
     # A split head size (SigLIP's 72 = 64 + 8) multiplies 64 + 16 columns instead of a padded 128.
-    keys_t = tl.trans(_tile(k_ptr, base, kj, kj_ok, 0, head_dim, BLOCK_D))  # (BLOCK_D, BLOCK_K)
-    keys_rest_t = tl.trans(_tile(k_ptr, base, kj, kj_ok, BLOCK_D, head_dim, BLOCK_DR))  # (BLOCK_DR, BLOCK_K)
+    keys_t = tl.trans(_tile(k_ptr, k_base, k_sn, kj, kj_ok, 0, head_dim, BLOCK_D))  # (BLOCK_D, BLOCK_K)
+    keys_rest_t = tl.trans(_tile(k_ptr, k_base, k_sn, kj, kj_ok, BLOCK_D, head_dim, BLOCK_DR))  # (BLOCK_DR, BLOCK_K)
     col = tl.zeros([BLOCK_K], dtype=tl.float32)
     for q0 in range(0, n, BLOCK_Q):
         qi = q0 + tl.arange(0, BLOCK_Q)
         qi_ok = qi < n
-        logits = _product(_tile(q_ptr, base, qi, qi_ok, 0, head_dim, BLOCK_D), keys_t, UPCAST, PRECISION)  # (BLOCK_Q, BLOCK_K)
+        logits = _product(_tile(q_ptr, q_base, q_sn, qi, qi_ok, 0, head_dim, BLOCK_D), keys_t, UPCAST, PRECISION)  # (BLOCK_Q, BLOCK_K)
         if SPLIT:
-            logits += _product(_tile(q_ptr, base, qi, qi_ok, BLOCK_D, head_dim, BLOCK_DR), keys_rest_t, UPCAST, PRECISION)
+            logits += _product(_tile(q_ptr, q_base, q_sn, qi, qi_ok, BLOCK_D, head_dim, BLOCK_DR), keys_rest_t, UPCAST, PRECISION)
         # Queries past n get -inf: their rows add exp2(-inf) = 0, no mask per logit. Keys past n are not stored.
         neg_lse2 = tl.load(neg_lse2_ptr + row * n + qi, mask=qi_ok, other=float("-inf"))  # (BLOCK_Q,)
         col += tl.sum(tl.exp2(logits * scale_log2 + neg_lse2[:, None]), axis=0)  # (BLOCK_K,)

@@ -267,12 +267,16 @@ KEY_SCORE_CASES = [
     (2, 130, 16, torch.float16),
     (3, 65, 72, torch.bfloat16),
 ]
+# Cases read in the attention's layout: (case, heads), rows = frames x heads.
+KEY_SCORE_LAYOUT_CASES = [((6, 27, 72, torch.float32), 3), ((4, 97, 12, torch.bfloat16), 2), ((6, 65, 72, torch.float16), 6)]
 
 
-def run_key_scores(kernels, case, device: str, launch=None):
+def run_key_scores(kernels, case, device: str, launch=None, heads: int = 0):
     """A case's kernel launch on ``device``: ``(float64 logits of the rounded inputs, the kernel's column sums)``.
 
     Each query's log-sum-exp is the exact (float64) one, so the check isolates the kernel's sums.
+    ``heads``: pass q and k as the attention's ``(F, H, N, hd)`` views of ``(F, N, H, hd)``
+    storage (as the vision tower has them), not as contiguous ``(R, N, hd)``.
     """
     rows, n, head_dim, dtype = case
     g = torch.Generator().manual_seed(rows * 1000 + n + head_dim)
@@ -282,13 +286,17 @@ def run_key_scores(kernels, case, device: str, launch=None):
     log2_e = 1 / math.log(2)
     neg_lse2 = -logits.logsumexp(dim=-1) * log2_e  # (R, N)
     extra = () if launch is None else (launch,)  # a KeyScoreLaunch (tiles, product modes) or the default
-    return logits, kernels.key_column_sums(q.to(device), k.to(device), neg_lse2.float().to(device), scale * log2_e, *extra)
+    qd, kd = q.to(device), k.to(device)
+    if heads:
+        qd, kd = (t.view(rows // heads, heads, n, head_dim).transpose(1, 2).contiguous().transpose(1, 2) for t in (qd, kd))  # (F, H, N, hd)
+        assert not qd.is_contiguous()
+    return logits, kernels.key_column_sums(qd, kd, neg_lse2.float().to(device), scale * log2_e, *extra)
 
 
-def check_key_scores(kernels, case, device: str, launch=None) -> None:
+def check_key_scores(kernels, case, device: str, launch=None, heads: int = 0) -> None:
     """Column sums of softmax(q k^T * scale), each key's probability summed over the queries, against float64."""
     rows, n, _, _ = case
-    logits, got = run_key_scores(kernels, case, device, launch)
+    logits, got = run_key_scores(kernels, case, device, launch, heads)
     want = logits.softmax(dim=-1).sum(dim=1)  # (R, N)
     assert got.dtype == torch.float32 and got.shape == (rows, n)
     # float32 accumulation of exact (or IEEE float32) products: float32 round-off over N terms.

@@ -138,6 +138,8 @@ def launches():
             qk = torch.zeros(32 * 16, 729, 72, dtype=dtype)
             for split in (False, True):
                 kernels.key_column_sums(qk, qk, torch.zeros(32 * 16, 729), 0.17, kernels.KeyScoreLaunch(split_head_dim=split))
+            qk4 = torch.zeros(32, 729, 16, 72, dtype=dtype).transpose(1, 2)  # (F, H, N, hd): the attention's view, read in place
+            kernels.key_column_sums(qk4, qk4, torch.zeros(32 * 16, 729), 0.17)
 
     return _record(run)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_cases import DPC_CASES, INNER_CASES, KEY_SCORE_CASES, TEMPORAL_CASES, case_id, check_dpc, check_inner, check_key_scores, check_temporal
+from kernel_cases import DPC_CASES, INNER_CASES, KEY_SCORE_CASES, KEY_SCORE_LAYOUT_CASES, TEMPORAL_CASES, case_id, check_dpc, check_inner, check_key_scores, check_temporal
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -47,3 +47,8 @@ KEY_SCORE_MODES = {"default": {}, "native-16bit": {"upcast_16bit": False}, "upca
 @pytest.mark.parametrize("case", KEY_SCORE_CASES, ids=case_id)
 def test_key_column_sums_on_cuda(kernels, case, mode):
     check_key_scores(kernels, case, "cuda", kernels.KeyScoreLaunch(**KEY_SCORE_MODES[mode]))
+
+
+@pytest.mark.parametrize("case, heads", KEY_SCORE_LAYOUT_CASES, ids=lambda v: case_id(v) if isinstance(v, tuple) else f"heads{v}")
+def test_key_column_sums_on_cuda_read_the_attention_layout_in_place(kernels, case, heads):
+    check_key_scores(kernels, case, "cuda", heads=heads)

@@ -23,6 +23,7 @@ from kernel_cases import (
     DPC_CASES,
     INNER_CASES,
     KEY_SCORE_CASES,
+    KEY_SCORE_LAYOUT_CASES,
     TEMPORAL_CASES,
     assert_values_close,
     case_id,
@@ -189,3 +190,8 @@ def test_outer_merge_through_the_kernels_matches_torch(poisoned, monkeypatch, la
 @pytest.mark.parametrize("case", KEY_SCORE_CASES, ids=case_id)
 def test_key_column_sums_match_float64(poisoned, case, split):
     check_key_scores(poisoned, case, "cpu", poisoned.KeyScoreLaunch(split_head_dim=split))
+
+
+@pytest.mark.parametrize("case, heads", KEY_SCORE_LAYOUT_CASES, ids=lambda v: case_id(v) if isinstance(v, tuple) else f"heads{v}")
+def test_key_column_sums_read_the_attention_layout_in_place(poisoned, case, heads):
+    check_key_scores(poisoned, case, "cpu", heads=heads)
