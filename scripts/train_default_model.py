@@ -482,8 +482,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aux-balance", action=argparse.BooleanOptionalAction, default=False, help="weigh object and background tokens equally in the auxiliary loss")
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.minutes is not None and not args.minutes > 0:
+        parser.error(f"--minutes must be positive, got {args.minutes}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        parser.error(f"--device {args.device!r}: {exc}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here (use --device cpu)")
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
 
     from transformers import AutoTokenizer
 

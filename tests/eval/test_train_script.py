@@ -163,3 +163,12 @@ def test_minutes_sets_the_step_count_from_the_first_steps(trainer, tmp_path, cap
     assert "steps fit in" in capsys.readouterr().out
     provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
     assert provenance["steps"] == 3 and provenance["device"] == "cpu"  # at least one step past the timed ones
+
+
+@pytest.mark.parametrize("argv, message", [(["--workers", "0"], "--workers must be at least 1"), (["--minutes", "0"], "--minutes must be positive"),
+                                           (["--device", "bogus"], "--device 'bogus'")])
+def test_bad_run_options_are_refused_before_any_work(trainer, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        trainer.main(["--out", str(tmp_path / "model"), *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
