@@ -256,6 +256,9 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = _stderr_l
         phases[name] = round(now - since, 1)
         return now
 
+    from holitom.runtime.backends.torch.loader import torch_device
+
+    torch_device(config.device)  # a missing GPU is refused before any work (the probes would fail one by one)
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)

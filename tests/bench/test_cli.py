@@ -47,6 +47,15 @@ def test_holitom_bench_refuses_bad_arguments(args, pattern):
     assert_one_line_error(run(HOLITOM_BENCH, *args), "holitom bench: error:", pattern)
 
 
+def test_a_missing_gpu_is_one_line_before_any_work():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    proc = run(HOLITOM_BENCH, "--model", "default", "--device", "cuda")
+    assert_one_line_error(proc, "holitom bench: error:", r"device 'cuda' was asked but torch sees no CUDA device; use --device cpu")
+
+
 def test_script_refuses_bad_arguments_the_same_way():
     assert_one_line_error(run(SCRIPT, "--repeats", "0"), "bench_latency.py: error:", r"repeats must be an integer >= 1")
     assert_one_line_error(run(SCRIPT, "--backends", "cuda"), "bench_latency.py: error:", r"unknown backends \['cuda'\]")

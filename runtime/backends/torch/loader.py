@@ -84,6 +84,17 @@ def build_torch_stages(
     )
 
 
+def torch_device(name: str) -> torch.device:
+    """The torch device ``name`` (``cpu``, ``cuda`` or ``cuda:N``, spelling already checked), refused with a
+    :class:`BackendError` when this machine does not have it."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"device '{name}' was asked but torch sees no CUDA device; use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BackendError(f"device '{name}' was asked but torch sees {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    return device
+
+
 def create_stages(source: ModelSource, config) -> StageSet:
     from holitom.models.loading import TORCH_DTYPES, load_llava
     from holitom.video.preprocess import VideoPreprocessor
@@ -93,11 +104,7 @@ def create_stages(source: ModelSource, config) -> StageSet:
             f"'{source.path}' is an export folder; the torch backend runs checkpoints. Pass the checkpoint folder "
             "(or 'default') with --backend torch, or use --backend onnxruntime for the export."
         )
-    device = torch.device(config.device)  # RuntimeConfig checked the spelling: cpu, cuda or cuda:N
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError(f"device '{config.device}' was asked but torch sees no CUDA device; use --device cpu.")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise BackendError(f"device '{config.device}' was asked but torch sees {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+    device = torch_device(config.device)  # RuntimeConfig checked the spelling: cpu, cuda or cuda:N
     model = load_llava(source.path, dtype=TORCH_DTYPES[config.dtype], device=device)
     return build_torch_stages(
         model,
