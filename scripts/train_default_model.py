@@ -652,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rng = np.random.Generator(np.random.PCG64([maker.SEED, 1]))
         order: list[int] = []
-        running, answer_loss, seen = 0.0, 0.0, 0
+        running, answer_loss, object_part, seen = 0.0, 0.0, 0.0, 0
         train_start = time.perf_counter()
         print(f"setup {train_start - t0:.0f} s; training {args.steps} steps on {len(train.items)} clips", flush=True)
         step = -1
@@ -686,7 +686,9 @@ def main(argv: list[str] | None = None) -> int:
                 loss = loss + AUX_WEIGHT * aux_loss(aux, labels.flatten(), args.aux_balance)
             if args.object_target:
                 pooled, labels = pooled_objects(model, args.object_source, video, tower, train.objects[k], keep)  # (M, D), (M, 2)
-                loss = loss + args.object_target * object_loss(object_logits(pooled, aux_rows, model.lm_head.weight), labels)
+                part = object_loss(object_logits(pooled, aux_rows, model.lm_head.weight), labels)
+                object_part += part.detach()  # unweighted: colour + shape cross-entropy (ln 3 = 1.10 for a shape guessed)
+                loss = loss + args.object_target * part
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -695,8 +697,9 @@ def main(argv: list[str] | None = None) -> int:
             seen += 1
             if (step + 1) % 25 == 0:
                 el = time.perf_counter() - train_start
-                print(f"step {step + 1}/{args.steps} loss {float(running) / seen:.4f} (answers {float(answer_loss) / seen:.4f}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
-                running, answer_loss, seen = 0.0, 0.0, 0
+                objects = f", objects {float(object_part) / seen:.4f}" if args.object_target else ""
+                print(f"step {step + 1}/{args.steps} loss {float(running) / seen:.4f} (answers {float(answer_loss) / seen:.4f}{objects}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
+                running, answer_loss, object_part, seen = 0.0, 0.0, 0.0, 0
             if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
                 model.eval()
                 acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source)
