@@ -77,6 +77,9 @@ training and validation show; ``--aux-balance`` weighs object and background
 tokens equally in the auxiliary loss. Validation also prints the accuracy over
 every question of each clip per answer kind (colour, shape, ...) and how many
 object tokens the auxiliary heads name right.
+``--object-target W`` adds a per-OBJECT colour and shape target (each shown
+object's tokens pooled by its true coverage, :func:`pooled_objects`); measured
+(README, "Fidelity"): shape still at chance after 1,500 one-frame steps.
 
 Usage::
 
