@@ -77,6 +77,9 @@ training and validation show; ``--aux-balance`` weighs object and background
 tokens equally in the auxiliary loss. Validation also prints the accuracy over
 every question of each clip per answer kind (colour, shape, ...) and how many
 object tokens the auxiliary heads name right.
+``--object-target W`` adds a per-OBJECT colour and shape target (each shown
+object's tokens pooled by its true coverage, :func:`pooled_objects`); measured
+(README, "Fidelity"): shape still at chance after 1,500 one-frame steps.
 
 Usage::
 
@@ -137,6 +140,12 @@ class ClipFeatures:
         self.preprocessor = preprocessor
         self.hidden: list[torch.Tensor] | None = None  # N x (F, 729, Dv) when frozen
         self.frames: list[np.ndarray] | None = None  # N x (F, H, W, 3) uint8 when not
+        # N x (token cover (S, F, P), patch cover (S, F, 729), classes (S, 2)): cheap, from the ground truth, never cached
+        patches = (model.config.vision.patch_grid,) * 2
+        self.objects = []
+        for item in items:
+            token_cover, classes = object_targets(item.clip, model.grid)
+            self.objects.append(tuple(t.to(self.device) for t in (token_cover, object_targets(item.clip, patches)[0], classes)))
         ids = ",".join(item.item_id for item in items)
         if frozen and cache is not None and cache.is_file():
             from safetensors import safe_open
@@ -215,6 +224,23 @@ AUX_WEIGHT = 0.5
 AUX_MIN_COVER = 0.25  # share of a token's area an object must cover to be its label
 
 
+def _sprite_masks(clip):
+    """``(f, s, sprite, mask)`` for every sprite ``s`` shown at sampled frame ``f``: its exact pixel mask ``(H, W)`` bool.
+
+    From the clip's ground truth; the one source of the token and object targets.
+    """
+    from holitom.eval.videoqa import FRAME_SIZE, NUM_FRAMES, SOURCE_FRAMES
+    from holitom.video.sampling import sample_frame_indices
+    from holitom.video.synthetic import shape_mask
+
+    yy, xx = np.mgrid[0:FRAME_SIZE, 0:FRAME_SIZE].astype(np.float32)
+    for f, t in enumerate(sample_frame_indices(SOURCE_FRAMES, NUM_FRAMES)):
+        for s, sprite in enumerate(clip.sprites):
+            if sprite.scene == clip.scene_of(int(t)) and sprite.visible(int(t)):
+                y0, x0 = sprite.corner(int(t))
+                yield f, s, sprite, shape_mask(sprite.shape, yy - y0, xx - x0, sprite.size)
+
+
 def token_labels(clip, grid: tuple[int, int]) -> torch.Tensor:
     """Colour and shape class of every pooled token of the sampled frames: ``(2, F, P)`` int64, 0 = background.
 
@@ -226,20 +252,14 @@ def token_labels(clip, grid: tuple[int, int]) -> torch.Tensor:
     """
     import torch.nn.functional as F
 
-    from holitom.eval.videoqa import COLOURS, FRAME_SIZE, NUM_FRAMES, SOURCE_FRAMES
-    from holitom.video.sampling import sample_frame_indices
-    from holitom.video.synthetic import SHAPES, shape_mask
+    from holitom.eval.videoqa import COLOURS, FRAME_SIZE, NUM_FRAMES
+    from holitom.video.synthetic import SHAPES
 
     colours = list(COLOURS)
-    yy, xx = np.mgrid[0:FRAME_SIZE, 0:FRAME_SIZE].astype(np.float32)
     maps = np.zeros((NUM_FRAMES, 2, FRAME_SIZE, FRAME_SIZE), dtype=np.int64)  # (F, 2, H, W)
-    for f, t in enumerate(sample_frame_indices(SOURCE_FRAMES, NUM_FRAMES)):
-        for sprite in clip.sprites:
-            if sprite.scene == clip.scene_of(int(t)) and sprite.visible(int(t)):
-                y0, x0 = sprite.corner(int(t))
-                mask = shape_mask(sprite.shape, yy - y0, xx - x0, sprite.size)
-                maps[f, 0][mask] = 1 + colours.index(sprite.colour)
-                maps[f, 1][mask] = 1 + SHAPES.index(sprite.shape)
+    for f, _, sprite, mask in _sprite_masks(clip):  # later sprites cover earlier ones
+        maps[f, 0][mask] = 1 + colours.index(sprite.colour)
+        maps[f, 1][mask] = 1 + SHAPES.index(sprite.shape)
     out = []
     for kind, classes in ((0, 1 + len(colours)), (1, 1 + len(SHAPES))):
         onehot = F.one_hot(torch.from_numpy(maps[:, kind]), classes).permute(0, 3, 1, 2).float()  # (F, C, H, W)
@@ -247,6 +267,28 @@ def token_labels(clip, grid: tuple[int, int]) -> torch.Tensor:
         best = cover[:, 1:].max(dim=1)  # strongest object class per token
         out.append(torch.where(best.values >= AUX_MIN_COVER, best.indices + 1, torch.zeros_like(best.indices)))  # (F, P)
     return torch.stack(out)  # (2, F, P)
+
+
+def object_targets(clip, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sprite's coverage of the token grid and its classes: ``cover (S, F, P)`` float, ``classes (S, 2)`` int64.
+
+    ``cover[s, f, p]``: the share of token ``p``'s area that sprite ``s``'s visible
+    pixels fill at sampled frame ``f`` (0 where it is not shown; what it would
+    cover, even under another sprite). ``classes[s]``: its colour and shape index
+    (0-based, no background class). :func:`object_loss` pools the video tokens by
+    this coverage, one vector per object and frame, and names its colour and shape.
+    """
+    import torch.nn.functional as F
+
+    from holitom.eval.videoqa import COLOURS, FRAME_SIZE, NUM_FRAMES
+    from holitom.video.synthetic import SHAPES
+
+    masks = np.zeros((len(clip.sprites), NUM_FRAMES, FRAME_SIZE, FRAME_SIZE), dtype=np.float32)  # (S, F, H, W)
+    for f, s, _, mask in _sprite_masks(clip):
+        masks[s, f] = mask
+    cover = F.adaptive_avg_pool2d(torch.from_numpy(masks), grid).flatten(2)  # (S, F, P)
+    classes = torch.tensor([[list(COLOURS).index(s.colour), SHAPES.index(s.shape)] for s in clip.sprites], dtype=torch.int64).reshape(-1, 2)
+    return cover, classes
 
 
 def aux_loss(logits: torch.Tensor, labels: torch.Tensor, balance: bool) -> torch.Tensor:
@@ -265,6 +307,60 @@ def aux_loss(logits: torch.Tensor, labels: torch.Tensor, balance: bool) -> torch
     on_object = labels > 0
     parts = [each[m].mean() for m in (on_object, ~on_object) if m.any()]
     return sum(parts) / len(parts)
+
+
+def object_pool(tokens: torch.Tensor, cover: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each shown object as the coverage-weighted mean of its frame's tokens: ``(M, D)``, and which ``(S, F')`` pairs they are.
+
+    ``tokens (F'*N, D)``: the frames' tokens in order; ``cover (S, F', N)``:
+    :func:`object_targets`' coverage of the frames shown, on the same grid. An
+    object counts at each frame where it covers any token.
+    """
+    shown = cover.sum(-1) > 0  # (S, F')
+    n = cover.shape[-1]
+    weights = torch.zeros(*cover.shape[:2], tokens.shape[0], device=tokens.device)  # (S, F', F'*N)
+    for f in range(cover.shape[1]):  # block-diagonal: frame f's objects read frame f's tokens
+        weights[:, f, f * n : (f + 1) * n] = cover[:, f]
+    weights = weights[shown]  # (M, F'*N)
+    return (weights @ tokens) / weights.sum(-1, keepdim=True), shown
+
+
+def object_logits(pooled: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], lm_head: torch.Tensor) -> list[torch.Tensor]:
+    """Colour and shape logits ``[(M, colours), (M, shapes)]`` of pooled objects ``(M, D)``.
+
+    Read through the LM head's rows of the class words (``rows``, colour then
+    shape, as the per-token auxiliary target; their background row left out).
+    """
+    return [pooled @ lm_head[r[1:]].T for r in rows]
+
+
+def pooled_objects(model, source: str, video: torch.Tensor, tower: torch.Tensor, objects, keep: torch.Tensor):
+    """The shown objects of a step, pooled where ``--object-source`` says: ``(M, D)``, and their labels ``(M, 2)``.
+
+    ``hidden``: the decoder's final normalised hidden states of the video tokens
+    (``video (F'*P, D)``, 14 x 14 grid), where the answers and the per-token target
+    read: the decoder's attention can gather an object's arrangement into its tokens.
+    ``tower``: the tower's output (``tower (F', 729, Dv)``, 27 x 27 patches) pooled
+    BEFORE the projector, then projected and normalised: the shortest path from the
+    target to the tower, on a finer grid, the decoder left out.
+    """
+    token_cover, patch_cover, classes = objects
+    keep = keep.to(video.device)
+    if source == "hidden":
+        pooled, shown = object_pool(video, token_cover[:, keep])
+    else:
+        pooled, shown = object_pool(tower.float().flatten(0, 1), patch_cover[:, keep])
+        pooled = model.decoder.norm(model.projector(pooled))
+    return pooled, classes[:, None, :].expand(*shown.shape, 2)[shown]
+
+
+def object_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the objects' colour and shape (:func:`object_logits`, labels ``(M, 2)``): summed over the two, mean over objects."""
+    import torch.nn.functional as F
+
+    if labels.shape[0] == 0:
+        return logits[0].sum() * 0.0
+    return sum(F.cross_entropy(lg, labels[:, i]) for i, lg in enumerate(logits))
 
 
 # Curriculum of frame subsets: most steps show the model a few of a clip's sampled frames
@@ -386,7 +482,7 @@ def answer_kind(qa) -> str:
     return kinds[tuple(qa.candidates)]
 
 
-def accuracy(model, features: ClipFeatures, packer: Packer, frames: int | None = None, aux_rows=None) -> tuple[float, dict[str, float], dict[str, float]]:
+def accuracy(model, features: ClipFeatures, packer: Packer, frames: int | None = None, aux_rows=None, object_source: str = "hidden") -> tuple[float, dict[str, float], dict[str, float]]:
     """Exact-match accuracy of each clip's benchmark question (greedy answer == expected), overall and per type.
 
     Also, per answer kind (:func:`answer_kind`), the accuracy over EVERY question
@@ -396,7 +492,9 @@ def accuracy(model, features: ClipFeatures, packer: Packer, frames: int | None =
     trained on short subsets where it was trained; default all, as users run it.
     With ``aux_rows`` (the auxiliary targets' LM-head rows, colour then shape) also
     how many OBJECT tokens the auxiliary heads name right (``token_colour``,
-    ``token_shape``): whether the video tokens carry the attribute at all.
+    ``token_shape``): whether the video tokens carry the attribute at all; and
+    how many shown objects, pooled from ``object_source`` (:func:`pooled_objects`),
+    they name right (``object_colour``, ``object_shape``).
     """
     from holitom.eval.videoqa import NUM_FRAMES, QUESTION_TYPES, pose
 
@@ -415,6 +513,11 @@ def accuracy(model, features: ClipFeatures, packer: Packer, frames: int | None =
                 on_object = labels.flatten() > 0  # (F'*P,)
                 named = (video @ model.lm_head.weight[rows].T).argmax(-1) == labels.flatten()  # (F'*P,)
                 per_kind.setdefault(name, []).extend(named[on_object].int().tolist())
+            if aux_rows:  # each shown object's pooled tokens named (what --object-target trains)
+                pooled, labels_o = pooled_objects(model, object_source, video, hidden, features.objects[k], keep)  # (M, D), (M, 2)
+                logits_o = object_logits(pooled, aux_rows, model.lm_head.weight)
+                for i, name in enumerate(("object_colour", "object_shape")):
+                    per_kind.setdefault(name, []).extend((logits_o[i].argmax(-1) == labels_o[:, i]).int().tolist())
             lengths = (targets >= 0).sum(1).tolist()  # answer tokens of each question
             ok = [bool(h.all()) for h in hits.split(lengths)]
             per_type[item.qtype].append(int(ok[0]))
@@ -480,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset-sizes", default=",".join(map(str, SUBSET_SIZES)), help="frame-subset sizes of the curriculum's short steps")
     parser.add_argument("--eval-frames", type=int, default=None, help="validate on this many of each clip's sampled frames (default: all)")
     parser.add_argument("--aux-balance", action=argparse.BooleanOptionalAction, default=False, help="weigh object and background tokens equally in the auxiliary loss")
+    parser.add_argument("--object-target", type=float, default=0.0, help="weight of the per-object auxiliary loss (each shown object's tokens pooled, its colour and shape named; 0: off)")
+    parser.add_argument("--object-source", choices=("hidden", "tower"), default="hidden", help="what --object-target pools: the decoder's final hidden states of the video tokens, or the tower's output before the projector (see pooled_objects)")
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -559,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rng = np.random.Generator(np.random.PCG64([maker.SEED, 1]))
         order: list[int] = []
-        running, answer_loss, seen = 0.0, 0.0, 0
+        running, answer_loss, object_part, seen = 0.0, 0.0, 0.0, 0
         train_start = time.perf_counter()
         print(f"setup {train_start - t0:.0f} s; training {args.steps} steps on {len(train.items)} clips", flush=True)
         step = -1
@@ -584,12 +689,18 @@ def main(argv: list[str] | None = None) -> int:
                 g["lr"] = lr_at(step) * g["scale"]
             full = rng.random() < args.full_share
             keep = torch.arange(NUM_FRAMES) if full else frame_subset(item.clip, rng, int(rng.choice(subset_sizes)))  # (F',)
-            logits, video = forward_packed(model, train.vision(model, k, keep), prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
+            tower = train.vision(model, k, keep)  # (F', 729, Dv)
+            logits, video = forward_packed(model, tower, prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
             loss = torch.nn.functional.cross_entropy(logits, targets[targets >= 0])
             answer_loss += loss.detach()  # summed on the device: no host sync per step
             for rows, labels in zip(aux_rows, train.labels[k][:, keep.to(device)]):
                 aux = video @ model.lm_head.weight[rows].T  # (F*P, classes): the LM head's rows for the class words
                 loss = loss + AUX_WEIGHT * aux_loss(aux, labels.flatten(), args.aux_balance)
+            if args.object_target:
+                pooled, labels = pooled_objects(model, args.object_source, video, tower, train.objects[k], keep)  # (M, D), (M, 2)
+                part = object_loss(object_logits(pooled, aux_rows, model.lm_head.weight), labels)
+                object_part += part.detach()  # unweighted: colour + shape cross-entropy (ln 3 = 1.10 for a shape guessed)
+                loss = loss + args.object_target * part
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -598,17 +709,18 @@ def main(argv: list[str] | None = None) -> int:
             seen += 1
             if (step + 1) % 25 == 0:
                 el = time.perf_counter() - train_start
-                print(f"step {step + 1}/{args.steps} loss {float(running) / seen:.4f} (answers {float(answer_loss) / seen:.4f}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
-                running, answer_loss, seen = 0.0, 0.0, 0
+                objects = f", objects {float(object_part) / seen:.4f}" if args.object_target else ""
+                print(f"step {step + 1}/{args.steps} loss {float(running) / seen:.4f} (answers {float(answer_loss) / seen:.4f}{objects}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
+                running, answer_loss, object_part, seen = 0.0, 0.0, 0.0, 0
             if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
                 model.eval()
-                acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows)
+                acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source)
                 model.train()
                 print(f"  val accuracy {acc:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per.items() if not math.isnan(v)), flush=True)
                 print("  every question, short: " + " ".join(f"{kind}={v:.2f}" for kind, v in kinds.items()), flush=True)
 
         model.eval()
-        acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows)
+        acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source)
         total_s = time.perf_counter() - t0
         print(f"final val accuracy {acc:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per.items() if not math.isnan(v)), flush=True)
         print("  every question, short: " + " ".join(f"{kind}={v:.2f}" for kind, v in kinds.items()), flush=True)
@@ -632,6 +744,8 @@ def main(argv: list[str] | None = None) -> int:
             "subset_sizes": list(subset_sizes),
             "full_share": args.full_share,
             "aux_balance": args.aux_balance,
+            "object_target": args.object_target,
+            "object_source": args.object_source,
             "eval_frames": args.eval_frames or NUM_FRAMES,
             "minutes": round(total_s / 60, 1),
             "torch_threads": torch.get_num_threads(),

@@ -172,3 +172,68 @@ def test_bad_run_options_are_refused_before_any_work(trainer, tmp_path, capsys, 
         trainer.main(["--out", str(tmp_path / "model"), *argv])
     assert exc.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "model").exists()
+
+
+def test_object_targets_cover_each_sprite_where_it_is_shown(trainer):
+    """Per-object coverage and classes, re-derived from the clip: each sprite's pixels, shown frames, colour and shape."""
+    import torch.nn.functional as F
+
+    from holitom.eval.videoqa import COLOURS, FRAME_SIZE, NUM_FRAMES, SOURCE_FRAMES
+    from holitom.video.sampling import sample_frame_indices
+    from holitom.video.synthetic import SHAPES, shape_mask
+
+    model = load_llava(default_model_dir())
+    grid = model.grid
+    item = next(make_item("train", i) for i in range(100) if make_item("train", i).qtype == "appear")  # one sprite not always shown
+    clip = item.clip
+    cover, classes = trainer.object_targets(clip, grid)
+    assert cover.shape == (len(clip.sprites), NUM_FRAMES, grid[0] * grid[1])
+    yy, xx = np.mgrid[0:FRAME_SIZE, 0:FRAME_SIZE].astype(np.float32)
+    hidden_somewhere = False
+    for s, sprite in enumerate(clip.sprites):
+        assert classes[s].tolist() == [list(COLOURS).index(sprite.colour), SHAPES.index(sprite.shape)]
+        for f, t in enumerate(sample_frame_indices(SOURCE_FRAMES, NUM_FRAMES)):
+            if sprite.scene != clip.scene_of(int(t)) or not sprite.visible(int(t)):
+                assert float(cover[s, f].sum()) == 0.0
+                hidden_somewhere = True
+                continue
+            y0, x0 = sprite.corner(int(t))
+            mask = torch.from_numpy(shape_mask(sprite.shape, yy - y0, xx - x0, sprite.size).astype(np.float32))
+            assert mask.any()
+            expected = F.adaptive_avg_pool2d(mask[None, None], grid).flatten()
+            torch.testing.assert_close(cover[s, f], expected)
+    assert hidden_somewhere
+    # the pooled object is the coverage-weighted mean of its frame's tokens, and the loss names its classes
+    p = grid[0] * grid[1]
+    keep = torch.tensor([0, 5])
+    video = torch.randn(len(keep) * p, 8, generator=torch.Generator().manual_seed(0))  # (F'*P, D)
+    head = torch.randn(20, 8, generator=torch.Generator().manual_seed(1))  # (V, D)
+    rows = (torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([0, 6, 7, 8]))  # background row first, as the script's
+    pooled, shown = trainer.object_pool(video, cover[:, keep])
+    assert shown.tolist() == (cover[:, keep].sum(-1) > 0).tolist() and pooled.shape == (int(shown.sum()), 8)
+    for m, (s, f) in enumerate(shown.nonzero().tolist()):
+        w = cover[s, keep[f]]
+        torch.testing.assert_close(pooled[m], (w[:, None] * video[f * p : (f + 1) * p]).sum(0) / w.sum())
+    logits = trainer.object_logits(pooled, rows, head)
+    torch.testing.assert_close(logits[1], pooled @ head[6:9].T)
+    labels = classes[:, None, :].expand(*shown.shape, 2)[shown]  # (M, 2)
+    expected = sum(F.cross_entropy(lg, labels[:, i]) for i, lg in enumerate(logits))
+    assert float(trainer.object_loss(logits, labels)) == pytest.approx(float(expected))
+    # the script's own path (a shown object's labels are its sprite's), for both sources
+    tower = torch.randn(len(keep), model.config.vision.patch_grid**2, model.config.vision.hidden_size)  # (F', 729, Dv)
+    objects = (cover, trainer.object_targets(clip, (model.config.vision.patch_grid,) * 2)[0], classes)
+    for source in ("hidden", "tower"):
+        d = model.lm_head.weight.shape[1]
+        got, got_labels = trainer.pooled_objects(model, source, torch.randn(len(keep) * p, d), tower, objects, keep)
+        assert torch.equal(got_labels, labels) and got.shape == (labels.shape[0], d)
+
+
+def test_object_target_runs_and_is_recorded(trainer, tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--object-target", "2", "--object-source", "tower"]
+    argv += ["--types", "attribute,static", "--max-objects", "1", "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1"]
+    assert trainer.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "object_shape=" in log and "object_colour=" in log
+    provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
+    assert provenance["object_target"] == 2.0 and provenance["object_source"] == "tower"
