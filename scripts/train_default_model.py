@@ -189,6 +189,56 @@ def _render(job) -> tuple[np.ndarray, torch.Tensor]:
     return frames, token_labels(item.clip, grid)  # (2, F, P)
 
 
+EDGE_ANGLES = (0, 45, 90, 135)  # degrees of an edge filter's normal: 0 a vertical edge, 90 a horizontal one
+EDGE_OFFSETS = (-4.0, 0.0, 4.0)  # pixels from the patch centre where the filter's step sits
+
+
+def init_patch_edges(conv: torch.nn.Conv2d) -> list[str]:
+    """Overwrite the first output channels of the tower's patch embedding with fixed filters.
+
+    Why: trained end to end from random weights, the tower learns an object's colour
+    but not its shape (README, "Fidelity"): the per-token features do not carry the
+    object's boundary geometry, though its token-grid coverage names the shape. Here
+    each patch starts out measuring its mean colour (one channel per RGB channel) and
+    signed oriented edges in each RGB channel: a step filter (mean of the pixels on
+    one side of a line minus the mean on the other) at 4 orientations and 3 offsets
+    across the patch, so a triangle's boundary patches excite the diagonal channels,
+    a square's the axis-aligned ones. The other channels keep their random weights.
+
+    Scale: inputs are normalised pixels in [-1, 1] (mean = std = 0.5), so a mean-colour
+    channel reads [-1, 1] and an edge channel half the contrast across its line (0 on
+    a flat patch), the range of the random channels' outputs; their biases are zeroed.
+
+    Returns each replaced channel's name, in channel order (``conv.weight[i]``).
+    """
+    out_ch, in_ch, kh, kw = conv.weight.shape
+    yy, xx = torch.meshgrid(torch.arange(kh) - (kh - 1) / 2, torch.arange(kw) - (kw - 1) / 2, indexing="ij")  # (kh, kw) offsets from the centre
+    filters, names = [], []
+    for c in range(in_ch):  # mean colour
+        w = torch.zeros(in_ch, kh, kw)
+        w[c] = 1.0 / (kh * kw)
+        filters.append(w)
+        names.append(f"mean c{c}")
+    for angle in EDGE_ANGLES:
+        rad = math.radians(angle)
+        dist = xx * math.cos(rad) + yy * math.sin(rad)  # signed distance along the normal
+        for offset in EDGE_OFFSETS:
+            pos, neg = (dist > offset + 0.5).float(), (dist < offset - 0.5).float()  # pixels on the line: neither side
+            step = 0.5 * (pos / pos.sum() - neg / neg.sum())  # (kh, kw): zero sum
+            for c in range(in_ch):
+                w = torch.zeros(in_ch, kh, kw)
+                w[c] = step
+                filters.append(w)
+                names.append(f"edge {angle} {offset:+g} c{c}")
+    if len(filters) > out_ch:
+        raise ValueError(f"{len(filters)} fixed filters do not fit a patch embedding of {out_ch} channels")
+    with torch.no_grad():
+        conv.weight[: len(filters)] = torch.stack(filters).to(conv.weight.dtype)
+        if conv.bias is not None:
+            conv.bias[: len(filters)] = 0.0
+    return names
+
+
 def select_items(split: str, count: int, types: tuple[str, ...] | None = None, max_objects: int | None = None):
     """The first ``count`` items of ``split`` of the question ``types`` with at most ``max_objects`` objects.
 
@@ -480,8 +530,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset-sizes", default=",".join(map(str, SUBSET_SIZES)), help="frame-subset sizes of the curriculum's short steps")
     parser.add_argument("--eval-frames", type=int, default=None, help="validate on this many of each clip's sampled frames (default: all)")
     parser.add_argument("--aux-balance", action=argparse.BooleanOptionalAction, default=False, help="weigh object and background tokens equally in the auxiliary loss")
+    parser.add_argument("--patch-init", choices=("random", "edges"), default="random", help="the tower's patch embedding: its random weights, or mean-colour and oriented-edge filters in its first channels (init_patch_edges)")
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
     args = parser.parse_args(argv)
+    if args.patch_init != "random" and args.feature_cache is not None:
+        parser.error("--patch-init changes the tower's features: a --feature-cache would mix them with another init's")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
@@ -498,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         maker.build(skeleton)
         tokenizer = AutoTokenizer.from_pretrained(skeleton)
         model = load_llava(skeleton).to(device)
+        if args.patch_init == "edges":  # before any clip is encoded
+            init_patch_edges(model.vision.patch_embedding)
         preprocessor = VideoPreprocessor.from_pretrained(skeleton)
         clips = Path(tmp) / "clips"
         clips.mkdir()
@@ -618,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_tower": args.train_tower,
             "tower_lr_scale": args.tower_lr_scale,
             "tower_uniform_attention": args.train_tower and args.tower_uniform_attention,
+            "patch_init": args.patch_init,
             "types": list(types) if types else "all",
             "max_objects": args.max_objects,
             "subset_sizes": list(subset_sizes),

@@ -163,3 +163,41 @@ def test_minutes_sets_the_step_count_from_the_first_steps(trainer, tmp_path, cap
     assert "steps fit in" in capsys.readouterr().out
     provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
     assert provenance["steps"] == 3 and provenance["device"] == "cpu"  # at least one step past the timed ones
+
+
+def test_edges_patch_init_puts_oriented_filters_in_place(trainer):
+    conv = torch.nn.Conv2d(3, 64, kernel_size=14, stride=14)
+    random = conv.weight[45:].clone()
+    names = trainer.init_patch_edges(conv)
+    assert len(names) == 39 and names[:3] == ["mean c0", "mean c1", "mean c2"]
+    assert torch.equal(conv.weight[45:], random)  # the other channels keep their random weights
+    flat = torch.full((1, 3, 14, 14), 0.3)
+    with torch.no_grad():
+        out = conv(flat)[0, :, 0, 0]
+    torch.testing.assert_close(out[:3], torch.full((3,), 0.3))  # mean colour
+    torch.testing.assert_close(out[3:39], torch.zeros(36), atol=1e-6, rtol=0)  # no edge on a flat patch
+    vertical = torch.full((1, 3, 14, 14), -1.0)
+    vertical[..., 7:] = 1.0  # a vertical edge through the patch's centre
+    with torch.no_grad():
+        out = conv(vertical)[0, :39, 0, 0].abs()
+        turned = conv(vertical.transpose(2, 3))[0, :39, 0, 0].abs()  # the same edge, horizontal
+    by_angle = {a: [i for i, n in enumerate(names) if n.startswith(f"edge {a} ")] for a in trainer.EDGE_ANGLES}
+    assert out[by_angle[0]].max() > 0.9 and out[by_angle[90]].max() < 1e-6
+    assert turned[by_angle[90]].max() > 0.9 and turned[by_angle[0]].max() < 1e-6
+    assert out[by_angle[0]].max() > 1.5 * out[by_angle[45]].max()  # step filters are broadly tuned: 1.0 against 0.63
+    diagonal = torch.where(torch.arange(14)[:, None] + torch.arange(14)[None, :] >= 14, 1.0, -1.0).expand(1, 3, 14, 14)
+    with torch.no_grad():
+        out = conv(diagonal)[0, :39, 0, 0].abs()
+    assert out[by_angle[45]].max() > out[by_angle[0]].max() and out[by_angle[45]].max() > out[by_angle[135]].max()
+
+
+def test_a_few_steps_run_with_the_edges_patch_init(trainer, tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--patch-init", "edges"]
+    argv += ["--types", "attribute,static", "--max-objects", "1", "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1"]
+    assert trainer.main(argv) == 0
+    assert "final val accuracy" in capsys.readouterr().out
+    provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
+    assert provenance["patch_init"] == "edges"
+    trained = load_llava(out)
+    assert trained.vision.patch_embedding.bias[:39].abs().max() < 0.05  # started at zero, two steps of AdamW
