@@ -239,6 +239,57 @@ def init_patch_edges(conv: torch.nn.Conv2d) -> list[str]:
     return names
 
 
+ENERGY_GAIN = 4.0  # first-MLP weight on an edge channel: LayerNorm leaves it ~0.1-1, GELU(a) + GELU(-a) is ~|a| from |a| ~ 1
+
+
+def init_edge_energy(tower, names: list[str]) -> list[int]:
+    """Make the tower's first layer write each edge filter's energy (its absolute value) into spare channels.
+
+    Why: the patch embedding is linear, so its edge channels are signed (a square's
+    left and right sides, or a red and a blue object, give opposite signs) and their
+    mean over an object cancels; rectified, the same filters name an object's shape
+    from its pooled tokens' mean and spread 90% of the time against 60% signed or
+    random (throwaway probe, README "Fidelity"). The first MLP rectifies them:
+    GELU(a) + GELU(-a) ~ |a|, one pair of hidden units per edge channel (72 of 256),
+    summed over RGB into one channel per angle and offset (12 channels after the
+    fixed filters of :func:`init_patch_edges`, whose ``names`` it takes). Those
+    channels start at exactly zero before the MLP (no patch or position embedding,
+    no attention output; neither positions nor the attention write the edge channels either), so each unit reads its edge channel minus the first
+    energy channel: LayerNorm's per-token mean, which swamps the small edge
+    values, cancels; ``ENERGY_GAIN`` then keeps GELU near |a|. The later layers do
+    not write the energy channels either, so the tower's output carries them
+    (probe on its pooled tokens, per object: 60% random, 60% signed edges, ~90% here).
+
+    Returns the energy channels.
+    """
+    edges = [i for i, n in enumerate(names) if n.startswith("edge ")]
+    groups = sorted({n.rsplit(" ", 1)[0] for n in names if n.startswith("edge ")})  # "edge ANGLE OFFSET"
+    energy = list(range(len(names), len(names) + len(groups)))
+    layer = tower.layers[0]
+    fc1, fc2, ln = layer.mlp.fc1, layer.mlp.fc2, layer.layer_norm2
+    if energy[-1] >= fc2.out_features or 2 * len(edges) > fc1.out_features:
+        raise ValueError("the tower is too narrow for the edge-energy channels")
+    with torch.no_grad():
+        tower.patch_embedding.weight[energy] = 0.0
+        tower.patch_embedding.bias[energy] = 0.0
+        tower.position_embedding.weight[:, edges + energy] = 0.0  # random positions (~0.13) would swamp the edges too
+        for k, block in enumerate(tower.layers):  # random outputs (~1) would swamp the edges (~0.03) and their energy
+            quiet = edges + energy if k == 0 else energy
+            for proj in (block.self_attn.out_proj, block.mlp.fc2):
+                proj.weight[energy if proj is fc2 else quiet] = 0.0
+                proj.bias[energy if proj is fc2 else quiet] = 0.0
+        for j, i in enumerate(edges):
+            target = energy[groups.index(names[i].rsplit(" ", 1)[0])]
+            for unit, sign in ((2 * j, 1.0), (2 * j + 1, -1.0)):
+                fc1.weight[unit] = 0.0  # sign * gain * (LN(x)_i - LN(x)_ref), LN's bias taken out
+                fc1.weight[unit, i] = sign * ENERGY_GAIN
+                fc1.weight[unit, energy[0]] = -sign * ENERGY_GAIN
+                fc1.bias[unit] = -sign * ENERGY_GAIN * (ln.bias[i] - ln.bias[energy[0]])
+                fc2.weight[:, unit] = 0.0
+                fc2.weight[target, unit] = 1.0 / (3 * ENERGY_GAIN)  # the mean over the 3 colour channels
+    return energy
+
+
 def select_items(split: str, count: int, types: tuple[str, ...] | None = None, max_objects: int | None = None):
     """The first ``count`` items of ``split`` of the question ``types`` with at most ``max_objects`` objects.
 
@@ -530,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset-sizes", default=",".join(map(str, SUBSET_SIZES)), help="frame-subset sizes of the curriculum's short steps")
     parser.add_argument("--eval-frames", type=int, default=None, help="validate on this many of each clip's sampled frames (default: all)")
     parser.add_argument("--aux-balance", action=argparse.BooleanOptionalAction, default=False, help="weigh object and background tokens equally in the auxiliary loss")
-    parser.add_argument("--patch-init", choices=("random", "edges"), default="random", help="the tower's patch embedding: its random weights, or mean-colour and oriented-edge filters in its first channels (init_patch_edges)")
+    parser.add_argument("--patch-init", choices=("random", "edges", "edges-energy"), default="random", help="the tower's patch embedding: its random weights, mean-colour and oriented-edge filters in its first channels (init_patch_edges), or those and their energy from the first layer's MLP (init_edge_energy)")
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
     args = parser.parse_args(argv)
     if args.patch_init != "random" and args.feature_cache is not None:
@@ -551,8 +602,10 @@ def main(argv: list[str] | None = None) -> int:
         maker.build(skeleton)
         tokenizer = AutoTokenizer.from_pretrained(skeleton)
         model = load_llava(skeleton).to(device)
-        if args.patch_init == "edges":  # before any clip is encoded
-            init_patch_edges(model.vision.patch_embedding)
+        if args.patch_init != "random":  # before any clip is encoded
+            names = init_patch_edges(model.vision.patch_embedding)
+            if args.patch_init == "edges-energy":
+                init_edge_energy(model.vision, names)
         preprocessor = VideoPreprocessor.from_pretrained(skeleton)
         clips = Path(tmp) / "clips"
         clips.mkdir()

@@ -191,13 +191,37 @@ def test_edges_patch_init_puts_oriented_filters_in_place(trainer):
     assert out[by_angle[45]].max() > out[by_angle[0]].max() and out[by_angle[45]].max() > out[by_angle[135]].max()
 
 
-def test_a_few_steps_run_with_the_edges_patch_init(trainer, tmp_path, capsys):
+def test_a_few_steps_run_with_the_edge_energy_patch_init(trainer, tmp_path, capsys):
     out = tmp_path / "model"
-    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--patch-init", "edges"]
+    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--patch-init", "edges-energy"]
     argv += ["--types", "attribute,static", "--max-objects", "1", "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1"]
     assert trainer.main(argv) == 0
     assert "final val accuracy" in capsys.readouterr().out
     provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
-    assert provenance["patch_init"] == "edges"
+    assert provenance["patch_init"] == "edges-energy"
     trained = load_llava(out)
     assert trained.vision.patch_embedding.bias[:39].abs().max() < 0.05  # started at zero, two steps of AdamW
+
+
+def test_edge_energy_init_rectifies_the_edges_into_quiet_channels(trainer):
+    """The first layer writes |edge| (summed over RGB) into spare channels that nothing else writes at init."""
+    from holitom.models.vision import VisionTower
+
+    tower = VisionTower(load_llava(default_model_dir()).config.vision, 3)
+    tower.load_state_dict(load_llava(default_model_dir()).vision.state_dict())
+    names = trainer.init_patch_edges(tower.patch_embedding)
+    energy = trainer.init_edge_energy(tower, names)
+    assert energy == list(range(39, 51))
+    by_group = dict(zip(sorted({n.rsplit(" ", 1)[0] for n in names if n.startswith("edge ")}), energy))  # "edge ANGLE OFFSET" -> its channel
+    vertical = torch.zeros(1, 3, 384, 384)
+    vertical[..., 14 * 5 + 7 :] = 0.8  # a vertical edge through the centres of patch column 5
+    with torch.no_grad():
+        up, _ = tower(vertical, with_scores=False)  # (1, 729, 64)
+        down, _ = tower(-vertical, with_scores=False)  # the same edge, opposite contrast
+        flat, _ = tower(torch.zeros(1, 3, 384, 384), with_scores=False)
+    grid = lambda h, ch: h[0, :, ch].reshape(27, 27)  # noqa: E731
+    vert, horiz = by_group["edge 0 +0"], by_group["edge 90 +0"]  # energy channels of vertical and horizontal edges
+    assert flat[..., energy].abs().max() < 1e-3  # no edge, no energy (whatever the position)
+    for h in (up, down):  # either contrast: the sign is gone (the size only up to LayerNorm's per-token scale)
+        assert grid(h, vert)[:, 5].min() > 0.1 and grid(h, vert)[:, 5].min() > 10 * grid(h, horiz)[:, 5].abs().max()
+        assert grid(h, vert)[:, 10].abs().max() < 1e-3  # away from the edge
