@@ -77,6 +77,9 @@ training and validation show; ``--aux-balance`` weighs object and background
 tokens equally in the auxiliary loss. Validation also prints the accuracy over
 every question of each clip per answer kind (colour, shape, ...) and how many
 object tokens the auxiliary heads name right.
+``--patch-init edges`` starts the tower's patch embedding with mean-colour and
+oriented-edge filters (:func:`init_patch_edges`), ``edges-energy`` also has the
+first layer rectify those edges into channels of their own (:func:`init_edge_energy`).
 
 Usage::
 

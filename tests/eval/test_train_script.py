@@ -205,10 +205,7 @@ def test_a_few_steps_run_with_the_edge_energy_patch_init(trainer, tmp_path, caps
 
 def test_edge_energy_init_rectifies_the_edges_into_quiet_channels(trainer):
     """The first layer writes |edge| (summed over RGB) into spare channels that nothing else writes at init."""
-    from holitom.models.vision import VisionTower
-
-    tower = VisionTower(load_llava(default_model_dir()).config.vision, 3)
-    tower.load_state_dict(load_llava(default_model_dir()).vision.state_dict())
+    tower = load_llava(default_model_dir()).vision
     names = trainer.init_patch_edges(tower.patch_embedding)
     energy = trainer.init_edge_energy(tower, names)
     assert energy == list(range(39, 51))
