@@ -585,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-frames", type=int, default=None, help="validate on this many of each clip's sampled frames (default: all)")
     parser.add_argument("--aux-balance", action=argparse.BooleanOptionalAction, default=False, help="weigh object and background tokens equally in the auxiliary loss")
     parser.add_argument("--patch-init", choices=("random", "edges", "edges-energy"), default="random", help="the tower's patch embedding: its random weights, mean-colour and oriented-edge filters in its first channels (init_patch_edges), or those and their energy from the first layer's MLP (init_edge_energy)")
+    parser.add_argument("--freeze-patch-init", action="store_true", help="with --patch-init edges*, keep its fixed filters as they are (their gradient is zeroed): Adam's steps of ~lr per weight overwrite filters this small (~0.005 a weight) within a few hundred steps")
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
     args = parser.parse_args(argv)
     if args.patch_init != "random" and args.feature_cache is not None:
@@ -648,6 +649,10 @@ def main(argv: list[str] | None = None) -> int:
         tower = list(model.vision.parameters()) if args.train_tower else []
         for p in params + tower:
             p.requires_grad_(True)
+        if args.patch_init != "random" and args.freeze_patch_init:  # the fixed rows get no gradient (AdamW's decay still applies)
+            free = (torch.arange(model.vision.patch_embedding.out_channels, device=device) >= len(names)).float()  # (Dv,)
+            model.vision.patch_embedding.weight.register_hook(lambda g: g * free[:, None, None, None])
+            model.vision.patch_embedding.bias.register_hook(lambda g: g * free)
         model.train()
         groups = [{"params": params, "scale": 1.0}] + ([{"params": tower, "scale": args.tower_lr_scale}] if tower else [])
         opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -730,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
             "tower_lr_scale": args.tower_lr_scale,
             "tower_uniform_attention": args.train_tower and args.tower_uniform_attention,
             "patch_init": args.patch_init,
+            "freeze_patch_init": args.patch_init != "random" and args.freeze_patch_init,
             "types": list(types) if types else "all",
             "max_objects": args.max_objects,
             "subset_sizes": list(subset_sizes),

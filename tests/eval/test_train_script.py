@@ -191,16 +191,19 @@ def test_edges_patch_init_puts_oriented_filters_in_place(trainer):
     assert out[by_angle[45]].max() > out[by_angle[0]].max() and out[by_angle[45]].max() > out[by_angle[135]].max()
 
 
-def test_a_few_steps_run_with_the_edge_energy_patch_init(trainer, tmp_path, capsys):
+def test_a_few_steps_run_with_the_edge_energy_patch_init_frozen(trainer, tmp_path, capsys):
     out = tmp_path / "model"
-    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--patch-init", "edges-energy"]
+    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--patch-init", "edges-energy", "--freeze-patch-init"]
     argv += ["--types", "attribute,static", "--max-objects", "1", "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1"]
     assert trainer.main(argv) == 0
     assert "final val accuracy" in capsys.readouterr().out
     provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
-    assert provenance["patch_init"] == "edges-energy"
-    trained = load_llava(out)
-    assert trained.vision.patch_embedding.bias[:39].abs().max() < 0.05  # started at zero, two steps of AdamW
+    assert provenance["patch_init"] == "edges-energy" and provenance["freeze_patch_init"]
+    trained, start = load_llava(out).vision.patch_embedding, load_llava(default_model_dir()).vision.patch_embedding
+    trainer.init_patch_edges(start)
+    torch.testing.assert_close(trained.weight[:39], start.weight[:39], rtol=1e-3, atol=1e-7)  # frozen (AdamW's decay only)
+    assert trained.bias[:39].abs().max() == 0.0
+    assert (trained.weight[51:] - start.weight[51:]).abs().min() > 0  # the random channels learn
 
 
 def test_edge_energy_init_rectifies_the_edges_into_quiet_channels(trainer):
