@@ -243,6 +243,7 @@ def init_patch_edges(conv: torch.nn.Conv2d) -> list[str]:
 
 
 ENERGY_GAIN = 4.0  # first-MLP weight on an edge channel: LayerNorm leaves it ~0.1-1, GELU(a) + GELU(-a) is ~|a| from |a| ~ 1
+ENERGY_OUT = 3.0  # the energy channels ~1 on object patches, the other channels' size (1.4; 0.13 at 1/3, washed out by training)
 
 
 def init_edge_energy(tower, names: list[str]) -> list[int]:
@@ -289,7 +290,7 @@ def init_edge_energy(tower, names: list[str]) -> list[int]:
                 fc1.weight[unit, energy[0]] = -sign * ENERGY_GAIN
                 fc1.bias[unit] = -sign * ENERGY_GAIN * (ln.bias[i] - ln.bias[energy[0]])
                 fc2.weight[:, unit] = 0.0
-                fc2.weight[target, unit] = 1.0 / (3 * ENERGY_GAIN)  # the mean over the 3 colour channels
+                fc2.weight[target, unit] = ENERGY_OUT / ENERGY_GAIN  # summed over the 3 colour channels
     return energy
 
 
