@@ -262,7 +262,9 @@ def init_edge_energy(tower, names: list[str]) -> list[int]:
     energy channel: LayerNorm's per-token mean, which swamps the small edge
     values, cancels; ``ENERGY_GAIN`` then keeps GELU near |a|. The later layers do
     not write the energy channels either, so the tower's output carries them
-    (probe on its pooled tokens, per object: 60% random, 60% signed edges, ~90% here).
+    (per-object probe on its pooled tokens at init: 59% random, 60% signed edges, 79%
+    here, 93% from the energy channels alone; after 1,000 training steps with the
+    filters frozen the energy channels are back to 61%: something else erodes them).
 
     Returns the energy channels.
     """
