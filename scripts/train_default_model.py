@@ -80,6 +80,9 @@ object tokens the auxiliary heads name right.
 ``--object-target W`` adds a per-OBJECT colour and shape target (each shown
 object's tokens pooled by its true coverage, :func:`pooled_objects`); measured
 (README, "Fidelity"): shape still at chance after 1,500 one-frame steps.
+``--patch-init edges`` starts the tower's patch embedding with mean-colour and
+oriented-edge filters (:func:`init_patch_edges`), ``edges-energy`` also has the
+first layer rectify those edges into channels of their own (:func:`init_edge_energy`).
 
 Usage::
 
@@ -196,6 +199,110 @@ def _render(job) -> tuple[np.ndarray, torch.Tensor]:
     frames = read_video(path, NUM_FRAMES).frames  # (F, H, W, 3) uint8
     path.unlink()
     return frames, token_labels(item.clip, grid)  # (2, F, P)
+
+
+EDGE_ANGLES = (0, 45, 90, 135)  # degrees of an edge filter's normal: 0 a vertical edge, 90 a horizontal one
+EDGE_OFFSETS = (-4.0, 0.0, 4.0)  # pixels from the patch centre where the filter's step sits
+
+
+def init_patch_edges(conv: torch.nn.Conv2d) -> list[str]:
+    """Overwrite the first output channels of the tower's patch embedding with fixed filters.
+
+    Why: trained end to end from random weights, the tower learns an object's colour
+    but not its shape (README, "Fidelity"): the per-token features do not carry the
+    object's boundary geometry, though its token-grid coverage names the shape. Here
+    each patch starts out measuring its mean colour (one channel per RGB channel) and
+    signed oriented edges in each RGB channel: a step filter (mean of the pixels on
+    one side of a line minus the mean on the other) at 4 orientations and 3 offsets
+    across the patch, so a triangle's boundary patches excite the diagonal channels,
+    a square's the axis-aligned ones. The other channels keep their random weights.
+
+    Scale: inputs are normalised pixels in [-1, 1] (mean = std = 0.5), so a mean-colour
+    channel reads [-1, 1] and an edge channel half the contrast across its line (0 on
+    a flat patch), the range of the random channels' outputs; their biases are zeroed.
+
+    Returns each replaced channel's name, in channel order (``conv.weight[i]``).
+    """
+    out_ch, in_ch, kh, kw = conv.weight.shape
+    yy, xx = torch.meshgrid(torch.arange(kh) - (kh - 1) / 2, torch.arange(kw) - (kw - 1) / 2, indexing="ij")  # (kh, kw) offsets from the centre
+    filters, names = [], []
+    for c in range(in_ch):  # mean colour
+        w = torch.zeros(in_ch, kh, kw)
+        w[c] = 1.0 / (kh * kw)
+        filters.append(w)
+        names.append(f"mean c{c}")
+    for angle in EDGE_ANGLES:
+        rad = math.radians(angle)
+        dist = xx * math.cos(rad) + yy * math.sin(rad)  # signed distance along the normal
+        for offset in EDGE_OFFSETS:
+            pos, neg = (dist > offset + 0.5).float(), (dist < offset - 0.5).float()  # pixels on the line: neither side
+            step = 0.5 * (pos / pos.sum() - neg / neg.sum())  # (kh, kw): zero sum
+            for c in range(in_ch):
+                w = torch.zeros(in_ch, kh, kw)
+                w[c] = step
+                filters.append(w)
+                names.append(f"edge {angle} {offset:+g} c{c}")
+    if len(filters) > out_ch:
+        raise ValueError(f"{len(filters)} fixed filters do not fit a patch embedding of {out_ch} channels")
+    with torch.no_grad():
+        conv.weight[: len(filters)] = torch.stack(filters).to(conv.weight.dtype)
+        if conv.bias is not None:
+            conv.bias[: len(filters)] = 0.0
+    return names
+
+
+ENERGY_GAIN = 4.0  # first-MLP weight on an edge channel: LayerNorm leaves it ~0.1-1, GELU(a) + GELU(-a) is ~|a| from |a| ~ 1
+ENERGY_OUT = 3.0  # the energy channels ~1 on object patches, the other channels' size (1.4; 0.13 at 1/3, washed out by training)
+
+
+def init_edge_energy(tower, names: list[str]) -> list[int]:
+    """Make the tower's first layer write each edge filter's energy (its absolute value) into spare channels.
+
+    Why: the patch embedding is linear, so its edge channels are signed (a square's
+    left and right sides, or a red and a blue object, give opposite signs) and their
+    mean over an object cancels; rectified, the same filters name an object's shape
+    from its pooled tokens' mean and spread 90% of the time against 60% signed or
+    random (throwaway probe, README "Fidelity"). The first MLP rectifies them:
+    GELU(a) + GELU(-a) ~ |a|, one pair of hidden units per edge channel (72 of 256),
+    summed over RGB into one channel per angle and offset (12 channels after the
+    fixed filters of :func:`init_patch_edges`, whose ``names`` it takes). Those
+    channels start at exactly zero before the MLP (no patch or position embedding,
+    no attention output; neither positions nor the attention write the edge channels either), so each unit reads its edge channel minus the first
+    energy channel: LayerNorm's per-token mean, which swamps the small edge
+    values, cancels; ``ENERGY_GAIN`` then keeps GELU near |a|. The later layers do
+    not write the energy channels either, so the tower's output carries them
+    (per-object probe on its pooled tokens at init: 59% random, 60% signed edges, 79%
+    here, 93% from the energy channels alone; after 1,000 training steps with the
+    filters frozen the energy channels are back to 61%: something else erodes them).
+
+    Returns the energy channels.
+    """
+    edges = [i for i, n in enumerate(names) if n.startswith("edge ")]
+    groups = sorted({n.rsplit(" ", 1)[0] for n in names if n.startswith("edge ")})  # "edge ANGLE OFFSET"
+    energy = list(range(len(names), len(names) + len(groups)))
+    layer = tower.layers[0]
+    fc1, fc2, ln = layer.mlp.fc1, layer.mlp.fc2, layer.layer_norm2
+    if energy[-1] >= fc2.out_features or 2 * len(edges) > fc1.out_features:
+        raise ValueError("the tower is too narrow for the edge-energy channels")
+    with torch.no_grad():
+        tower.patch_embedding.weight[energy] = 0.0
+        tower.patch_embedding.bias[energy] = 0.0
+        tower.position_embedding.weight[:, edges + energy] = 0.0  # random positions (~0.13) would swamp the edges too
+        for k, block in enumerate(tower.layers):  # random outputs (~1) would swamp the edges (~0.03) and their energy
+            quiet = edges + energy if k == 0 else energy
+            for proj in (block.self_attn.out_proj, block.mlp.fc2):
+                proj.weight[energy if proj is fc2 else quiet] = 0.0
+                proj.bias[energy if proj is fc2 else quiet] = 0.0
+        for j, i in enumerate(edges):
+            target = energy[groups.index(names[i].rsplit(" ", 1)[0])]
+            for unit, sign in ((2 * j, 1.0), (2 * j + 1, -1.0)):
+                fc1.weight[unit] = 0.0  # sign * gain * (LN(x)_i - LN(x)_ref), LN's bias taken out
+                fc1.weight[unit, i] = sign * ENERGY_GAIN
+                fc1.weight[unit, energy[0]] = -sign * ENERGY_GAIN
+                fc1.bias[unit] = -sign * ENERGY_GAIN * (ln.bias[i] - ln.bias[energy[0]])
+                fc2.weight[:, unit] = 0.0
+                fc2.weight[target, unit] = ENERGY_OUT / ENERGY_GAIN  # summed over the 3 colour channels
+    return energy
 
 
 def select_items(split: str, count: int, types: tuple[str, ...] | None = None, max_objects: int | None = None):
@@ -585,12 +692,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aux-balance", action=argparse.BooleanOptionalAction, default=False, help="weigh object and background tokens equally in the auxiliary loss")
     parser.add_argument("--object-target", type=float, default=0.0, help="weight of the per-object auxiliary loss (each shown object's tokens pooled, its colour and shape named; 0: off)")
     parser.add_argument("--object-source", choices=("hidden", "tower"), default="hidden", help="what --object-target pools: the decoder's final hidden states of the video tokens, or the tower's output before the projector (see pooled_objects)")
+    parser.add_argument("--patch-init", choices=("random", "edges", "edges-energy"), default="random", help="the tower's patch embedding: its random weights, mean-colour and oriented-edge filters in its first channels (init_patch_edges), or those and their energy from the first layer's MLP (init_edge_energy)")
+    parser.add_argument("--freeze-patch-init", action="store_true", help="with --patch-init edges*, keep its fixed filters as they are (their gradient is zeroed): Adam's steps of ~lr per weight overwrite filters this small (~0.005 a weight) within a few hundred steps")
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.minutes is not None and not args.minutes > 0:
         parser.error(f"--minutes must be positive, got {args.minutes}")
+    if args.patch_init != "random" and args.feature_cache is not None:
+        parser.error("--patch-init changes the tower's features: a --feature-cache would mix them with another init's")
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:
@@ -612,6 +723,10 @@ def main(argv: list[str] | None = None) -> int:
         maker.build(skeleton)
         tokenizer = AutoTokenizer.from_pretrained(skeleton)
         model = load_llava(skeleton).to(device)
+        if args.patch_init != "random":  # before any clip is encoded
+            names = init_patch_edges(model.vision.patch_embedding)
+            if args.patch_init == "edges-energy":
+                init_edge_energy(model.vision, names)
         preprocessor = VideoPreprocessor.from_pretrained(skeleton)
         clips = Path(tmp) / "clips"
         clips.mkdir()
@@ -651,6 +766,10 @@ def main(argv: list[str] | None = None) -> int:
         tower = list(model.vision.parameters()) if args.train_tower else []
         for p in params + tower:
             p.requires_grad_(True)
+        if args.patch_init != "random" and args.freeze_patch_init:  # the fixed rows get no gradient (AdamW's decay still applies)
+            free = (torch.arange(model.vision.patch_embedding.out_channels, device=device) >= len(names)).float()  # (Dv,)
+            model.vision.patch_embedding.weight.register_hook(lambda g: g * free[:, None, None, None])
+            model.vision.patch_embedding.bias.register_hook(lambda g: g * free)
         model.train()
         groups = [{"params": params, "scale": 1.0}] + ([{"params": tower, "scale": args.tower_lr_scale}] if tower else [])
         opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -739,6 +858,8 @@ def main(argv: list[str] | None = None) -> int:
             "train_tower": args.train_tower,
             "tower_lr_scale": args.tower_lr_scale,
             "tower_uniform_attention": args.train_tower and args.tower_uniform_attention,
+            "patch_init": args.patch_init,
+            "freeze_patch_init": args.patch_init != "random" and args.freeze_patch_init,
             "types": list(types) if types else "all",
             "max_objects": args.max_objects,
             "subset_sizes": list(subset_sizes),

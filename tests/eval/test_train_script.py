@@ -237,3 +237,65 @@ def test_object_target_runs_and_is_recorded(trainer, tmp_path, capsys):
     assert "object_shape=" in log and "object_colour=" in log
     provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
     assert provenance["object_target"] == 2.0 and provenance["object_source"] == "tower"
+
+
+def test_edges_patch_init_puts_oriented_filters_in_place(trainer):
+    conv = torch.nn.Conv2d(3, 64, kernel_size=14, stride=14)
+    random = conv.weight[45:].clone()
+    names = trainer.init_patch_edges(conv)
+    assert len(names) == 39 and names[:3] == ["mean c0", "mean c1", "mean c2"]
+    assert torch.equal(conv.weight[45:], random)  # the other channels keep their random weights
+    flat = torch.full((1, 3, 14, 14), 0.3)
+    with torch.no_grad():
+        out = conv(flat)[0, :, 0, 0]
+    torch.testing.assert_close(out[:3], torch.full((3,), 0.3))  # mean colour
+    torch.testing.assert_close(out[3:39], torch.zeros(36), atol=1e-6, rtol=0)  # no edge on a flat patch
+    vertical = torch.full((1, 3, 14, 14), -1.0)
+    vertical[..., 7:] = 1.0  # a vertical edge through the patch's centre
+    with torch.no_grad():
+        out = conv(vertical)[0, :39, 0, 0].abs()
+        turned = conv(vertical.transpose(2, 3))[0, :39, 0, 0].abs()  # the same edge, horizontal
+    by_angle = {a: [i for i, n in enumerate(names) if n.startswith(f"edge {a} ")] for a in trainer.EDGE_ANGLES}
+    assert out[by_angle[0]].max() > 0.9 and out[by_angle[90]].max() < 1e-6
+    assert turned[by_angle[90]].max() > 0.9 and turned[by_angle[0]].max() < 1e-6
+    assert out[by_angle[0]].max() > 1.5 * out[by_angle[45]].max()  # step filters are broadly tuned: 1.0 against 0.63
+    diagonal = torch.where(torch.arange(14)[:, None] + torch.arange(14)[None, :] >= 14, 1.0, -1.0).expand(1, 3, 14, 14)
+    with torch.no_grad():
+        out = conv(diagonal)[0, :39, 0, 0].abs()
+    assert out[by_angle[45]].max() > out[by_angle[0]].max() and out[by_angle[45]].max() > out[by_angle[135]].max()
+
+
+def test_a_few_steps_run_with_the_edge_energy_patch_init_frozen(trainer, tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--patch-init", "edges-energy", "--freeze-patch-init"]
+    argv += ["--types", "attribute,static", "--max-objects", "1", "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1"]
+    assert trainer.main(argv) == 0
+    assert "final val accuracy" in capsys.readouterr().out
+    provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
+    assert provenance["patch_init"] == "edges-energy" and provenance["freeze_patch_init"]
+    trained, start = load_llava(out).vision.patch_embedding, load_llava(default_model_dir()).vision.patch_embedding
+    trainer.init_patch_edges(start)
+    torch.testing.assert_close(trained.weight[:39], start.weight[:39], rtol=1e-3, atol=1e-7)  # frozen (AdamW's decay only)
+    assert trained.bias[:39].abs().max() == 0.0
+    assert (trained.weight[51:] - start.weight[51:]).abs().min() > 0  # the random channels learn
+
+
+def test_edge_energy_init_rectifies_the_edges_into_quiet_channels(trainer):
+    """The first layer writes |edge| (summed over RGB) into spare channels that nothing else writes at init."""
+    tower = load_llava(default_model_dir()).vision
+    names = trainer.init_patch_edges(tower.patch_embedding)
+    energy = trainer.init_edge_energy(tower, names)
+    assert energy == list(range(39, 51))
+    by_group = dict(zip(sorted({n.rsplit(" ", 1)[0] for n in names if n.startswith("edge ")}), energy))  # "edge ANGLE OFFSET" -> its channel
+    vertical = torch.zeros(1, 3, 384, 384)
+    vertical[..., 14 * 5 + 7 :] = 0.8  # a vertical edge through the centres of patch column 5
+    with torch.no_grad():
+        up, _ = tower(vertical, with_scores=False)  # (1, 729, 64)
+        down, _ = tower(-vertical, with_scores=False)  # the same edge, opposite contrast
+        flat, _ = tower(torch.zeros(1, 3, 384, 384), with_scores=False)
+    grid = lambda h, ch: h[0, :, ch].reshape(27, 27)  # noqa: E731
+    vert, horiz = by_group["edge 0 +0"], by_group["edge 90 +0"]  # energy channels of vertical and horizontal edges
+    assert flat[..., energy].abs().max() < 1e-3  # no edge, no energy (whatever the position)
+    for h in (up, down):  # either contrast: the sign is gone (the size only up to LayerNorm's per-token scale)
+        assert grid(h, vert)[:, 5].min() > 0.1 and grid(h, vert)[:, 5].min() > 10 * grid(h, horiz)[:, 5].abs().max()
+        assert grid(h, vert)[:, 10].abs().max() < 1e-3  # away from the edge
