@@ -808,15 +808,15 @@ def main(argv: list[str] | None = None) -> int:
                 g["lr"] = lr_at(step) * g["scale"]
             full = rng.random() < args.full_share
             keep = torch.arange(NUM_FRAMES) if full else frame_subset(item.clip, rng, int(rng.choice(subset_sizes)))  # (F',)
-            tower = train.vision(model, k, keep)  # (F', 729, Dv)
-            logits, video = forward_packed(model, tower, prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
+            tower_out = train.vision(model, k, keep)  # (F', 729, Dv)
+            logits, video = forward_packed(model, tower_out, prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
             loss = torch.nn.functional.cross_entropy(logits, targets[targets >= 0])
             answer_loss += loss.detach()  # summed on the device: no host sync per step
             for rows, labels in zip(aux_rows, train.labels[k][:, keep.to(device)]):
                 aux = video @ model.lm_head.weight[rows].T  # (F*P, classes): the LM head's rows for the class words
                 loss = loss + AUX_WEIGHT * aux_loss(aux, labels.flatten(), args.aux_balance)
             if args.object_target:
-                pooled, labels = pooled_objects(model, args.object_source, video, tower, train.objects[k], keep)  # (M, D), (M, 2)
+                pooled, labels = pooled_objects(model, args.object_source, video, tower_out, train.objects[k], keep)  # (M, D), (M, 2)
                 part = object_loss(object_logits(pooled, aux_rows, model.lm_head.weight), labels)
                 object_part += part.detach()  # unweighted: colour + shape cross-entropy (ln 3 = 1.10 for a shape guessed)
                 loss = loss + args.object_target * part
