@@ -147,8 +147,8 @@ class ClipFeatures:
         patches = (model.config.vision.patch_grid,) * 2
         self.objects = []
         for item in items:
-            token_cover, classes = object_targets(item.clip, model.grid)
-            self.objects.append(tuple(t.to(self.device) for t in (token_cover, object_targets(item.clip, patches)[0], classes)))
+            masks, classes = object_masks(item.clip)  # one walk over the sprites, pooled onto both grids
+            self.objects.append(tuple(t.to(self.device) for t in (object_cover(masks, model.grid), object_cover(masks, patches), classes)))
         ids = ",".join(item.item_id for item in items)
         if frozen and cache is not None and cache.is_file():
             from safetensors import safe_open
@@ -385,17 +385,27 @@ def object_targets(clip, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Ten
     (0-based, no background class). :func:`object_loss` pools the video tokens by
     this coverage, one vector per object and frame, and names its colour and shape.
     """
-    import torch.nn.functional as F
+    masks, classes = object_masks(clip)
+    return object_cover(masks, grid), classes
 
+
+def object_masks(clip) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sprite's pixel mask at each sampled frame ``(S, F, H, W)`` float (zero where not shown) and its classes ``(S, 2)``."""
     from holitom.eval.videoqa import COLOURS, FRAME_SIZE, NUM_FRAMES
     from holitom.video.synthetic import SHAPES
 
     masks = np.zeros((len(clip.sprites), NUM_FRAMES, FRAME_SIZE, FRAME_SIZE), dtype=np.float32)  # (S, F, H, W)
     for f, s, _, mask in _sprite_masks(clip):
         masks[s, f] = mask
-    cover = F.adaptive_avg_pool2d(torch.from_numpy(masks), grid).flatten(2)  # (S, F, P)
     classes = torch.tensor([[list(COLOURS).index(s.colour), SHAPES.index(s.shape)] for s in clip.sprites], dtype=torch.int64).reshape(-1, 2)
-    return cover, classes
+    return torch.from_numpy(masks), classes
+
+
+def object_cover(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """:func:`object_masks` area-pooled onto ``grid``: ``(S, F, P)``."""
+    import torch.nn.functional as F
+
+    return F.adaptive_avg_pool2d(masks, grid).flatten(2)
 
 
 def aux_loss(logits: torch.Tensor, labels: torch.Tensor, balance: bool) -> torch.Tensor:
