@@ -5,6 +5,7 @@
   frames. Q/DQ sit on the inputs of MatMul / Conv / Gemm only: the placement
   TensorRT's explicit quantization builds INT8 kernels from (its int8 Q/DQ must be
   symmetric, zero point 0), so the same file is the input for an INT8 engine.
+  MatMul and Gemm outputs stay float (:data:`_FLOAT_OUTPUT_OPS`).
 - Decoder graphs: weight-only INT8 / INT4, block-wise symmetric (onnxruntime's
   MatMulNBits: each MatMul with a constant weight becomes one contrib node that
   dequantizes a block at a time). Activations and KV caches stay float32.
@@ -21,7 +22,7 @@ from holitom.calibration.graphs import QUANTIZED_OPS, score_path_nodes
 
 # Weight and activation symmetry come from their types (ACTIVATIONS below: TensorRT reads only zero-point-0 int8 Q/DQ).
 _QDQ_OPTIONS = {
-    # A Q/DQ pair per consumer: onnxruntime fuses DQ -> MatMul -> Q into one QLinearMatMul only when
+    # A Q/DQ pair per consumer: onnxruntime fuses a DQ into its MatMul (one integer kernel) only when
     # the DQ feeds that MatMul alone (q/k/v read one tensor), and a reader outside the quantized ops
     # (the attention-score means) keeps the float tensor (measured 1.26x against 1.11x shared, 4 frames, so400m width).
     "DedicatedQDQPair": True,
@@ -31,6 +32,14 @@ _QDQ_OPTIONS = {
     "CalibStridedMinMax": 1,
 }
 _BITS = {INT8: 8, INT4: 4}
+# Ops whose outputs get no Q/DQ. A MatMul whose output is quantized too becomes onnxruntime's QLinearMatMul, whose
+# int8 result is dequantized again for the float bias Add / LayerNorm / GELU that follow, and the attention's
+# Softmax between two such MatMuls becomes QLinearSoftmax; with float outputs each MatMul becomes one
+# MatMulIntegerToFloat and the Softmax stays float. Measured (scripts/profile_vision_int8.py, so400m width, 4 layers,
+# 4 frames, AVX-512 VNNI CPU): int8 vision 905 -> 730 ms against 1973 / 1888 ms float32 (2.18x -> 2.58x), features
+# cosine 0.99893 -> 0.99910. The patch Conv keeps its output Q/DQ: onnxruntime has no integer Conv with a float
+# output, so without it the Conv would run float.
+_FLOAT_OUTPUT_OPS = ["MatMul", "Gemm"]
 
 
 def _quantization():
@@ -63,14 +72,16 @@ def quantize_vision(
     weights: str = "int8",
     per_channel: bool = True,
     reduce_range: bool = False,
+    quantize_outputs: bool = False,
 ) -> dict:
     """Static INT8 of the vision graph at ``src`` into ``dst``; ``reader`` yields ``{"pixel_values": (F, 3, H, W)}``.
 
     ``keep_scores_float`` leaves the last layer's attention-probability MatMuls (the
     input of HoliTom's top-k) in float32 (:func:`calibration.graphs.score_path_nodes`).
     ``fmt`` (:data:`FORMATS`), ``weights`` (:data:`ACTIVATIONS`' types: uint8 is asymmetric, no TensorRT input),
-    ``per_channel`` weights and ``reduce_range`` (7-bit weights, for
-    the U8S8 kernels of CPUs without VNNI) are the variants ``scripts/bench_calibration.py`` measures.
+    ``per_channel`` weights, ``reduce_range`` (7-bit weights, for
+    the U8S8 kernels of CPUs without VNNI) and ``quantize_outputs`` (Q/DQ on MatMul outputs as well, the placement
+    before :data:`_FLOAT_OUTPUT_OPS`) are the variants ``scripts/profile_vision_int8.py`` measures.
     """
     import onnx
 
@@ -91,7 +102,12 @@ def quantize_vision(
         weight_type=getattr(q.QuantType, ACTIVATIONS[weights][0]),
         nodes_to_exclude=excluded,
         calibrate_method=getattr(q.CalibrationMethod, METHODS[method]),
-        extra_options={**_QDQ_OPTIONS, "ActivationSymmetric": ACTIVATIONS[activations][1], "WeightSymmetric": ACTIVATIONS[weights][1]},
+        extra_options={
+            **_QDQ_OPTIONS,
+            "ActivationSymmetric": ACTIVATIONS[activations][1],
+            "WeightSymmetric": ACTIVATIONS[weights][1],
+            "OpTypesToExcludeOutputQuantization": [] if quantize_outputs else _FLOAT_OUTPUT_OPS,
+        },
         use_external_data_format=False,
     )
     if reader.batches == 0:
@@ -101,6 +117,7 @@ def quantize_vision(
         "format": FORMATS[fmt],
         "weights": f"{weights}{' (7 bits)' if reduce_range else ''} {'symmetric' if ACTIVATIONS[weights][1] else 'asymmetric'} per {'output channel' if per_channel else 'tensor'}",
         "activations": f"{activations} {'symmetric' if ACTIVATIONS[activations][1] else 'asymmetric'} per tensor",
+        "float_outputs": [] if quantize_outputs else _FLOAT_OUTPUT_OPS,
         "tensorrt_ready": activations == weights == "int8" and fmt == "qdq",
         "calibration_method": method,
         "op_types": list(QUANTIZED_OPS),

@@ -31,17 +31,19 @@ from bench_calibration import prepare, time_pair
 # name -> quantize_vision keywords; "dynamic" variants quantize weights ahead and activations per call instead.
 # Q/DQ graphs load as the onnxruntime backend loads them (QDQ_DISABLED_OPTIMIZERS); "cse" keeps that pass on.
 VARIANTS: dict[str, dict] = {
-    "qdq-s8s8": {"activations": "int8"},  # the default: TensorRT-ready
+    "qdq-s8s8": {"activations": "int8"},  # TensorRT-ready, 8-bit weights
     "qdq-s8s8-cse": {"activations": "int8", "cse": True},
-    "qdq-s8s8-rr": {"activations": "int8", "reduce_range": True},
+    "qdq-s8s8-rr": {"activations": "int8", "reduce_range": True},  # the default of `holitom calibrate` (7-bit weights)
     "qdq-s8s8-pt": {"activations": "int8", "per_channel": False},
     "qdq-s8s8-attn": {"activations": "int8", "keep_scores_float": False},  # the last layer's score MatMuls too
+    "qdq-s8s8-out": {"activations": "int8", "quantize_outputs": True},  # Q/DQ on MatMul outputs too (QLinearMatMul)
+    "qdq-s8s8-rr-out": {"activations": "int8", "reduce_range": True, "quantize_outputs": True},
     "qdq-u8s8": {"activations": "uint8"},
     "qdq-u8s8-rr": {"activations": "uint8", "reduce_range": True},
     "qdq-u8s8-pt": {"activations": "uint8", "per_channel": False},
     "qdq-u8u8": {"activations": "uint8", "weights": "uint8"},
-    "qop-s8s8": {"activations": "int8", "fmt": "qoperator"},
-    "qop-u8s8": {"activations": "uint8", "fmt": "qoperator"},
+    "qop-s8s8": {"activations": "int8", "fmt": "qoperator", "quantize_outputs": True},  # QLinearMatMul needs them
+    "qop-u8s8": {"activations": "uint8", "fmt": "qoperator", "quantize_outputs": True},
     "dynamic-u8s8": {"dynamic": "QInt8"},  # every MatMul with a constant weight: DynamicQuantizeMatMul
     "dynamic-u8u8": {"dynamic": "QUInt8"},
 }

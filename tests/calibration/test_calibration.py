@@ -67,6 +67,18 @@ def test_vision_graph_has_qdq_on_every_matmul_input_except_the_score_path(float_
         checked += 1
     float_count = sum(n.op_type in ("MatMul", "Conv", "Gemm") for n in float_model.graph.node)
     assert checked == float_count - len(excluded) == int8_result.manifest.quantization["graphs"][C.VISION]["quantized_nodes"]
+    # Outputs: a MatMul's result stays float (onnxruntime runs MatMulIntegerToFloat, not QLinearMatMul + DQ); the
+    # patch Conv's is quantized (there is no integer Conv with a float output).
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    assert int8_result.manifest.quantization["graphs"][C.VISION]["float_outputs"] == ["MatMul", "Gemm"]
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            assert "QuantizeLinear" not in readers.get(node.output[0], []), node.name
+    (conv,) = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert readers[conv.output[0]] == ["QuantizeLinear"]
 
 
 def test_manifest_records_precisions_calibration_validation_and_report(int8_result, video_folder, clip_frames):
