@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["standard", "onnxruntime"],
         default="standard",
         help="decoder prefill attention in the graphs: standard ONNX ops (any runtime, TensorRT) or onnxruntime's "
-        "fused GroupQueryAttention (flash kernels; onnxruntime only). Default: standard",
+        "fused GroupQueryAttention (flash kernels), with its MultiHeadAttention and FastGelu in the vision tower "
+        "(onnxruntime only). Default: standard",
     )
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.add_argument("--no-validate", action="store_true", help="skip the stage-by-stage validation against PyTorch")

@@ -26,6 +26,11 @@ The ``"onnxruntime"`` form also changes two other attentions:
 - the vision layers that yield no attention scores
   (:func:`bidirectional_attention`): one ``com.microsoft.MultiHeadAttention``
   node instead of ``MatMul -> Softmax -> MatMul``.
+
+And one activation: the vision MLP's tanh GELU (:func:`gelu_tanh`) is one
+``com.microsoft.FastGelu`` node instead of the eight ops torch.onnx writes
+(``Pow``, ``Tanh``, four ``Mul``, two ``Add``): measured on the default model's
+vision graph, one frame, one thread, two rounds, 12.2 / 12.7 -> 10.9 / 11.2 ms.
 """
 
 from __future__ import annotations
@@ -109,6 +114,13 @@ def bidirectional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
         )
     out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (F, H, N, hd)
     return out.transpose(1, 2).reshape(frames, n, heads * head_dim)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (SigLIP's ``gelu_pytorch_tanh``), any shape."""
+    if _exporting_for_onnxruntime():
+        return torch.onnx.ops.symbolic("com.microsoft::FastGelu", (x,), {}, dtype=x.dtype, shape=x.shape, version=1)
+    return F.gelu(x, approximate="tanh")
 
 
 @dataclass

@@ -14,8 +14,10 @@ from torch import nn
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    # SigLIP's "gelu_pytorch_tanh": PyTorch's fused tanh approximation.
-    return F.gelu(x, approximate="tanh")
+    # SigLIP's "gelu_pytorch_tanh": PyTorch's fused tanh approximation (one fused node in the onnxruntime export form).
+    from holitom.models.export_attention import gelu_tanh  # not at import time: that module imports this one
+
+    return gelu_tanh(x)
 
 
 # Registry keyed by the activation names used in Hugging Face configs.

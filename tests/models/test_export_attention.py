@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from holitom.errors import ConfigError
 from holitom.models import export_attention as ea
 from holitom.models.config import TextConfig
+from holitom.models import ops
 from holitom.models.ops import repeat_kv, rope_cos_sin
 from holitom.models.qwen2 import DecoderAttention
 
@@ -120,6 +121,30 @@ class VisionNoScores(torch.nn.Module):
 
     def forward(self, x):
         return self.attn(x)[0]
+
+
+class TanhGelu(torch.nn.Module):
+    def forward(self, x):
+        return ops.ACTIVATIONS["gelu_pytorch_tanh"](x)
+
+
+def test_tanh_gelu_is_one_fastgelu_node_in_the_onnxruntime_form():
+    module = TanhGelu()
+    x = torch.randn(3, 7, 32)
+    dims = ({0: torch.export.Dim("frames", min=1, max=64), 1: torch.export.Dim("n", min=2, max=1024)},)
+    models = {}
+    for flavor in ea.FLAVORS:
+        with ea.export_attention(flavor), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            models[flavor] = torch.onnx.export(module, (x,), None, input_names=["x"], output_names=["out"], dynamic_shapes=dims, dynamo=True, opset_version=18).model_proto
+    assert op_types(models["onnxruntime"]) == {("com.microsoft", "FastGelu")}
+    assert ("", "Tanh") in op_types(models["standard"]) and {domain for domain, _ in op_types(models["standard"])} <= {""}
+    session = ort.InferenceSession(models["onnxruntime"].SerializeToString(), providers=["CPUExecutionProvider"])
+    for frames, n in ((1, 5), (4, 49)):  # other sizes than the traced (3, 7)
+        x = 4 * torch.randn(frames, n, 32, generator=torch.Generator().manual_seed(n))  # well into both tails
+        want = F.gelu(x, approximate="tanh").numpy()  # the oracle: torch's own tanh GELU
+        (got,) = session.run(None, {"x": x.numpy()})
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=ATOL)
 
 
 def test_vision_attention_without_scores_is_one_fused_node_in_the_onnxruntime_form():
