@@ -159,14 +159,23 @@ def plan_rows(backends: tuple[str, ...], methods: tuple[str, ...], ratios: tuple
     return rows
 
 
-def export_rows(export: str, methods: tuple[str, ...], ratios: tuple[float, ...]) -> list[RowSpec]:
-    """The onnxruntime rows that run the export folder ``export`` (``--export``), labelled with its precision."""
+def export_rows(export: str, methods: tuple[str, ...], ratios: tuple[float, ...], float_attention: str | None = None) -> list[RowSpec]:
+    """The onnxruntime rows that run the export folder ``export`` (``--export``), labelled with its precision.
+
+    ``float_attention``: the attention form of the float32 onnxruntime rows beside them (default: the form of the
+    toolkit's own exports, which a checkpoint's rows run). When ``export`` holds another form, the label says so
+    (``int8,standard``): the two forms' prefill and decode differ far more than their precisions do.
+    """
     from dataclasses import replace
 
     from holitom.calibration.config import precision_label
+    from holitom.export.cache import OWN_EXPORT_ATTENTION
     from holitom.export.manifest import read_manifest
 
-    label = precision_label(read_manifest(export, check_files=False).quantization)
+    manifest = read_manifest(export, check_files=False)
+    label = precision_label(manifest.quantization)
+    if manifest.attention != (float_attention or OWN_EXPORT_ATTENTION):
+        label = f"{label},{manifest.attention}"
     return [replace(row, export=str(export), precision=label) for row in plan_rows(("onnxruntime",), methods, ratios)]
 
 

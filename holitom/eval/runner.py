@@ -62,8 +62,10 @@ def _export_rows(config: EvalConfig, source) -> list[RowSpec]:
     from holitom.bench.runner import check_export_of
     from holitom.export.manifest import read_manifest
 
-    checkpoint = read_manifest(source.path, check_files=False).source.get("path") if source.is_export else source.path
-    return export_rows(str(check_export_of(config.export, checkpoint)), config.methods, config.ratios)
+    model = read_manifest(source.path, check_files=False) if source.is_export else None
+    checkpoint = model.source.get("path") if model is not None else source.path
+    float_attention = model.attention if model is not None else None  # a checkpoint's rows run the toolkit's own export
+    return export_rows(str(check_export_of(config.export, checkpoint)), config.methods, config.ratios, float_attention)
 
 
 def _answer_all(config: EvalConfig, rows: list[RowSpec], items: list[Item], clips: dict[str, Path], log) -> tuple[dict[str, list[dict]], dict[str, str]]:

@@ -287,10 +287,15 @@ def test_bench_adds_rows_for_a_quantized_export_of_the_same_model(int8_result, t
 
     config = BenchConfig(model="default", backends=("transformers", "onnxruntime"), methods=("vanilla", "holitom"), ratios=(0.1,),
                          export=str(int8_result.out), project_full_depth=False)
+    # The float32 rows run the toolkit's own export of the checkpoint (the onnxruntime attention form); this INT8
+    # export was calibrated from a standard-form one, and its label says so (eval's rows beside a standard-form
+    # float32 export say only int8: tests/calibration/test_eval_rows.py).
+    assert int8_result.manifest.attention == "standard"
     assert [r.id for r in config.rows()] == [
-        "transformers/vanilla", "onnxruntime/vanilla", "onnxruntime/holitom@r10", "onnxruntime[int8]/vanilla", "onnxruntime[int8]/holitom@r10"
+        "transformers/vanilla", "onnxruntime/vanilla", "onnxruntime/holitom@r10",
+        "onnxruntime[int8,standard]/vanilla", "onnxruntime[int8,standard]/holitom@r10",
     ]
-    assert {(r.export, r.precision) for r in config.rows()[-2:]} == {(str(int8_result.out), "int8")}
+    assert {(r.export, r.precision) for r in config.rows()[-2:]} == {(str(int8_result.out), "int8,standard")}
     made_from = int8_result.manifest.source["path"]
     assert check_export_of(config.export, made_from) == int8_result.out
     with pytest.raises(ConfigError, match="was made from"):
