@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from holitom.errors import ConfigError
 from holitom.models import export_attention as ea
-from holitom.models.config import TextConfig
 from holitom.models import ops
+from holitom.models.config import TextConfig
 from holitom.models.ops import repeat_kv, rope_cos_sin
 from holitom.models.qwen2 import DecoderAttention
 
@@ -128,8 +128,8 @@ class TanhGelu(torch.nn.Module):
         return ops.ACTIVATIONS["gelu_pytorch_tanh"](x)
 
 
-def test_tanh_gelu_is_one_fastgelu_node_in_the_onnxruntime_form():
-    module = TanhGelu()
+def export_frames_both_forms(module: torch.nn.Module) -> dict[str, object]:
+    """``{form: ONNX model}`` of a module over ``(frames, n, 32)`` inputs, traced at (3, 7), both dims dynamic."""
     x = torch.randn(3, 7, 32)
     dims = ({0: torch.export.Dim("frames", min=1, max=64), 1: torch.export.Dim("n", min=2, max=1024)},)
     models = {}
@@ -137,6 +137,11 @@ def test_tanh_gelu_is_one_fastgelu_node_in_the_onnxruntime_form():
         with ea.export_attention(flavor), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             models[flavor] = torch.onnx.export(module, (x,), None, input_names=["x"], output_names=["out"], dynamic_shapes=dims, dynamo=True, opset_version=18).model_proto
+    return models
+
+
+def test_tanh_gelu_is_one_fastgelu_node_in_the_onnxruntime_form():
+    models = export_frames_both_forms(TanhGelu())
     assert op_types(models["onnxruntime"]) == {("com.microsoft", "FastGelu")}
     assert ("", "Tanh") in op_types(models["standard"]) and {domain for domain, _ in op_types(models["standard"])} <= {""}
     session = ort.InferenceSession(models["onnxruntime"].SerializeToString(), providers=["CPUExecutionProvider"])
@@ -149,13 +154,7 @@ def test_tanh_gelu_is_one_fastgelu_node_in_the_onnxruntime_form():
 
 def test_vision_attention_without_scores_is_one_fused_node_in_the_onnxruntime_form():
     module = VisionNoScores()
-    x = torch.randn(3, 7, 32)
-    dims = ({0: torch.export.Dim("frames", min=1, max=64), 1: torch.export.Dim("n", min=2, max=1024)},)
-    models = {}
-    for flavor in ea.FLAVORS:
-        with ea.export_attention(flavor), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            models[flavor] = torch.onnx.export(module, (x,), None, input_names=["x"], output_names=["out"], dynamic_shapes=dims, dynamo=True, opset_version=18).model_proto
+    models = export_frames_both_forms(module)
     assert ("com.microsoft", "MultiHeadAttention") in op_types(models["onnxruntime"])
     assert ("", "Softmax") not in op_types(models["onnxruntime"])
     assert {domain for domain, _ in op_types(models["standard"])} <= {""}
