@@ -27,7 +27,12 @@ EXAMPLES = """examples:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from holitom.cli import FRAMES, int_flag
 
-    p.add_argument("export_dir", metavar="EXPORT_DIR", help="a float32 export folder (`holitom export`)")
+    p.add_argument(
+        "export_dir",
+        metavar="EXPORT_DIR",
+        help="a float32 export folder (`holitom export`): made with --attention onnxruntime for onnxruntime (its INT8 "
+        "vision graph runs faster), with the standard form for TensorRT",
+    )
     p.add_argument("--out", required=True, help="the quantized export folder to write (must not exist unless --force)")
     p.add_argument("--videos", required=True, help="folder of calibration videos (searched recursively), like the ones the model will see")
     p.add_argument("--calibration-frames", type=int_flag(1), default=64, help="at most this many frames calibrate the vision tower (default 64)")
