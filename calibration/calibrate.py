@@ -72,7 +72,7 @@ def calibrate_export(export_dir: str | Path, out: str | Path, config: Calibratio
     from holitom.calibration.quantize import quantize_vision, quantize_weights
     from holitom.calibration.report import answer_agreement, decision_agreement, layer_cosine, write_png
 
-    source = resolve_source(export_dir)
+    source = resolve_source(export_dir, "EXPORT_DIR")
     if not source.is_export:
         raise ConfigError(f"'{source.path}' is not an export folder; export it first with `holitom export --model {source.path} --out DIR`.")
     folder = source.path

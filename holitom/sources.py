@@ -20,16 +20,16 @@ class ModelSource:
         return self.kind == "export"
 
 
-def resolve_source(model: str | Path) -> ModelSource:
+def resolve_source(model: str | Path, flag: str = "--model") -> ModelSource:
     """``"default"`` -> the embedded default checkpoint; a folder with manifest.json -> an export;
-    a folder with config.json -> a Hugging Face checkpoint."""
+    a folder with config.json -> a Hugging Face checkpoint. ``flag`` names the argument in error messages."""
     if str(model) == "default":
         from holitom.default_model import default_model_dir
 
         return ModelSource("checkpoint", default_model_dir())
     from holitom.paths import existing_path
 
-    path = existing_path(model, "model folder", "dir", CheckpointError)
+    path = existing_path(model, f"{flag} folder", "dir", CheckpointError)
     if (path / MANIFEST_NAME).is_file():
         return ModelSource("export", path)
     if (path / "config.json").is_file():
@@ -39,5 +39,5 @@ def resolve_source(model: str | Path) -> ModelSource:
         return ModelSource("checkpoint", path)
     raise CheckpointError(
         f"'{path}' holds neither config.json (a checkpoint) nor {MANIFEST_NAME} (a holitom export); "
-        "point --model at one of those folders."
+        f"point {flag} at one of those folders."
     )

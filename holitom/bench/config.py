@@ -277,7 +277,7 @@ class BenchConfig:
         if self.export is not None:
             from holitom.sources import resolve_source
 
-            if not resolve_source(self.export).is_export:
+            if not resolve_source(self.export, "--export").is_export:
                 raise ConfigError(f"--export '{self.export}' must be an export folder (`holitom export` or `holitom calibrate` writes one).")
             if self.project_full_depth and (self.vision_layers or self.text_layers):
                 raise ConfigError("--export runs one fixed export, so a layer-trimmed preset cannot be projected to full depth; add --no-projection.")

@@ -68,7 +68,7 @@ class EvalConfig:
         if self.export is not None:
             from holitom.sources import resolve_source
 
-            if not resolve_source(self.export).is_export:
+            if not resolve_source(self.export, "--export").is_export:
                 raise ConfigError(f"--export '{self.export}' must be an export folder (`holitom export` or `holitom calibrate` writes one).")
         known = all_methods()
         object.__setattr__(self, "methods", known if self.methods is None else check_names("methods", self.methods, known))
