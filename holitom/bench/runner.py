@@ -94,7 +94,11 @@ def resolve_model(config: BenchConfig, log: Callable[[str], None]) -> ResolvedMo
 def prepare_video(config: BenchConfig, folder: Path) -> tuple[Path, dict[str, Any]]:
     """The video to answer about: the given file, or a generated clip written into ``folder``."""
     if config.video is not None:
-        return Path(config.video).expanduser(), {"source": "file", "path": str(config.video)}
+        from holitom.video import read_video
+
+        path = Path(config.video).expanduser()
+        read_video(path, config.frames)  # an unreadable file is refused here, in one line, before any row runs
+        return path, {"source": "file", "path": str(config.video)}
     from holitom.video import make_frames, write_video
 
     # Twice as many source frames as sampled, one scene cut in the middle: HoliTom

@@ -108,6 +108,7 @@ def cases(clip: Path) -> dict[str, tuple]:
         "run-video-under-a-file": (lambda cwd: (cwd / "f").write_text("x") and [*RUN, "--video", "f/clip.mp4", "--prompt", "hi"], None, r"a part of the path above it is a file", FAST_S),
         "run-model-fifo": (lambda cwd: [*RUN, "--model", _fifo(cwd), "--video", v(cwd), "--prompt", "hi"], None, r"model folder '.*pipe.mp4' is a named pipe \(FIFO\), not a directory", FAST_S),
         "run-model-nosuchuser": (lambda cwd: [*RUN, "--model", "~nosuchuser_hostile/m", "--video", v(cwd), "--prompt", "hi"], None, r"no user 'nosuchuser_hostile'", FAST_S),
+        "bench-video-not-a-video": (lambda cwd: (cwd / "bad.mp4").write_text("garbage") and ["bench", "--video", "bad.mp4", "--repeats", "1"], None, r"^holitom bench: error: 'bad.mp4' is not a readable video: FFmpeg could not open it", FAST_S),
         # a path of another flag than --model is named as that flag
         "bench-export-missing": (lambda cwd: ["bench", "--export", "gone", "--repeats", "1"], None, r"--export folder '.*gone' does not exist", FAST_S),
         "eval-export-not-a-model": (lambda cwd: (cwd / "empty").mkdir() or ["eval", "--export", "empty", "--items", "1"], None, r"'.*empty' holds neither config.json .* point --export at one", FAST_S),
