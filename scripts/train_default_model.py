@@ -137,7 +137,9 @@ class ClipFeatures:
     preprocessor), run through the tower at every step (:meth:`vision`).
     """
 
-    def __init__(self, model, preprocessor, items, folder: Path, label: str, cache: Path | None = None, frozen: bool = True, workers: int = 1):
+    def __init__(
+        self, model, preprocessor, items, folder: Path, label: str, cache: Path | None = None, frozen: bool = True, workers: int = 1, oracle: bool = False
+    ):
         self.items = items
         self.device = model.image_newline.device
         self.preprocessor = preprocessor
@@ -149,6 +151,11 @@ class ClipFeatures:
         for item in items:
             masks, classes = object_masks(item.clip)  # one walk over the sprites, pooled onto both grids
             self.objects.append(tuple(t.to(self.device) for t in (object_cover(masks, model.grid), object_cover(masks, patches), classes)))
+        if oracle:  # exact features from the ground truth in place of the tower's (nothing rendered)
+            self.hidden = [oracle_features(patch_cover, classes, model.config.vision.hidden_size).to(self.device) for _, patch_cover, classes in self.objects]
+            self.labels = [token_labels(item.clip, model.grid).to(self.device) for item in items]
+            print(f"[{label}] oracle features for {len(items)} clips", flush=True)
+            return
         ids = ",".join(item.item_id for item in items)
         if frozen and cache is not None and cache.is_file():
             from safetensors import safe_open
@@ -184,6 +191,33 @@ class ClipFeatures:
         if self.hidden is not None:
             return self.hidden[k][keep.to(self.device)]
         return model.vision(self.preprocessor(self.frames[k][keep.numpy()], device=self.device), with_scores=False)[0]
+
+
+ORACLE_SCALE = 3.0  # the oracle channels' size: about a LayerNormed tower output's (its 64 channels of ~1)
+
+
+def oracle_features(patch_cover: torch.Tensor, classes: torch.Tensor, width: int) -> torch.Tensor:
+    """What a perfect tower would say of each patch, ``(F, N, width)`` float16 (``--oracle-features``).
+
+    From the ground truth only: ``patch_cover (S, F, N)`` (each sprite's coverage of the patch grid,
+    :func:`object_cover`) and ``classes (S, 2)``. Channels: 0-3 the coverage of each colour, 4-6 of each
+    shape, 7-8 the patch's x and y in [-1, 1], 9 the objects' total coverage; the rest zero. Every answer
+    of the benchmark is a plain function of these, so a decoder that fails to learn from them fails at
+    reading, not at seeing.
+    """
+    from holitom.eval.videoqa import COLOURS
+
+    sprites, frames, patches = patch_cover.shape
+    grid = math.isqrt(patches)
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    out = torch.zeros(frames, patches, width)  # (F, N, Dv)
+    for s in range(sprites):
+        out[:, :, int(classes[s, 0])] += patch_cover[s]
+        out[:, :, len(COLOURS) + int(classes[s, 1])] += patch_cover[s]
+    out[:, :, 7] = cols.flatten() / (grid - 1) * 2 - 1
+    out[:, :, 8] = rows.flatten() / (grid - 1) * 2 - 1
+    out[:, :, 9] = patch_cover.sum(0)
+    return (ORACLE_SCALE * out).to(torch.float16)
 
 
 def _render(job) -> tuple[np.ndarray, torch.Tensor]:
@@ -558,10 +592,14 @@ def pack(packer: Packer, posed: list[tuple[str, str]]):
     return torch.tensor(prefix, dtype=torch.int64), ids, targets
 
 
-def forward_packed(model, hidden_vision: torch.Tensor, prefix: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, with_video: bool = False):
+def forward_packed(
+    model, hidden_vision: torch.Tensor, prefix: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, with_video: bool = False, with_attention: bool = False
+):
     """Logits ``(T, V)`` at the ``T`` target positions, through the model's own modules (differentiable).
 
-    With ``with_video`` also the final normalised hidden states of the video tokens ``(F*P, D)``.
+    With ``with_video`` also the final normalised hidden states of the video tokens ``(F*P, D)``;
+    with ``with_attention`` also, last, each question block's answer attention (:func:`answer_attention`)
+    in the last decoder layer's first head ``(Q, S0)`` over the prefix and video positions.
 
     The prefix (text before the video, then the video tokens) runs once as a causal
     prefill; every question block then runs on top of that prefix's keys and values
@@ -582,12 +620,51 @@ def forward_packed(model, hidden_vision: torch.Tensor, prefix: torch.Tensor, ids
     cos_q, sin_q = model._rope((s0 + torch.arange(lq, device=x.device))[None].expand(q, lq))  # (Q, Lq, hd)
     for layer in model.decoder.layers:
         x, (k, v), _ = layer(x, cos, sin)
-        xq, _, _ = layer(xq, cos_q, sin_q, (k.expand(q, -1, -1, -1), v.expand(q, -1, -1, -1)))
+        xq, kv_q, rotated_q = layer(xq, cos_q, sin_q, (k.expand(q, -1, -1, -1), v.expand(q, -1, -1, -1)))
     logits = model._logits(xq[targets >= 0])  # (T, V)
-    if not with_video:
-        return logits
-    n = hidden_vision.shape[0] * cfg.tokens_per_frame
-    return logits, model.decoder.norm(x[0, prefix.shape[0] : prefix.shape[0] + n])  # (F*P, D)
+    out = (logits,)
+    if with_video:
+        n = hidden_vision.shape[0] * cfg.tokens_per_frame
+        out += (model.decoder.norm(x[0, prefix.shape[0] : prefix.shape[0] + n]),)  # (F*P, D)
+    if with_attention:
+        first = (targets >= 0).int().argmax(1)  # (Q,) each block's answer position: its last prompt token
+        out += (answer_attention(rotated_q, kv_q[0], first, model.decoder.layers[-1].self_attn.scale)[:, :s0],)  # (Q, S0)
+    return out[0] if len(out) == 1 else out
+
+
+def answer_attention(q: torch.Tensor, keys: torch.Tensor, first: torch.Tensor, scale: float) -> torch.Tensor:
+    """Each block's attention at its answer position in the first head: ``(Q, S)`` over every key.
+
+    One head only: the others stay free for what else the answer reads (a multiple choice's options).
+
+    ``q (Q, H, Lq, hd)``: the blocks' rotated queries; ``keys (Q, Hkv, S, hd)``: the prefix's and the
+    blocks' own rotated keys (``S = S0 + Lq``); ``first (Q,)``: the answer position in each block, which
+    sees the prefix and its block up to itself (the causal mask).
+    """
+    blocks, lq = q.shape[0], q.shape[2]
+    at = q[torch.arange(blocks, device=q.device), 0, first]  # (Q, hd): head 0, which reads KV head 0
+    scores = torch.einsum("qd,qsd->qs", at, keys[:, 0]) * scale  # (Q, S)
+    s0 = keys.shape[2] - lq
+    cols = torch.arange(keys.shape[2], device=q.device)  # (S,)
+    scores = scores.masked_fill(cols[None, :] > (s0 + first)[:, None], float("-inf"))
+    return scores.softmax(-1)  # (Q, S)
+
+
+def attention_loss(attention: torch.Tensor, start: int, cover: torch.Tensor, abouts: list[tuple[int, ...]]) -> torch.Tensor:
+    """How little of each block's answer attention falls on the tokens of the objects its question is about.
+
+    ``attention (Q, S0)`` (:func:`answer_attention`); the video tokens start at ``start``; ``cover (S, F', P)``:
+    each sprite's coverage of the shown frames' tokens; ``abouts``: each block's ``QA.about``. The mean over
+    blocks of ``-log(mass)``, blocks whose objects are not shown left out.
+    """
+    n = cover.shape[1] * cover.shape[2]
+    video = attention[:, start : start + n]  # (Q, F'*P)
+    losses = []
+    for i, about in enumerate(abouts):
+        on = cover[list(about)].sum(0).flatten() > 0  # (F'*P,)
+        if on.any():
+            losses.append(-torch.log(video[i][on].sum().clamp_min(1e-6)))
+    return torch.stack(losses).mean() if losses else attention.sum() * 0.0
 
 
 def answer_kind(qa) -> str:
@@ -701,15 +778,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-frames", type=int, default=None, help="validate on this many of each clip's sampled frames (default: all)")
     parser.add_argument("--aux-balance", action=argparse.BooleanOptionalAction, default=False, help="weigh object and background tokens equally in the auxiliary loss")
     parser.add_argument("--object-target", type=float, default=0.0, help="weight of the per-object auxiliary loss (each shown object's tokens pooled, its colour and shape named; 0: off)")
+    parser.add_argument("--attention-target", type=float, default=0.0, help="weight of the answer-attention loss: each question's answer position, in the last decoder layer's first head, is taught to look at the tokens of the objects the question is about (QA.about; 0: off)")
     parser.add_argument("--object-source", choices=("hidden", "tower"), default="hidden", help="what --object-target pools: the decoder's final hidden states of the video tokens, or the tower's output before the projector (see pooled_objects)")
     parser.add_argument("--patch-init", choices=("random", "edges", "edges-energy"), default="random", help="the tower's patch embedding: its random weights, mean-colour and oriented-edge filters in its first channels (init_patch_edges), or those and their energy from the first layer's MLP (init_edge_energy)")
     parser.add_argument("--freeze-patch-init", action="store_true", help="with --patch-init edges*, keep its fixed filters as they are (their gradient is zeroed): Adam's steps of ~lr per weight overwrite filters this small (~0.005 a weight) within a few hundred steps")
+    parser.add_argument("--oracle-features", action="store_true", help="a diagnosis, not a model: replace the tower's output by exact per-patch colour, shape, position and coverage from the ground truth (oracle_features); the checkpoint written then does not work on videos")
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.minutes is not None and not args.minutes > 0:
         parser.error(f"--minutes must be positive, got {args.minutes}")
+    if args.oracle_features and (args.train_tower or args.feature_cache is not None or args.patch_init != "random"):
+        parser.error("--oracle-features replaces the tower's output: it takes no --train-tower, --feature-cache or --patch-init")
     if args.patch_init != "random" and args.feature_cache is not None:
         parser.error("--patch-init changes the tower's features: a --feature-cache would mix them with another init's")
     try:
@@ -748,8 +829,8 @@ def main(argv: list[str] | None = None) -> int:
         frozen = not args.train_tower
         train_items = select_items("train", args.train_clips, types, args.max_objects)
         val_items = select_items("val", args.val_clips, types, args.max_objects)
-        train = ClipFeatures(model, preprocessor, train_items, clips, "train", cache and cache / "train.safetensors", frozen, args.workers)
-        val = ClipFeatures(model, preprocessor, val_items, clips, "val", cache and cache / "val.safetensors", frozen, args.workers)
+        train = ClipFeatures(model, preprocessor, train_items, clips, "train", cache and cache / "train.safetensors", frozen, args.workers, args.oracle_features)
+        val = ClipFeatures(model, preprocessor, val_items, clips, "val", cache and cache / "val.safetensors", frozen, args.workers, args.oracle_features)
         packer = Packer(tokenizer, model.config.video_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
 
         # The skeleton's decoder query/key scale makes an UNtrained model's attention peaked
@@ -793,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rng = np.random.Generator(np.random.PCG64([maker.SEED, 1]))
         order: list[int] = []
-        running, answer_loss, object_part, seen = 0.0, 0.0, 0.0, 0
+        running, answer_loss, object_part, attention_part, seen = 0.0, 0.0, 0.0, 0.0, 0
         train_start = time.perf_counter()
         print(f"setup {train_start - t0:.0f} s; training {args.steps} steps on {len(train.items)} clips", flush=True)
         step = -1
@@ -812,16 +893,22 @@ def main(argv: list[str] | None = None) -> int:
             # (twice, options shuffled anew), up to BLOCKS_PER_CLIP blocks. Clips with one
             # question thus still give several answers per pass over their video.
             forms = [f for f in ROUNDS for _ in qas][:BLOCKS_PER_CLIP]
-            posed = [pose(qas[i % len(qas)], form, rng)[:2] for i, form in enumerate(forms)]
+            block_qas = [qas[i % len(qas)] for i in range(len(forms))]
+            posed = [pose(qa, form, rng)[:2] for qa, form in zip(block_qas, forms)]
             prefix, ids, targets = (t.to(device) for t in pack(packer, posed))
             for g in opt.param_groups:
                 g["lr"] = lr_at(step) * g["scale"]
             full = rng.random() < args.full_share
             keep = torch.arange(NUM_FRAMES) if full else frame_subset(item.clip, rng, int(rng.choice(subset_sizes)))  # (F',)
             tower_out = train.vision(model, k, keep)  # (F', 729, Dv)
-            logits, video = forward_packed(model, tower_out, prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
+            outputs = forward_packed(model, tower_out, prefix, ids, targets, with_video=True, with_attention=bool(args.attention_target))
+            logits, video = outputs[:2]  # (T, V), (F'*P, D)
             loss = torch.nn.functional.cross_entropy(logits, targets[targets >= 0])
             answer_loss += loss.detach()  # summed on the device: no host sync per step
+            if args.attention_target:
+                part = attention_loss(outputs[2], prefix.shape[0], train.objects[k][0][:, keep.to(device)], [qa.about for qa in block_qas])
+                attention_part += part.detach()
+                loss = loss + args.attention_target * part
             for rows, labels in zip(aux_rows, train.labels[k][:, keep.to(device)]):
                 aux = video @ model.lm_head.weight[rows].T  # (F*P, classes): the LM head's rows for the class words
                 loss = loss + AUX_WEIGHT * aux_loss(aux, labels.flatten(), args.aux_balance)
@@ -839,8 +926,9 @@ def main(argv: list[str] | None = None) -> int:
             if (step + 1) % 25 == 0:
                 el = time.perf_counter() - train_start
                 objects = f", objects {float(object_part) / seen:.4f}" if args.object_target else ""
+                objects += f", attention {float(attention_part) / seen:.4f}" if args.attention_target else ""
                 print(f"step {step + 1}/{args.steps} loss {float(running) / seen:.4f} (answers {float(answer_loss) / seen:.4f}{objects}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
-                running, answer_loss, object_part, seen = 0.0, 0.0, 0.0, 0
+                running, answer_loss, object_part, attention_part, seen = 0.0, 0.0, 0.0, 0.0, 0
             if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
                 model.eval()
                 acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source)
@@ -865,6 +953,7 @@ def main(argv: list[str] | None = None) -> int:
             "val_accuracy": round(acc, 4),
             "val_accuracy_per_type": {t: round(v, 4) for t, v in per.items() if not math.isnan(v)},
             "val_accuracy_per_answer_kind": {kind: round(v, 4) for kind, v in kinds.items()},
+            "oracle_features": args.oracle_features,  # True: a diagnosis; this checkpoint does not work on videos
             "train_tower": args.train_tower,
             "tower_lr_scale": args.tower_lr_scale,
             "tower_uniform_attention": args.train_tower and args.tower_uniform_attention,
@@ -877,6 +966,7 @@ def main(argv: list[str] | None = None) -> int:
             "aux_balance": args.aux_balance,
             "object_target": args.object_target,
             "object_source": args.object_source,
+            "attention_target": args.attention_target,
             "eval_frames": args.eval_frames or NUM_FRAMES,
             "minutes": round(total_s / 60, 1),
             "torch_threads": torch.get_num_threads(),

@@ -102,11 +102,16 @@ class ClipSpec:
 
 @dataclass(frozen=True)
 class QA:
-    """A question about a clip, its one-word answer and the words a multiple choice draws from."""
+    """A question about a clip, its one-word answer and the words a multiple choice draws from.
+
+    ``about``: indices (into the clip's sprites) of the objects the question is about, known by
+    construction (a count is about every object): where the answer is to be seen.
+    """
 
     question: str
     answer: str
     candidates: tuple[str, ...]
+    about: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,9 +171,9 @@ def _distinct(rng: np.random.Generator, words: tuple[str, ...] | list[str], n: i
 
 def _attribute_qas(sprites: list[Sprite]) -> list[QA]:
     qas = []
-    for s in sprites:
-        qas.append(QA(f"What colour is the {s.shape}?", s.colour, tuple(COLOURS)))
-        qas.append(QA(f"What shape is the {s.colour} object?", s.shape, SHAPES))
+    for i, s in enumerate(sprites):
+        qas.append(QA(f"What colour is the {s.shape}?", s.colour, tuple(COLOURS), (i,)))
+        qas.append(QA(f"What shape is the {s.colour} object?", s.shape, SHAPES, (i,)))
     return qas
 
 
@@ -220,7 +225,7 @@ def _motion(rng: np.random.Generator) -> tuple[list[Sprite], int | None, list[QA
         cell = other_lane * 3 + cell_along if dx != 0 else cell_along * 3 + other_lane
         corner = _cell_corner(rng, cell, osize)
         sprites.append(Sprite(other_shape, other_colour, osize, corner, corner))
-    qa = QA(f"Which way does the {colour} {shape} move?", direction, DIRECTIONS)
+    qa = QA(f"Which way does the {colour} {shape} move?", direction, DIRECTIONS, (0,))
     return sprites, None, [qa]
 
 
@@ -234,7 +239,7 @@ def _count(rng: np.random.Generator) -> tuple[list[Sprite], int | None, list[QA]
         shape = SHAPES[int(rng.integers(0, len(SHAPES)))]
         colour = tuple(COLOURS)[int(rng.integers(0, len(COLOURS)))]
         sprites.append(Sprite(shape, colour, size, corner, corner))
-    return sprites, None, [QA("How many shapes are there?", str(n), COUNTS)]
+    return sprites, None, [QA("How many shapes are there?", str(n), COUNTS, tuple(range(n)))]
 
 
 def _sampled() -> np.ndarray:
@@ -249,7 +254,7 @@ def _appear(rng: np.random.Generator) -> tuple[list[Sprite], int | None, list[QA
     switch = int(_sampled()[k])
     frames = (switch, SOURCE_FRAMES - 1) if change == "appear" else (0, switch - 1)
     target = Sprite(target.shape, target.colour, target.size, target.start, target.end, frames=frames)
-    qa = QA(f"Does the {target.colour} {target.shape} appear or disappear?", change, CHANGES)
+    qa = QA(f"Does the {target.colour} {target.shape} appear or disappear?", change, CHANGES, (1,))
     return [keep, target], None, [qa]
 
 
@@ -265,8 +270,8 @@ def _scene_cut(rng: np.random.Generator) -> tuple[list[Sprite], int | None, list
         sprites.append(Sprite(shapes[scene], colours[scene], size, corner, corner, frames=frames, scene=scene))
     qas = []
     for scene, when in ((0, "before"), (1, "after")):
-        qas.append(QA(f"What colour is the shape {when} the scene cut?", colours[scene], tuple(COLOURS)))
-        qas.append(QA(f"What shape is shown {when} the scene cut?", shapes[scene], SHAPES))
+        qas.append(QA(f"What colour is the shape {when} the scene cut?", colours[scene], tuple(COLOURS), (scene,)))
+        qas.append(QA(f"What shape is shown {when} the scene cut?", shapes[scene], SHAPES, (scene,)))
     return sprites, cut, qas
 
 
@@ -278,8 +283,8 @@ def _short_event(rng: np.random.Generator) -> tuple[list[Sprite], int | None, li
     frames = (int(sampled[k - 1]) + 1, int(sampled[k + 1]) - 1)
     flash = Sprite(flash.shape, flash.colour, flash.size, flash.start, flash.end, frames=frames)
     qas = [
-        QA("What colour is the object that flashes briefly?", flash.colour, tuple(COLOURS)),
-        QA("What shape flashes briefly?", flash.shape, SHAPES),
+        QA("What colour is the object that flashes briefly?", flash.colour, tuple(COLOURS), (1,)),
+        QA("What shape flashes briefly?", flash.shape, SHAPES, (1,)),
     ]
     return [keep, flash], None, qas
 

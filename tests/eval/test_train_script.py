@@ -299,3 +299,80 @@ def test_edge_energy_init_rectifies_the_edges_into_quiet_channels(trainer):
     for h in (up, down):  # either contrast: the sign is gone (the size only up to LayerNorm's per-token scale)
         assert grid(h, vert)[:, 5].min() > 0.1 and grid(h, vert)[:, 5].min() > 10 * grid(h, horiz)[:, 5].abs().max()
         assert grid(h, vert)[:, 10].abs().max() < 1e-3  # away from the edge
+
+
+def test_answer_attention_is_transformers_attention_at_the_answer_position(trainer):
+    """Head 0 of the last layer at each block's answer position, against transformers' eager attention of each question alone."""
+    from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
+
+    model = load_llava(default_model_dir())
+    hf = LlavaOnevisionForConditionalGeneration.from_pretrained(default_model_dir(), attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    packer = trainer.Packer(tokenizer, model.config.video_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    hidden = torch.randn(2, 729, model.config.vision.hidden_size, generator=torch.Generator().manual_seed(0))  # (F, N, Dv)
+    item = make_item("train", 0)
+    rng = np.random.Generator(np.random.PCG64(0))
+    posed = [pose(qa, form, rng)[:2] for qa in item.questions[:3] for form in ("short", "choice")]
+    prefix, ids, targets = trainer.pack(packer, posed)
+    with torch.no_grad():
+        _, attention = trainer.forward_packed(model, hidden, prefix, ids, targets, with_attention=True)  # (Q, S0)
+        video = model.unmerged_video_tokens(pool_tokens(model.projector(hidden), 27, model.config.pooling))  # (Nv, D)
+        assert attention.shape == (len(posed), len(prefix) + video.shape[0])
+        for i, (prompt, answer) in enumerate(posed):
+            before, after = packer.split_prompt(prompt)
+            embeds = torch.cat((model.embed(torch.tensor([before]))[0], video, model.embed(torch.tensor([after]))[0]))[None]  # up to the answer position
+            out = hf.model.language_model(inputs_embeds=embeds, output_attentions=True)
+            want = out.attentions[-1][0, 0, -1]  # (S,) last layer, head 0, the answer position
+            torch.testing.assert_close(attention[i], want[: attention.shape[1]], rtol=0, atol=1e-6)
+
+
+def test_attention_loss_is_the_log_of_the_mass_on_the_question_objects(trainer):
+    cover = torch.zeros(2, 2, 4)  # (S, F', P): sprite 0 on tokens 0-1 of frame 0, sprite 1 not shown
+    cover[0, 0, :2] = 1.0
+    attention = torch.zeros(2, 3 + 8)  # (Q, S0): 3 prefix positions, then the 8 video tokens
+    attention[0, 3] = 0.5  # block 0: half its attention on sprite 0's tokens
+    attention[0, 0] = 0.5
+    attention[1, 3:5] = 0.5  # block 1: all of it
+    loss = trainer.attention_loss(attention, 3, cover, [(0,), (0,)])
+    assert float(loss) == pytest.approx((np.log(2) + 0.0) / 2)
+    # a block about an object that is not shown is left out
+    assert float(trainer.attention_loss(attention, 3, cover, [(1,), (0,)])) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_oracle_features_say_where_the_decoded_colours_are(trainer, tmp_path):
+    """Each colour channel against the decoded pixels: where a colour covers a patch fully, the patch has that colour."""
+    import torch.nn.functional as F
+
+    from holitom.eval.videoqa import COLOURS, NUM_FRAMES, write_clip
+    from holitom.video import read_video
+
+    model = load_llava(default_model_dir())
+    item = make_item("train", 0)  # attribute: 1-3 objects of distinct colours
+    masks, classes = trainer.object_masks(item.clip)
+    patch = model.config.vision.patch_grid
+    features = trainer.oracle_features(trainer.object_cover(masks, (patch, patch)), classes, model.config.vision.hidden_size).float()
+    assert features.shape == (NUM_FRAMES, patch * patch, model.config.vision.hidden_size) and not features[..., 10:].any()
+    frames = torch.from_numpy(read_video(write_clip(item, tmp_path), NUM_FRAMES).frames).permute(0, 3, 1, 2).float()  # (F, 3, H, W)
+    pixels = F.adaptive_avg_pool2d(frames, patch).flatten(2).transpose(1, 2)  # (F, N, 3): each patch's mean colour
+    scale = trainer.ORACLE_SCALE
+    for c, rgb in enumerate(COLOURS.values()):
+        full = features[..., c] >= 0.999 * scale  # (F, N)
+        if full.any():
+            assert (pixels[full] - torch.tensor(rgb, dtype=torch.float32)).abs().max() < 40
+    background = features[..., 9] == 0  # (F, N)
+    assert (pixels[background].std(-1) < 25).all()  # grey: no palette colour
+    torch.testing.assert_close(features[..., 9], features[..., :4].sum(-1))
+    assert features[0, 0, 7:9].tolist() == [-scale, -scale] and features[0, -1, 7:9].tolist() == [scale, scale]
+
+
+def test_oracle_features_and_attention_target_run_and_are_recorded(trainer, tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = ["--out", str(out), "--train-clips", "3", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--oracle-features", "--attention-target", "1"]
+    assert trainer.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "oracle features for 3 clips" in log and "final val accuracy" in log
+    provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
+    assert provenance["oracle_features"] is True and provenance["attention_target"] == 1.0
+    with pytest.raises(SystemExit) as exc:
+        trainer.main(["--out", str(tmp_path / "other"), "--oracle-features", "--train-tower"])
+    assert exc.value.code == 2 and "--oracle-features replaces the tower's output" in capsys.readouterr().err

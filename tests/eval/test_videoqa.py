@@ -136,6 +136,31 @@ def test_answers_are_right_by_construction(decoded):
     assert checked >= len(decoded)
 
 
+def test_each_question_is_about_the_sprites_that_show_its_answer(decoded):
+    """``QA.about``: the sprites named by the question, or holding its answer, re-derived from the question text."""
+    from holitom.eval.videoqa import CHANGES, COUNTS, DIRECTIONS
+
+    for item, frames in decoded:
+        sprites = item.clip.sprites
+        for qa in item.questions:
+            about = [sprites[i] for i in qa.about]
+            assert about and len(set(qa.about)) == len(qa.about), (item.item_id, qa.question)
+            if qa.answer in COUNTS:  # a count is about every object
+                assert sorted(qa.about) == list(range(len(sprites))) and int(qa.answer) == len(sprites)
+                continue
+            (sprite,) = about
+            named = set(re.findall(r"\w+", qa.question))
+            if qa.answer in DIRECTIONS or qa.answer in CHANGES:  # the question names the object by colour and shape
+                assert {sprite.colour, sprite.shape} <= named, (item.item_id, qa.question)
+            else:  # a colour or a shape: the answer is this sprite's, and what the question names is too
+                assert qa.answer in (sprite.colour, sprite.shape), (item.item_id, qa.question)
+                assert named.isdisjoint({s.colour for s in sprites} | {s.shape for s in sprites}) or named & {sprite.colour, sprite.shape}
+            if "before" in named or "after" in named:
+                assert sprite.scene == ("after" in named)
+            if "flashes" in named:
+                assert sprite.frames != (0, len(render_frames(item.clip)) - 1)
+
+
 def test_static_control_has_no_motion(decoded):
     for item, frames in decoded:
         if item.qtype == "static":
