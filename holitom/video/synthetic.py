@@ -25,8 +25,18 @@ from holitom.video.clip import as_rgb_frames
 # (encoder, pixel format for even / odd frame sizes, encoder options), in order
 # of preference. PyAV's wheels bundle libx264; FFmpeg builds without GPL parts
 # lack it and fall back to the native encoders.
+# The same frames must give the same file in every process and on any number of
+# CPUs (the benchmark's clips are "deterministic per seed"), so libx264 runs:
+# - on one thread: its output depends on the thread count, which it otherwise
+#   takes from the machine's CPU count;
+# - without macroblock-tree rate control: on AVX-512 CPUs (PyAV 18's x264) it
+#   reads memory it never wrote, so the bitstream changed with the process's heap
+#   (MALLOC_PERTURB_=1 gave another file; tests/video/test_synthetic.py);
+# - at CRF 17, which without mb-tree decodes as close to the frames as CRF 18 did
+#   with it (tests/video/test_reader.py's clip: mean error 3.28 vs 3.28 gray
+#   levels, 95th percentile 11 vs 11; CRF 18 without mb-tree: 3.34 and 12).
 _LOSSY_ENCODERS = (
-    ("libx264", ("yuv420p", "yuv444p"), {"crf": "18"}),
+    ("libx264", ("yuv420p", "yuv444p"), {"crf": "17", "threads": "1", "mbtree": "0"}),
     ("mpeg4", ("yuv420p", None), {"qscale": "2"}),
 )
 # Lossless RGB: decoded frames equal the written ones bit for bit.
@@ -171,8 +181,9 @@ def write_video(path: str | os.PathLike, frames, fps: float = 8.0, *, lossless: 
     """Encode frames into a video file with PyAV.
 
     The container comes from the suffix (``.mp4``, ``.mkv``, ``.mov``, ``.avi``).
-    Lossy (default): H.264 (libx264, CRF 18, yuv420p; yuv444p when a side is
-    odd), or MPEG-4 part 2 if this FFmpeg has no libx264. Lossless: H.264 RGB
+    Lossy (default): H.264 (libx264, CRF 17, yuv420p; yuv444p when a side is
+    odd; one thread and no mb-tree, so the bytes depend on neither the CPU count
+    nor the heap), or MPEG-4 part 2 if this FFmpeg has no libx264. Lossless: H.264 RGB
     at QP 0 (libx264rgb), or FFV1: decoding gives back exactly the frames
     written, which tests use to compare file and in-memory paths.
 

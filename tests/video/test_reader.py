@@ -12,8 +12,8 @@ from PIL import Image
 from holitom.errors import InputError, VideoError
 from holitom.video import FrameShortageWarning, make_frames, read_video, sample_frame_indices, write_video
 
-# H.264 at CRF 18 with 4:2:0 chroma on these synthetic frames: measured mean
-# absolute error ~2 gray levels (sharp coloured edges lose chroma detail). We
+# H.264 at CRF 17 (no mb-tree) with 4:2:0 chroma on these synthetic frames: measured mean
+# absolute error 3.3 gray levels, 95th percentile 11 (sharp coloured edges lose chroma detail). We
 # require < 4 on average and < 12 at the 95th percentile.
 MEAN_ABS_TOL = 4.0
 P95_ABS_TOL = 12.0

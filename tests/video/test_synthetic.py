@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -78,3 +82,26 @@ def test_write_errors(tmp_path):
         write_video(tmp_path / "a.notacontainer", f)
     with pytest.raises(InputError, match="channels"):
         write_video(tmp_path / "a.mp4", f[..., :2])
+
+
+_ENCODE_IN_CHILD = """
+import os, sys
+from holitom.video import make_frames, write_video
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one CPU: libx264's automatic thread count would change
+write_video(sys.argv[1], make_frames(16, 160, 160, seed=1), fps=8)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="poisons fresh heap memory through glibc's MALLOC_PERTURB_")
+def test_lossy_file_does_not_depend_on_heap_contents_or_cpu_count(tmp_path):
+    """The same frames give the same H.264 bytes in a process whose fresh heap memory is poisoned and that may use
+    one CPU. Before libx264 ran on one thread without mb-tree, on an AVX-512 CPU (this project's CI machine) its
+    bitstream changed with the garbage it read (MALLOC_PERTURB_=1), which once flipped a test's greedy answer."""
+    mine = write_video(tmp_path / "here.mp4", make_frames(16, 160, 160, seed=1), fps=8).read_bytes()
+    for perturb in ("1", "165"):
+        # A threshold at glibc's maximum keeps large buffers on the (poisoned) heap instead of fresh zeroed pages.
+        env = {**os.environ, "MALLOC_PERTURB_": perturb, "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+        path = tmp_path / f"child{perturb}.mp4"
+        subprocess.run([sys.executable, "-c", _ENCODE_IN_CHILD, str(path)], env=env, check=True)
+        assert path.read_bytes() == mine, f"MALLOC_PERTURB_={perturb}"
