@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Create the tiny LLaVA-OneVision checkpoint shipped in ``holitom/assets/default_model/``.
+"""Create the tiny LLaVA-OneVision checkpoint that ``holitom/assets/default_model/`` is trained from.
 
 The toolkit needs a model that works on a fresh machine without a download: the
 tests, ``holitom demo`` and the export smoke tests all run on it. This script
@@ -25,10 +25,14 @@ depend on safetensors' serialisation, which has been stable but is not
 promised; ``tests/test_default_model.py`` therefore compares tensors and the
 vocabulary, not bytes.
 
+The shipped default is this checkpoint TRAINED by ``scripts/train_default_model.py``
+(its ``holitom_default_model.json`` records the training): this script writes
+the starting point, the same files with the initial weights.
+
 Usage::
 
-    python scripts/make_default_model.py            # writes holitom/assets/default_model/
-    python scripts/make_default_model.py --out DIR  # writes elsewhere (tests use this)
+    python scripts/make_default_model.py --out DIR  # the starting checkpoint (the trainer and tests build it this way)
+    python scripts/make_default_model.py --replace-trained  # back to the untrained weights in holitom/assets/default_model/
 
 This script needs torchvision (the transformers image/video processor classes
 require it to be constructed); the toolkit itself does not.
@@ -48,13 +52,13 @@ from pathlib import Path
 
 import numpy as np
 
+# Written next to the weights (the tests compare files against a regenerated copy only when its versions match).
+from holitom.default_model import PROVENANCE_FILE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "holitom" / "assets" / "default_model"
 
 SEED = 20240611
-# Written next to the checkpoint: the generator, seed and library versions
-# (the tests compare against a regenerated copy only when the versions match).
-PROVENANCE_FILE = "holitom_default_model.json"
 TRAINED_VOCAB_SIZE = 1275  # + 5 special tokens = 1280 ids in all
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 
@@ -498,8 +502,13 @@ def make_processor(hf_tok):
 # ----------------------------------------------------------------------------- main
 
 
-def build(out: Path) -> None:
-    """Write the whole checkpoint into ``out`` (replacing what is there)."""
+def build(out: Path, replace_trained: bool = False) -> None:
+    """Write the whole checkpoint into ``out`` (replacing an earlier output of this script).
+
+    A folder whose provenance records training (scripts/train_default_model.py
+    wrote it, as it did the shipped default) is replaced only with
+    ``replace_trained``: the initial weights would silently discard an hour of training.
+    """
     import tokenizers
     import torch
     import transformers
@@ -519,6 +528,11 @@ def build(out: Path) -> None:
         # someone pointed --out at by mistake.
         if any(out.iterdir()) and not (out / PROVENANCE_FILE).is_file():
             raise SystemExit(f"refusing to overwrite '{out}': it is not empty and holds no {PROVENANCE_FILE}; pick an empty --out")
+        if not replace_trained and (out / PROVENANCE_FILE).is_file() and "training" in json.loads((out / PROVENANCE_FILE).read_text()):
+            raise SystemExit(
+                f"refusing to overwrite '{out}': it holds a trained checkpoint (see its {PROVENANCE_FILE}) and this script writes the "
+                "initial, untrained weights; pick another --out, or pass --replace-trained to go back to them"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True)
     model.save_pretrained(out, safe_serialization=True)
@@ -549,8 +563,9 @@ def build(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
+    parser.add_argument("--replace-trained", action="store_true", help="overwrite a trained checkpoint in --out (the shipped default is one) with the initial weights")
     args = parser.parse_args(argv)
-    build(args.out)
+    build(args.out, replace_trained=args.replace_trained)
     total = sum(p.stat().st_size for p in args.out.iterdir())
     for p in sorted(args.out.iterdir()):
         print(f"{p.stat().st_size:>10,d}  {p.name}")

@@ -74,7 +74,10 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
     s = result["settings"]
     bench = result["benchmark"]
     title = f"held-out accuracy: {s['source']['path']} on the '{bench['split']}' split, {len(bench['items'])} items, {s['frames']} frames"
-    notes = ["tokens: visual tokens entering the LLM (> after the inner step); FLOPs %: the paper's prefill formula vs vanilla"]
+    notes = [
+        "tokens: visual tokens entering the LLM (> after the inner step); FLOPs %: the paper's prefill formula vs vanilla",
+        f"uniform guessing among each item's allowed answers scores {_pct(bench['chance_accuracy'])}% on these items",
+    ]
     for skip in result.get("skipped", []):
         notes.append(f"skipped {skip['id']}: {skip['reason']}")
     for a in result["agreement"]:
@@ -101,19 +104,24 @@ def plot_accuracy_vs_flops(result: dict[str, Any], path: Path) -> Path:
     ax = fig.add_subplot(1, 1, 1)
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in result["rows"]:
-        series.setdefault((r["method"], r["label"]), []).append(r)
+        if r["flops"]["pct_of_vanilla"] is not None:  # a row's FLOPs are a share of its backend's vanilla row
+            series.setdefault((r["method"], r["label"]), []).append(r)
+    if not series:
+        ax.text(0.5, 0.5, "no vanilla row in this run: add vanilla to --methods\nto place the rows on the FLOPs axis", ha="center", va="center", transform=ax.transAxes)
     for (method, backend), rows in series.items():
-        rows = sorted(rows, key=lambda r: r["flops"]["pct_of_vanilla"] or 0)
-        xs = [100 * (r["flops"]["pct_of_vanilla"] or 0) for r in rows]
+        rows = sorted(rows, key=lambda r: r["flops"]["pct_of_vanilla"])
+        xs = [100 * r["flops"]["pct_of_vanilla"] for r in rows]
         ys = [100 * r["accuracy"] for r in rows]
         style = "-" if backend == "torch" else "--"
         marker = "*" if method == "vanilla" else ("o" if backend == "torch" else "s")
         ax.plot(xs, ys, linestyle=style if len(rows) > 1 else "none", marker=marker, markersize=10 if method == "vanilla" else 5, label=f"{method} ({backend})")
-    ax.set_xscale("log")
+    if series:
+        ax.set_xscale("log")
     ax.set_xlabel("LLM prefill FLOPs, % of vanilla (paper formula)")
     ax.set_ylabel("accuracy on the held-out split (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    if series:
+        ax.legend(fontsize=7)
     ax.set_title(f"generated video QA, {len(result['benchmark']['items'])} items, {result['settings']['frames']} frames", fontsize=9)
     fig.savefig(path, bbox_inches="tight")
     return path

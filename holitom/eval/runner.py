@@ -198,6 +198,7 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] | None = _stderr_log
             "split": config.split,
             "items": [{"id": i.item_id, "qtype": i.qtype, "form": i.form, "prompt": i.prompt, "answer": i.answer} for i in items],
             "per_type_counts": {t: sum(i.qtype == t for i in items) for t in QUESTION_TYPES},
+            "chance_accuracy": sum(i.chance for i in items) / len(items),
         },
         "rows": results,
         "skipped": [{"id": row_id, "reason": reason} for row_id, reason in skipped.items()],

@@ -146,6 +146,14 @@ class Item:
     def item_id(self) -> str:
         return f"{self.split}-{self.index:06d}"
 
+    @property
+    def chance(self) -> float:
+        """The accuracy of a uniform guess among the answers this question allows: its listed options, or its candidate words."""
+        if self.options:
+            return 1.0 / len(self.options)
+        asked = [qa for qa in self.questions if pose(qa, "short", None)[0] == self.prompt]
+        return 1.0 / len(asked[0].candidates)
+
 
 # --------------------------------------------------------------------------- scenes
 
@@ -316,8 +324,8 @@ def _check_index(index: object) -> int:
     return int(index)
 
 
-def pose(qa: QA, form: str, rng: np.random.Generator) -> tuple[str, str, tuple[str, ...]]:
-    """The prompt text, expected answer and listed options for asking ``qa`` in ``form``."""
+def pose(qa: QA, form: str, rng: np.random.Generator | None) -> tuple[str, str, tuple[str, ...]]:
+    """The prompt text, expected answer and listed options for asking ``qa`` in ``form`` (``rng`` orders a choice's options)."""
     if form == "short":
         return f"{qa.question} Answer with one word.", qa.answer, ()
     if form != "choice":

@@ -1,6 +1,8 @@
 """scripts/train_default_model.py: packed questions compute exactly what separate prompts do; a few steps run end to end.
 
-The training itself (about half an hour) does not run here.
+The training itself (an hour or more) does not run here. The tests run on the
+script's starting point (the initial weights of scripts/make_default_model.py),
+not on the shipped default model, which is a trained one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from holitom.default_model import default_model_dir
 from holitom.eval.videoqa import make_item, pose
 from holitom.models.loading import load_llava
 from holitom.models.pooling import pool_tokens
@@ -32,11 +33,19 @@ def trainer():
     sys.modules.pop(spec.name, None)
 
 
-def test_packed_questions_match_separate_prefills(trainer):
+@pytest.fixture(scope="module")
+def start(trainer, tmp_path_factory) -> Path:
+    """The checkpoint every run starts from: make_default_model's initial weights, tokenizer and config."""
+    folder = tmp_path_factory.mktemp("start") / "model"
+    trainer.load_make_default_model().build(folder)
+    return folder
+
+
+def test_packed_questions_match_separate_prefills(trainer, start):
     from transformers import AutoTokenizer
 
-    model = load_llava(default_model_dir())
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    model = load_llava(start)
+    tokenizer = AutoTokenizer.from_pretrained(start)
     packer = trainer.Packer(tokenizer, model.config.video_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
     hidden = torch.randn(3, 729, model.config.vision.hidden_size, generator=torch.Generator().manual_seed(0))  # (F, N, Dv)
     item = make_item("train", 0)
@@ -59,7 +68,7 @@ def test_packed_questions_match_separate_prefills(trainer):
     assert offset == packed.shape[0]
 
 
-def test_a_few_training_steps_write_a_loadable_checkpoint(trainer, tmp_path, capsys):
+def test_a_few_training_steps_write_a_loadable_checkpoint(trainer, tmp_path, capsys, start):
     out = tmp_path / "model"
     assert trainer.main(["--out", str(out), "--train-clips", "7", "--val-clips", "7", "--steps", "3", "--eval-every", "2"]) == 0
     log = capsys.readouterr().out
@@ -67,8 +76,8 @@ def test_a_few_training_steps_write_a_loadable_checkpoint(trainer, tmp_path, cap
     provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
     assert provenance["steps"] == 3 and 0.0 <= provenance["val_accuracy"] <= 1.0
     trained = load_llava(out)
-    start = load_llava(default_model_dir())  # same vision tower: it stays frozen
-    for (name, a), (_, b) in zip(trained.named_parameters(), start.named_parameters()):
+    initial = load_llava(start)  # same vision tower: it stays frozen
+    for (name, a), (_, b) in zip(trained.named_parameters(), initial.named_parameters()):
         if name.startswith("vision."):
             assert torch.equal(a, b), name
     from transformers import LlavaOnevisionForConditionalGeneration
@@ -100,7 +109,7 @@ def test_frame_subsets_keep_every_answer_true(trainer):
     assert trainer.frame_subset(item.clip, rng, NUM_FRAMES).tolist() == list(range(NUM_FRAMES))
 
 
-def test_training_the_tower_end_to_end_changes_it_and_keeps_the_layout(trainer, tmp_path, capsys):
+def test_training_the_tower_end_to_end_changes_it_and_keeps_the_layout(trainer, tmp_path, capsys, start):
     out = tmp_path / "model"
     argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--tower-lr-scale", "2"]
     argv += ["--types", "attribute,static", "--max-objects", "1", "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1", "--aux-balance"]
@@ -109,8 +118,8 @@ def test_training_the_tower_end_to_end_changes_it_and_keeps_the_layout(trainer, 
     assert "token_colour=" in log and "token_shape=" in log and "shape=" in log
     provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
     assert provenance["train_tower"] and provenance["aux_balance"] and provenance["types"] == ["attribute", "static"]
-    trained, start = load_llava(out), load_llava(default_model_dir())
-    changed = [name for (name, a), (_, b) in zip(trained.named_parameters(), start.named_parameters()) if name.startswith("vision.") and not torch.equal(a, b)]
+    trained, initial = load_llava(out), load_llava(start)
+    changed = [name for (name, a), (_, b) in zip(trained.named_parameters(), initial.named_parameters()) if name.startswith("vision.") and not torch.equal(a, b)]
     assert "vision.patch_embedding.weight" in changed and len(changed) > 10
     from transformers import LlavaOnevisionForConditionalGeneration
 
@@ -138,12 +147,12 @@ def test_balanced_aux_loss_averages_object_and_background_means(trainer):
     assert float(trainer.aux_loss(logits, torch.zeros(6, dtype=torch.int64), True)) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, torch.zeros(6, dtype=torch.int64))), rel=1e-6)
 
 
-def test_a_render_pool_gives_the_clips_and_labels_of_one_process(trainer, tmp_path):
+def test_a_render_pool_gives_the_clips_and_labels_of_one_process(trainer, tmp_path, start):
     from holitom.video import VideoPreprocessor
 
-    model = load_llava(default_model_dir())
+    model = load_llava(start)
     items = trainer.select_items("train", 3)
-    preprocessor = VideoPreprocessor.from_pretrained(default_model_dir())
+    preprocessor = VideoPreprocessor.from_pretrained(start)
     alone, pooled = ((tmp_path / name) for name in ("alone", "pooled"))
     for folder in (alone, pooled):
         folder.mkdir()
@@ -174,7 +183,7 @@ def test_bad_run_options_are_refused_before_any_work(trainer, tmp_path, capsys, 
     assert not (tmp_path / "model").exists()
 
 
-def test_object_targets_cover_each_sprite_where_it_is_shown(trainer):
+def test_object_targets_cover_each_sprite_where_it_is_shown(trainer, start):
     """Per-object coverage and classes, re-derived from the clip: each sprite's pixels, shown frames, colour and shape."""
     import torch.nn.functional as F
 
@@ -182,7 +191,7 @@ def test_object_targets_cover_each_sprite_where_it_is_shown(trainer):
     from holitom.video.sampling import sample_frame_indices
     from holitom.video.synthetic import SHAPES, shape_mask
 
-    model = load_llava(default_model_dir())
+    model = load_llava(start)
     grid = model.grid
     item = next(make_item("train", i) for i in range(100) if make_item("train", i).qtype == "appear")  # one sprite not always shown
     clip = item.clip
@@ -265,7 +274,7 @@ def test_edges_patch_init_puts_oriented_filters_in_place(trainer):
     assert out[by_angle[45]].max() > out[by_angle[0]].max() and out[by_angle[45]].max() > out[by_angle[135]].max()
 
 
-def test_a_few_steps_run_with_the_edge_energy_patch_init_frozen(trainer, tmp_path, capsys):
+def test_a_few_steps_run_with_the_edge_energy_patch_init_frozen(trainer, tmp_path, capsys, start):
     out = tmp_path / "model"
     argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower", "--patch-init", "edges-energy", "--freeze-patch-init"]
     argv += ["--types", "attribute,static", "--max-objects", "1", "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1"]
@@ -273,16 +282,16 @@ def test_a_few_steps_run_with_the_edge_energy_patch_init_frozen(trainer, tmp_pat
     assert "final val accuracy" in capsys.readouterr().out
     provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
     assert provenance["patch_init"] == "edges-energy" and provenance["freeze_patch_init"]
-    trained, start = load_llava(out).vision.patch_embedding, load_llava(default_model_dir()).vision.patch_embedding
-    trainer.init_patch_edges(start)
-    torch.testing.assert_close(trained.weight[:39], start.weight[:39], rtol=1e-3, atol=1e-7)  # frozen (AdamW's decay only)
+    trained, initial = load_llava(out).vision.patch_embedding, load_llava(start).vision.patch_embedding
+    trainer.init_patch_edges(initial)
+    torch.testing.assert_close(trained.weight[:39], initial.weight[:39], rtol=1e-3, atol=1e-7)  # frozen (AdamW's decay only)
     assert trained.bias[:39].abs().max() == 0.0
-    assert (trained.weight[51:] - start.weight[51:]).abs().min() > 0  # the random channels learn
+    assert (trained.weight[51:] - initial.weight[51:]).abs().min() > 0  # the random channels learn
 
 
-def test_edge_energy_init_rectifies_the_edges_into_quiet_channels(trainer):
+def test_edge_energy_init_rectifies_the_edges_into_quiet_channels(trainer, start):
     """The first layer writes |edge| (summed over RGB) into spare channels that nothing else writes at init."""
-    tower = load_llava(default_model_dir()).vision
+    tower = load_llava(start).vision
     names = trainer.init_patch_edges(tower.patch_embedding)
     energy = trainer.init_edge_energy(tower, names)
     assert energy == list(range(39, 51))
@@ -301,13 +310,13 @@ def test_edge_energy_init_rectifies_the_edges_into_quiet_channels(trainer):
         assert grid(h, vert)[:, 10].abs().max() < 1e-3  # away from the edge
 
 
-def test_answer_attention_is_transformers_attention_at_the_answer_position(trainer):
+def test_answer_attention_is_transformers_attention_at_the_answer_position(trainer, start):
     """Head 0 of the last layer at each block's answer position, against transformers' eager attention of each question alone."""
     from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
-    model = load_llava(default_model_dir())
-    hf = LlavaOnevisionForConditionalGeneration.from_pretrained(default_model_dir(), attn_implementation="eager").eval()
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    model = load_llava(start)
+    hf = LlavaOnevisionForConditionalGeneration.from_pretrained(start, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(start)
     packer = trainer.Packer(tokenizer, model.config.video_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
     hidden = torch.randn(2, 729, model.config.vision.hidden_size, generator=torch.Generator().manual_seed(0))  # (F, N, Dv)
     item = make_item("train", 0)
@@ -339,14 +348,14 @@ def test_attention_loss_is_the_log_of_the_mass_on_the_question_objects(trainer):
     assert float(trainer.attention_loss(attention, 3, cover, [(1,), (0,)])) == pytest.approx(0.0, abs=1e-7)
 
 
-def test_oracle_features_say_where_the_decoded_colours_are(trainer, tmp_path):
+def test_oracle_features_say_where_the_decoded_colours_are(trainer, tmp_path, start):
     """Each colour channel against the decoded pixels: where a colour covers a patch fully, the patch has that colour."""
     import torch.nn.functional as F
 
     from holitom.eval.videoqa import COLOURS, NUM_FRAMES, write_clip
     from holitom.video import read_video
 
-    model = load_llava(default_model_dir())
+    model = load_llava(start)
     item = make_item("train", 0)  # attribute: 1-3 objects of distinct colours
     masks, classes = trainer.object_masks(item.clip)
     patch = model.config.vision.patch_grid
@@ -376,3 +385,46 @@ def test_oracle_features_and_attention_target_run_and_are_recorded(trainer, tmp_
     with pytest.raises(SystemExit) as exc:
         trainer.main(["--out", str(tmp_path / "other"), "--oracle-features", "--train-tower"])
     assert exc.value.code == 2 and "--oracle-features replaces the tower's output" in capsys.readouterr().err
+
+
+def test_init_continues_a_checkpoint_and_records_the_chain(trainer, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    small = ["--train-clips", "2", "--val-clips", "2", "--eval-every", "100", "--types", "attribute", "--max-objects", "1",
+             "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1"]
+    assert trainer.main(["--out", str(first), "--steps", "2", *small]) == 0
+    assert trainer.main(["--out", str(second), "--steps", "1", "--init", str(first), *small]) == 0
+    capsys.readouterr()
+    records = [json.loads((d / "holitom_default_model.json").read_text())["training"] for d in (first, second)]
+    assert records[0]["init"] is None
+    assert records[1]["init"] == {"path": str(first), "training": records[0]}
+    before, after = load_llava(first), load_llava(second)
+    for (name, a), (_, b) in zip(before.named_parameters(), after.named_parameters()):
+        if name.startswith("vision."):
+            assert torch.equal(a, b), name  # frozen tower: the first run's, untouched
+        elif name.endswith(("q_proj.weight", "k_proj.weight")):
+            # One step of about lr per entry, not the start's rescaling by INIT_STD / QK_STD (0.16): scaled once, in the first run.
+            assert not torch.equal(a, b) and (a - b).abs().max() < 10 * trainer.LR, name
+
+
+def test_init_refuses_what_is_not_a_checkpoint_of_this_script(trainer, tmp_path, capsys, start):
+    def refused(init: Path) -> str:
+        with pytest.raises(SystemExit) as exc:
+            trainer.main(["--out", str(tmp_path / "out"), "--init", str(init), "--train-clips", "1", "--val-clips", "1", "--steps", "1"])
+        return str(exc.value.code)
+
+    assert "not a checkpoint of this script" in refused(tmp_path)  # no config.json
+    assert "records no training" in refused(start)  # the initial weights: nothing to continue
+    other = tmp_path / "other"
+    other.mkdir()
+    for p in start.iterdir():
+        (other / p.name).write_bytes(p.read_bytes())
+    record = json.loads((other / "holitom_default_model.json").read_text())
+    (other / "holitom_default_model.json").write_text(json.dumps({**record, "training": {"steps": 1}}))
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "image_token_index": 7, "transformers_version": "0.0"}))
+    message = refused(other)
+    assert "differs from the starting checkpoint's in image_token_index;" in message  # not in transformers_version
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exc:
+        trainer.main(["--out", str(tmp_path / "out"), "--init", str(other), "--patch-init", "edges"])
+    assert exc.value.code == 2 and "--init starts from a trained checkpoint's tower" in capsys.readouterr().err

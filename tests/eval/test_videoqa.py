@@ -203,3 +203,16 @@ def test_answer_normalisation():
     assert is_correct(item, f" ({item.answer}).") and is_correct(item, item.answer.lower())
     assert not is_correct(item, item.word) and not is_correct(item, "")
     assert normalise_answer(" Red. ") == "red"
+
+
+def test_chance_is_one_over_the_answers_the_question_allows():
+    items = make_items("val", 70)
+    for item in items:
+        if item.form == "choice":  # the letters listed in the prompt
+            assert item.chance == pytest.approx(1 / len(re.findall(r"\([A-Z]\) ", item.prompt)))
+        else:  # the candidate words of the one question whose text the prompt asks
+            asked = [qa for qa in item.questions if item.prompt.startswith(qa.question + " ")]
+            assert len({len(qa.candidates) for qa in asked}) == 1 and item.word in asked[0].candidates
+            assert item.chance == pytest.approx(1 / len(asked[0].candidates))
+    # The README's figure for this slice, worked out by hand in an earlier diagnosis.
+    assert sum(i.chance for i in items) / len(items) == pytest.approx(0.311, abs=5e-4)
