@@ -329,6 +329,8 @@ def read_manifest(folder: str | Path, check_files: bool = True, fix: str = _REEX
 
     folder = Path(folder)
     path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise ManifestError(f"export folder '{folder}' does not exist or is not a folder; check the path, or create it with `holitom export --model DIR --out {folder}`.")
     if not path.is_file():
         raise ManifestError(f"'{folder}' has no {MANIFEST_NAME}; it is not a holitom export. Create one with `holitom export --model DIR --out {folder}`.")
     try:

@@ -202,7 +202,7 @@ def _cmd_run(args) -> int:
         print()
         t = result.tokens
         print(
-            f"[{result.backend} {result.preset}] visual tokens {t.visual_in} -> {t.after_outer} -> {t.after_inner}; "
+            f"[{result.backend} {result.preset}] visual tokens {t.visual_in} (tower) -> {t.after_outer} (LLM, newline included) -> {t.after_inner} (inner merge); "
             f"TTFT {result.timings_ms['ttft']:.1f} ms; "
             + (f"decode {result.decode_tokens_per_s:.1f} tok/s" if result.decode_tokens_per_s else "no decode steps"),
             file=sys.stderr,
@@ -250,7 +250,8 @@ def _cmd_demo(args) -> int:
         label = "vanilla" if r.preset == "none" else f"HoliTom {r.preset}"
         verdict = "correct" if is_correct(item, r.answer) else "WRONG"
         print(f"\n{label}:\n  answer: {r.answer!r} ({verdict})")
-        print(f"  visual tokens: {t.visual_in} -> after outer merge {t.after_outer} -> after inner merge {t.after_inner}")
+        # visual_in counts the tower's tokens; the LLM's also hold the newline token(s) LLaVA-OneVision appends
+        print(f"  visual tokens: {t.visual_in} from the tower -> {t.after_outer} entering the LLM (newline included) -> {t.after_inner} after the inner merge")
         print(f"  TTFT {r.timings_ms['ttft']:.1f} ms (vision {r.timings_ms['vision']:.1f}, merge {r.timings_ms.get('merge', 0):.1f}, prefill {r.timings_ms['prefill']:.1f})")
     base, fast = results
     print(f"\nTTFT speed-up: {base.timings_ms['ttft'] / fast.timings_ms['ttft']:.2f}x (the default model is tiny: most time is in the vision tower)")

@@ -96,6 +96,11 @@ object tokens the auxiliary heads name right.
 ``--object-target W`` adds a per-OBJECT colour and shape target (each shown
 object's tokens pooled by its true coverage, :func:`pooled_objects`); measured
 (README, "Fidelity"): shape still at chance after 1,500 one-frame steps.
+``--motion-target W`` adds a per-token MOTION target (:func:`motion_labels`: which
+way the object under each token moves, still or one of the four directions,
+named through the LM head's rows of the direction words at every shown frame
+after the first): the dense signal the colour and shape targets give, for the
+one question type the shipped model still guesses (motion, 40% on validation).
 ``--patch-init edges`` starts the tower's patch embedding with mean-colour and
 oriented-edge filters (:func:`init_patch_edges`), ``edges-energy`` also has the
 first layer rectify those edges into channels of their own (:func:`init_edge_energy`).
@@ -169,6 +174,8 @@ class ClipFeatures:
         for item in items:
             masks, classes = object_masks(item.clip)  # one walk over the sprites, pooled onto both grids
             self.objects.append(tuple(t.to(self.device) for t in (object_cover(masks, model.grid), object_cover(masks, patches), classes)))
+        # N x (F, P): which way the object under each token moves (see motion_labels)
+        self.motion = [motion_labels(cover, sprite_directions(item.clip)) for item, (cover, _, _) in zip(items, self.objects)]
         if oracle:  # exact features from the ground truth in place of the tower's (nothing rendered)
             self.hidden = [oracle_features(patch_cover, classes, model.config.vision.hidden_size).to(self.device) for _, patch_cover, classes in self.objects]
             self.labels = [token_labels(item.clip, model.grid).to(self.device) for item in items]
@@ -460,6 +467,55 @@ def object_cover(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(masks, grid).flatten(2)
 
 
+# Motion target: which way the object under each token moves, named through the LM
+# head's rows of the direction words (still = the pad row), at every shown frame after
+# the first (the decoder is causal: a frame's tokens see only the frames before it).
+MOTION_MIN_PX = 24.0  # travel over the clip below which an object is still (attribute clips drift <= 6 px, movers 72-96)
+IGNORE = -100  # cross_entropy's ignore_index: background tokens, and the first frame shown
+
+
+def sprite_directions(clip) -> torch.Tensor:
+    """Each sprite's motion class ``(S,)`` int64: 0 still, else 1 + its index in DIRECTIONS (the dominant axis of its travel)."""
+    from holitom.eval.videoqa import DIRECTIONS
+
+    out = []
+    for sprite in clip.sprites:
+        dy, dx = (b - a for a, b in zip(sprite.start, sprite.end))  # corners are (y, x)
+        if max(abs(dy), abs(dx)) < MOTION_MIN_PX:
+            out.append(0)
+        else:
+            out.append(1 + DIRECTIONS.index(("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else ("down" if dy > 0 else "up")))
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def motion_labels(cover: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """The motion class of the object covering each token ``(F, P)`` int64; IGNORE where none covers AUX_MIN_COVER.
+
+    ``cover (S, F, P)``: :func:`object_cover` on the token grid; ``directions (S,)``:
+    :func:`sprite_directions`. Later sprites win where two cover a token, as in
+    :func:`token_labels`.
+    """
+    labels = torch.full(cover.shape[1:], IGNORE, dtype=torch.int64, device=cover.device)  # (F, P)
+    for s in range(cover.shape[0]):
+        labels[cover[s] >= AUX_MIN_COVER] = int(directions[s])
+    return labels
+
+
+def motion_loss(video: torch.Tensor, rows: torch.Tensor, lm_head: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """The motion target's loss on the frames shown: ``video (F'*P, D)``, ``labels (F', P)`` of those frames.
+
+    The first frame shown is left out; moving and still object tokens weigh equally
+    (:func:`aux_loss`, balanced). None when no token is labelled (one frame, or no object).
+    """
+    labels = labels.clone()
+    labels[0] = IGNORE
+    labels = labels.flatten()  # (F'*P,)
+    valid = labels != IGNORE
+    if not valid.any():
+        return None
+    return aux_loss(video[valid] @ lm_head[rows].T, labels[valid], balance=True)
+
+
 def aux_loss(logits: torch.Tensor, labels: torch.Tensor, balance: bool) -> torch.Tensor:
     """Cross-entropy of the auxiliary class logits ``(N, C)`` against ``labels (N,)``.
 
@@ -694,7 +750,9 @@ def answer_kind(qa) -> str:
     return kinds[tuple(qa.candidates)]
 
 
-def accuracy(model, features: ClipFeatures, packer: Packer, frames: int | None = None, aux_rows=None, object_source: str = "hidden") -> tuple[float, dict[str, float], dict[str, float]]:
+def accuracy(
+    model, features: ClipFeatures, packer: Packer, frames: int | None = None, aux_rows=None, object_source: str = "hidden", motion_rows=None
+) -> tuple[float, dict[str, float], dict[str, float]]:
     """Exact-match accuracy of each clip's benchmark question (greedy answer == expected), overall and per type.
 
     Also, per answer kind (:func:`answer_kind`), the accuracy over EVERY question
@@ -706,7 +764,9 @@ def accuracy(model, features: ClipFeatures, packer: Packer, frames: int | None =
     how many OBJECT tokens the auxiliary heads name right (``token_colour``,
     ``token_shape``): whether the video tokens carry the attribute at all; and
     how many shown objects, pooled from ``object_source`` (:func:`pooled_objects`),
-    they name right (``object_colour``, ``object_shape``).
+    they name right (``object_colour``, ``object_shape``). With ``motion_rows`` (the
+    motion target's rows) how many tokens of MOVING objects, after the first frame
+    shown, name their direction (``token_motion``).
     """
     from holitom.eval.videoqa import NUM_FRAMES, QUESTION_TYPES, pose
 
@@ -725,6 +785,11 @@ def accuracy(model, features: ClipFeatures, packer: Packer, frames: int | None =
                 on_object = labels.flatten() > 0  # (F'*P,)
                 named = (video @ model.lm_head.weight[rows].T).argmax(-1) == labels.flatten()  # (F'*P,)
                 per_kind.setdefault(name, []).extend(named[on_object].int().tolist())
+            if motion_rows is not None:
+                labels_m = features.motion[k][keep.to(features.device)][1:].flatten()  # ((F'-1)*P,)
+                moving = labels_m > 0
+                named = (video[video.shape[0] - labels_m.shape[0] :] @ model.lm_head.weight[motion_rows].T).argmax(-1)  # ((F'-1)*P,)
+                per_kind.setdefault("token_motion", []).extend((named[moving] == labels_m[moving]).int().tolist())
             if aux_rows:  # each shown object's pooled tokens named (what --object-target trains)
                 pooled, labels_o = pooled_objects(model, object_source, video, hidden, features.objects[k], keep)  # (M, D), (M, 2)
                 logits_o = object_logits(pooled, aux_rows, model.lm_head.weight)
@@ -822,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freeze-patch-init", action="store_true", help="with --patch-init edges*, keep its fixed filters as they are (their gradient is zeroed): Adam's steps of ~lr per weight overwrite filters this small (~0.005 a weight) within a few hundred steps")
     parser.add_argument("--oracle-features", action="store_true", help="a diagnosis, not a model: replace the tower's output by exact per-patch colour, shape, position and coverage from the ground truth (oracle_features); the checkpoint written then does not work on videos")
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
+    parser.add_argument("--motion-target", type=float, default=0.0, help="weight of the per-token motion loss (which way the object under each token moves, after the first frame shown; 0: off)")
     parser.add_argument("--init", type=Path, default=None, help="start from the weights of a checkpoint this script wrote (same architecture) instead of the initial ones: continues an earlier run, for instance on more clips (a new optimizer and learning-rate schedule)")
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -892,12 +958,13 @@ def main(argv: list[str] | None = None) -> int:
                     for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
                         proj.weight.mul_(maker.INIT_STD / maker.QK_STD["vision"])
         # Class words of the auxiliary targets (their first tokens), background = the pad token.
-        from holitom.eval.videoqa import COLOURS
+        from holitom.eval.videoqa import COLOURS, DIRECTIONS
         from holitom.video.synthetic import SHAPES
 
         first = [tokenizer.encode(w, add_special_tokens=False)[0] for w in (*COLOURS, *SHAPES)]
         pad = tokenizer.pad_token_id
         aux_rows = (torch.tensor([pad, *first[: len(COLOURS)]], device=device), torch.tensor([pad, *first[len(COLOURS) :]], device=device))
+        motion_rows = torch.tensor([pad, *(tokenizer.encode(w, add_special_tokens=False)[0] for w in DIRECTIONS)], device=device) if args.motion_target else None
         trained = [model.projector, model.embed_tokens, model.decoder, model.lm_head]
         params = [p for m in trained for p in m.parameters()] + [model.image_newline]
         tower = list(model.vision.parameters()) if args.train_tower else []
@@ -920,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rng = np.random.Generator(np.random.PCG64([maker.SEED, 1]))
         order: list[int] = []
-        running, answer_loss, object_part, attention_part, seen = 0.0, 0.0, 0.0, 0.0, 0
+        running, answer_loss, object_part, attention_part, motion_part, seen = 0.0, 0.0, 0.0, 0.0, 0.0, 0
         train_start = time.perf_counter()
         print(f"setup {train_start - t0:.0f} s; training {args.steps} steps on {len(train.items)} clips", flush=True)
         step = -1
@@ -958,6 +1025,11 @@ def main(argv: list[str] | None = None) -> int:
             for rows, labels in zip(aux_rows, train.labels[k][:, keep.to(device)]):
                 aux = video @ model.lm_head.weight[rows].T  # (F*P, classes): the LM head's rows for the class words
                 loss = loss + AUX_WEIGHT * aux_loss(aux, labels.flatten(), args.aux_balance)
+            if args.motion_target:
+                part = motion_loss(video, motion_rows, model.lm_head.weight, train.motion[k][keep.to(device)])
+                if part is not None:
+                    motion_part += part.detach()
+                    loss = loss + args.motion_target * part
             if args.object_target:
                 pooled, labels = pooled_objects(model, args.object_source, video, tower_out, train.objects[k], keep)  # (M, D), (M, 2)
                 part = object_loss(object_logits(pooled, aux_rows, model.lm_head.weight), labels)
@@ -973,17 +1045,18 @@ def main(argv: list[str] | None = None) -> int:
                 el = time.perf_counter() - train_start
                 objects = f", objects {float(object_part) / seen:.4f}" if args.object_target else ""
                 objects += f", attention {float(attention_part) / seen:.4f}" if args.attention_target else ""
+                objects += f", motion {float(motion_part) / seen:.4f}" if args.motion_target else ""
                 print(f"step {step + 1}/{args.steps} loss {float(running) / seen:.4f} (answers {float(answer_loss) / seen:.4f}{objects}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
-                running, answer_loss, object_part, attention_part, seen = 0.0, 0.0, 0.0, 0.0, 0
+                running, answer_loss, object_part, attention_part, motion_part, seen = 0.0, 0.0, 0.0, 0.0, 0.0, 0
             if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
                 model.eval()
-                acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source)
+                acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source, motion_rows)
                 model.train()
                 print(f"  val accuracy {acc:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per.items() if not math.isnan(v)), flush=True)
                 print("  every question, short: " + " ".join(f"{kind}={v:.2f}" for kind, v in kinds.items()), flush=True)
 
         model.eval()
-        acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source)
+        acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source, motion_rows)
         total_s = time.perf_counter() - t0
         print(f"final val accuracy {acc:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per.items() if not math.isnan(v)), flush=True)
         print("  every question, short: " + " ".join(f"{kind}={v:.2f}" for kind, v in kinds.items()), flush=True)
@@ -1013,6 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
             "object_target": args.object_target,
             "object_source": args.object_source,
             "attention_target": args.attention_target,
+            "motion_target": args.motion_target,
             "eval_frames": args.eval_frames or NUM_FRAMES,
             "minutes": round(total_s / 60, 1),
             "torch_threads": torch.get_num_threads(),

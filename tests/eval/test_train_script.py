@@ -428,3 +428,60 @@ def test_init_refuses_what_is_not_a_checkpoint_of_this_script(trainer, tmp_path,
     with pytest.raises(SystemExit) as exc:
         trainer.main(["--out", str(tmp_path / "out"), "--init", str(other), "--patch-init", "edges"])
     assert exc.value.code == 2 and "--init starts from a trained checkpoint's tower" in capsys.readouterr().err
+
+
+def test_motion_labels_name_the_way_each_object_moves(trainer, start):
+    """Against the generator's own answers: the mover of each motion clip, its still distractor, drifting and static objects."""
+    from holitom.eval.videoqa import DIRECTIONS, NUM_FRAMES
+
+    grid = load_llava(start).grid
+    items = trainer.select_items("train", 21)  # three of each type
+    movers = 0
+    for item in items:
+        directions = trainer.sprite_directions(item.clip)  # (S,)
+        if item.qtype == "motion":  # sprite 0 moves (the question's object), a distractor stands still
+            (qa,) = item.questions
+            assert qa.about == (0,) and int(directions[0]) == 1 + DIRECTIONS.index(qa.answer), item.item_id
+            movers += 1
+            assert directions[1:].tolist() == [0] * (len(directions) - 1)
+        else:  # attribute clips drift a few pixels, every other type stands still
+            assert directions.tolist() == [0] * len(directions), item.item_id
+        masks, _ = trainer.object_masks(item.clip)
+        cover = trainer.object_cover(masks, grid)  # (S, F, P)
+        labels = trainer.motion_labels(cover, directions)  # (F, P)
+        assert labels.shape == (NUM_FRAMES, grid[0] * grid[1])
+        assert ((labels == trainer.IGNORE) == (cover.max(0).values < trainer.AUX_MIN_COVER)).all()
+        for s, d in enumerate(directions.tolist()):
+            alone = cover[s] >= trainer.AUX_MIN_COVER
+            for other in range(s + 1, cover.shape[0]):  # later sprites win a shared token
+                alone &= cover[other] < trainer.AUX_MIN_COVER
+            assert (labels[alone] == d).all()
+    assert movers == 3
+
+
+def test_motion_loss_leaves_out_the_first_frame_shown(trainer):
+    generator = torch.Generator().manual_seed(2)
+    frames, tokens, width = 3, 4, 8
+    video = torch.randn(frames * tokens, width, generator=generator)  # (F'*P, D)
+    lm_head = torch.randn(10, width, generator=generator)  # (V, D)
+    rows = torch.tensor([9, 1, 2, 3, 4])  # still, left, right, up, down
+    labels = torch.tensor([[1, 1, 0, -100], [2, 0, -100, -100], [0, 2, 2, -100]])  # (F', P)
+    logits = video @ lm_head[rows].T  # (F'*P, 5)
+    flat = labels.flatten()
+    each = torch.nn.functional.cross_entropy(logits, flat.clamp(min=0), reduction="none")  # (F'*P,)
+    after = torch.arange(frames * tokens) >= tokens  # the first frame's labels count for nothing
+    moving, still = after & (flat > 0), after & (flat == 0)
+    expected = 0.5 * (each[moving].mean() + each[still].mean())
+    assert float(trainer.motion_loss(video, rows, lm_head, labels)) == pytest.approx(float(expected), rel=1e-6)
+    labels[1:] = trainer.IGNORE  # only the first frame labelled: nothing to learn from
+    assert trainer.motion_loss(video, rows, lm_head, labels) is None
+
+
+def test_a_few_steps_run_with_the_motion_target(trainer, tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--types", "motion"]
+    argv += ["--subset-sizes", "2", "--full-share", "0", "--eval-frames", "2", "--motion-target", "0.5"]
+    assert trainer.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "token_motion=" in log  # validation names the moving tokens' direction
+    assert json.loads((out / "holitom_default_model.json").read_text())["training"]["motion_target"] == 0.5

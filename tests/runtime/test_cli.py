@@ -82,6 +82,8 @@ def test_demo_asks_a_benchmark_question():
         (["run", "--model", "{empty}", "--video", "{clip}", "--prompt", "q"], r"neither config.json"),
         (["run", "--video", "{clip}", "--prompt", "q", "--frames", "0"], r"argument --frames: must be an integer >= 1 and <= 512, got 0"),
         (["export", "--model", "default", "--out", "{existing}"], r"exists.*--force"),
+        (["check-ops", "{missing_dir}"], r"export folder '.*missing' does not exist or is not a folder"),
+        (["check-ops", "{empty}"], r"has no manifest.json; it is not a holitom export"),
     ],
 )
 def test_bad_input_prints_one_line_and_exits_2(tmp_path, clip_path, args, pattern):
@@ -89,7 +91,7 @@ def test_bad_input_prints_one_line_and_exits_2(tmp_path, clip_path, args, patter
     existing.mkdir()
     empty = tmp_path / "empty"
     empty.mkdir()
-    subst = {"{clip}": clip_path, "{missing}": tmp_path / "nope.mp4", "{empty}": empty, "{existing}": existing}
+    subst = {"{clip}": clip_path, "{missing}": tmp_path / "nope.mp4", "{missing_dir}": tmp_path / "missing", "{empty}": empty, "{existing}": existing}
     proc = cli(*[str(subst.get(a, a)) for a in args])
     assert_one_line_error(proc, pattern)
 
