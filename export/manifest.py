@@ -326,11 +326,10 @@ def read_manifest(folder: str | Path, check_files: bool = True, fix: str = _REEX
     """
     from holitom import contracts as C
     from holitom.errors import CheckpointError, ConfigError
+    from holitom.paths import existing_path
 
-    folder = Path(folder)
+    folder = existing_path(folder, "export folder", want="dir", error=ManifestError)
     path = folder / MANIFEST_NAME
-    if not folder.is_dir():
-        raise ManifestError(f"export folder '{folder}' does not exist or is not a folder; check the path, or create it with `holitom export --model DIR --out {folder}`.")
     if not path.is_file():
         raise ManifestError(f"'{folder}' has no {MANIFEST_NAME}; it is not a holitom export. Create one with `holitom export --model DIR --out {folder}`.")
     try:

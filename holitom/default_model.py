@@ -38,6 +38,7 @@ DEFAULT_MODEL_FILES = (
 # Next to the weights: who made them (generator, seed, library versions) and, for
 # trained weights, the "training" record of each run.
 PROVENANCE_FILE = "holitom_default_model.json"
+TRAINING_KEY = "training"  # scripts/train_default_model.py's record of its run (its "init" holds the run before)
 
 _REGENERATE = (
     "reinstall holitom-deploy, or restore it in a source checkout with `git checkout holitom/assets/default_model` "
@@ -67,12 +68,17 @@ def default_model_dir() -> Path:
     return path
 
 
-def default_model_training() -> dict | None:
-    """The shipped weights' last training record (steps, clips, validation accuracy, ...), None if untrained."""
-    record = default_model_dir() / PROVENANCE_FILE
+def training_record(folder: Path) -> dict | None:
+    """The training record in ``folder``'s provenance file (steps, clips, validation accuracy, ...); None without one."""
+    record = folder / PROVENANCE_FILE
     if not record.is_file():
         return None
-    return json.loads(record.read_text()).get("training")
+    return json.loads(record.read_text()).get(TRAINING_KEY)
 
 
-__all__ = ["DEFAULT_MODEL_FILES", "DEFAULT_MODEL_NAME", "PROVENANCE_FILE", "default_model_dir", "default_model_training"]
+def default_model_training() -> dict | None:
+    """The shipped weights' last training record, None if untrained."""
+    return training_record(default_model_dir())
+
+
+__all__ = ["DEFAULT_MODEL_FILES", "DEFAULT_MODEL_NAME", "PROVENANCE_FILE", "TRAINING_KEY", "default_model_dir", "default_model_training", "training_record"]

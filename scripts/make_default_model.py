@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 # Written next to the weights (the tests compare files against a regenerated copy only when its versions match).
-from holitom.default_model import PROVENANCE_FILE
+from holitom.default_model import PROVENANCE_FILE, training_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "holitom" / "assets" / "default_model"
@@ -528,7 +528,7 @@ def build(out: Path, replace_trained: bool = False) -> None:
         # someone pointed --out at by mistake.
         if any(out.iterdir()) and not (out / PROVENANCE_FILE).is_file():
             raise SystemExit(f"refusing to overwrite '{out}': it is not empty and holds no {PROVENANCE_FILE}; pick an empty --out")
-        if not replace_trained and (out / PROVENANCE_FILE).is_file() and "training" in json.loads((out / PROVENANCE_FILE).read_text()):
+        if not replace_trained and training_record(out) is not None:
             raise SystemExit(
                 f"refusing to overwrite '{out}': it holds a trained checkpoint (see its {PROVENANCE_FILE}) and this script writes the "
                 "initial, untrained weights; pick another --out, or pass --replace-trained to go back to them"

@@ -174,8 +174,6 @@ class ClipFeatures:
         for item in items:
             masks, classes = object_masks(item.clip)  # one walk over the sprites, pooled onto both grids
             self.objects.append(tuple(t.to(self.device) for t in (object_cover(masks, model.grid), object_cover(masks, patches), classes)))
-        # N x (F, P): which way the object under each token moves (see motion_labels)
-        self.motion = [motion_labels(cover, sprite_directions(item.clip)) for item, (cover, _, _) in zip(items, self.objects)]
         if oracle:  # exact features from the ground truth in place of the tower's (nothing rendered)
             self.hidden = [oracle_features(patch_cover, classes, model.config.vision.hidden_size).to(self.device) for _, patch_cover, classes in self.objects]
             self.labels = [token_labels(item.clip, model.grid).to(self.device) for item in items]
@@ -476,15 +474,15 @@ IGNORE = -100  # cross_entropy's ignore_index: background tokens, and the first 
 
 def sprite_directions(clip) -> torch.Tensor:
     """Each sprite's motion class ``(S,)`` int64: 0 still, else 1 + its index in DIRECTIONS (the dominant axis of its travel)."""
-    from holitom.eval.videoqa import DIRECTIONS
+    from holitom.eval.videoqa import DIR_VECTORS, DIRECTIONS
 
     out = []
     for sprite in clip.sprites:
-        dy, dx = (b - a for a, b in zip(sprite.start, sprite.end))  # corners are (y, x)
-        if max(abs(dy), abs(dx)) < MOTION_MIN_PX:
+        travel = [b - a for a, b in zip(sprite.start, sprite.end)]  # (dy, dx)
+        if max(abs(v) for v in travel) < MOTION_MIN_PX:
             out.append(0)
-        else:
-            out.append(1 + DIRECTIONS.index(("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else ("down" if dy > 0 else "up")))
+        else:  # the unit step most along the travel: its dominant axis and sign (a tie goes to the horizontal, first in DIRECTIONS)
+            out.append(1 + max(range(len(DIRECTIONS)), key=lambda i: float(np.dot(DIR_VECTORS[DIRECTIONS[i]], travel))))
     return torch.tensor(out, dtype=torch.int64)
 
 
@@ -786,7 +784,7 @@ def accuracy(
                 named = (video @ model.lm_head.weight[rows].T).argmax(-1) == labels.flatten()  # (F'*P,)
                 per_kind.setdefault(name, []).extend(named[on_object].int().tolist())
             if motion_rows is not None:
-                labels_m = features.motion[k][keep.to(features.device)][1:].flatten()  # ((F'-1)*P,)
+                labels_m = motion_labels(features.objects[k][0][:, keep.to(features.device)], sprite_directions(item.clip))[1:].flatten()  # ((F'-1)*P,)
                 moving = labels_m > 0
                 named = (video[video.shape[0] - labels_m.shape[0] :] @ model.lm_head.weight[motion_rows].T).argmax(-1)  # ((F'-1)*P,)
                 per_kind.setdefault("token_motion", []).extend((named[moving] == labels_m[moving]).int().tolist())
@@ -808,18 +806,19 @@ def _mean(values: list[int]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def read_init(init: Path, skeleton: Path, provenance_file: str) -> dict:
+def read_init(init: Path, skeleton: Path) -> dict:
     """The training record of ``init``, a checkpoint this script wrote whose config is the skeleton's.
 
     Raises SystemExit (the message says what differs) for a folder that is not such
     a checkpoint, so a run never starts from weights of another architecture.
     """
-    record = init / provenance_file
-    if not (init / "config.json").is_file() or not record.is_file():
-        raise SystemExit(f"--init {init}: not a checkpoint of this script (it needs config.json and {provenance_file}); pass the --out folder of an earlier run")
-    training = json.loads(record.read_text()).get("training")
+    from holitom.default_model import PROVENANCE_FILE, training_record
+
+    if not (init / "config.json").is_file() or not (init / PROVENANCE_FILE).is_file():
+        raise SystemExit(f"--init {init}: not a checkpoint of this script (it needs config.json and {PROVENANCE_FILE}); pass the --out folder of an earlier run")
+    training = training_record(init)
     if training is None:
-        raise SystemExit(f"--init {init}: its {provenance_file} records no training; pass the --out folder of an earlier run of this script")
+        raise SystemExit(f"--init {init}: its {PROVENANCE_FILE} records no training; pass the --out folder of an earlier run of this script")
     # transformers_version records who wrote the file, not the architecture
     ours, theirs = ({k: v for k, v in json.loads((d / "config.json").read_text()).items() if k != "transformers_version"} for d in (skeleton, init))
     differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
@@ -835,6 +834,7 @@ def save_checkpoint(model, skeleton: Path, out: Path, provenance: dict, provenan
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from holitom.default_model import TRAINING_KEY
     from holitom.models.loading import _ours_to_canonical, canonical_key
 
     ours = {_ours_to_canonical(name): p.detach().contiguous() for name, p in model.named_parameters()}
@@ -849,7 +849,7 @@ def save_checkpoint(model, skeleton: Path, out: Path, provenance: dict, provenan
     (skeleton / "model.safetensors").chmod(0o644)
     prov_path = skeleton / provenance_file
     data = json.loads(prov_path.read_text())
-    data["training"] = provenance
+    data[TRAINING_KEY] = provenance
     prov_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     if out.exists():
         if any(out.iterdir()) and not (out / provenance_file).is_file():
@@ -922,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = AutoTokenizer.from_pretrained(skeleton)
         init_training = None
         if args.init is not None:
-            init_training = read_init(args.init, skeleton, maker.PROVENANCE_FILE)
+            init_training = read_init(args.init, skeleton)
         model = load_llava(skeleton if args.init is None else args.init).to(device)
         if args.patch_init != "random":  # before any clip is encoded
             names = init_patch_edges(model.vision.patch_embedding)
@@ -1026,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
                 aux = video @ model.lm_head.weight[rows].T  # (F*P, classes): the LM head's rows for the class words
                 loss = loss + AUX_WEIGHT * aux_loss(aux, labels.flatten(), args.aux_balance)
             if args.motion_target:
-                part = motion_loss(video, motion_rows, model.lm_head.weight, train.motion[k][keep.to(device)])
+                part = motion_loss(video, motion_rows, model.lm_head.weight, motion_labels(train.objects[k][0][:, keep.to(device)], sprite_directions(item.clip)))
                 if part is not None:
                     motion_part += part.detach()
                     loss = loss + args.motion_target * part

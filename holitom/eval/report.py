@@ -106,8 +106,6 @@ def plot_accuracy_vs_flops(result: dict[str, Any], path: Path) -> Path:
     for r in result["rows"]:
         if r["flops"]["pct_of_vanilla"] is not None:  # a row's FLOPs are a share of its backend's vanilla row
             series.setdefault((r["method"], r["label"]), []).append(r)
-    if not series:
-        ax.text(0.5, 0.5, "no vanilla row in this run: add vanilla to --methods\nto place the rows on the FLOPs axis", ha="center", va="center", transform=ax.transAxes)
     for (method, backend), rows in series.items():
         rows = sorted(rows, key=lambda r: r["flops"]["pct_of_vanilla"])
         xs = [100 * r["flops"]["pct_of_vanilla"] for r in rows]
@@ -117,11 +115,12 @@ def plot_accuracy_vs_flops(result: dict[str, Any], path: Path) -> Path:
         ax.plot(xs, ys, linestyle=style if len(rows) > 1 else "none", marker=marker, markersize=10 if method == "vanilla" else 5, label=f"{method} ({backend})")
     if series:
         ax.set_xscale("log")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no vanilla row in this run: add vanilla to --methods\nto place the rows on the FLOPs axis", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("LLM prefill FLOPs, % of vanilla (paper formula)")
     ax.set_ylabel("accuracy on the held-out split (%)")
     ax.grid(True, which="both", alpha=0.3)
-    if series:
-        ax.legend(fontsize=7)
     ax.set_title(f"generated video QA, {len(result['benchmark']['items'])} items, {result['settings']['frames']} frames", fontsize=9)
     fig.savefig(path, bbox_inches="tight")
     return path

@@ -61,7 +61,7 @@ LETTERS = "ABCD"
 
 _CELL = FRAME_SIZE // 3  # objects sit in cells of a 3 x 3 grid, so they never overlap
 _SIZE_RANGE = (34.0, 42.0)  # object side in pixels (about 3 x 3 pooled tokens)
-_DIR_VECTORS = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}
+DIR_VECTORS = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0)}  # (dy, dx): corners are (y, x)
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,7 @@ class Item:
         options: the listed options of a ``choice`` item, else empty.
         clip: the scene, for rendering and for tests that re-derive the answer.
         questions: every question this clip answers (training asks them all).
+        asked: which of ``questions`` the prompt asks (its index).
     """
 
     split: str
@@ -141,6 +142,7 @@ class Item:
     options: tuple[str, ...]
     clip: ClipSpec = field(repr=False)
     questions: tuple[QA, ...] = field(repr=False)
+    asked: int = field(repr=False)
 
     @property
     def item_id(self) -> str:
@@ -151,8 +153,7 @@ class Item:
         """The accuracy of a uniform guess among the answers this question allows: its listed options, or its candidate words."""
         if self.options:
             return 1.0 / len(self.options)
-        asked = [qa for qa in self.questions if pose(qa, "short", None)[0] == self.prompt]
-        return 1.0 / len(asked[0].candidates)
+        return 1.0 / len(self.questions[self.asked].candidates)
 
 
 # --------------------------------------------------------------------------- scenes
@@ -214,7 +215,7 @@ def _motion(rng: np.random.Generator) -> tuple[list[Sprite], int | None, list[QA
     colour, other_colour = _distinct(rng, tuple(COLOURS), 2)
     shape, other_shape = _distinct(rng, SHAPES, 2)
     size = _size(rng)
-    dy, dx = _DIR_VECTORS[direction]
+    dy, dx = DIR_VECTORS[direction]
     lane, other_lane = (int(v) for v in rng.permutation(3)[:2])  # row (horizontal motion) or column
     travel = float(rng.uniform(0.45, 0.6)) * FRAME_SIZE
     along = float(rng.uniform(0, FRAME_SIZE - size - travel))  # start of the path on its axis
@@ -347,10 +348,11 @@ def make_item(split: str, index: int) -> Item:
     sprites, cut, qas = SCENES[qtype](rng)
     scenes = 1 if cut is None else 2
     clip = ClipSpec(tuple(int(s) for s in rng.integers(0, 2**31, size=scenes)), cut, tuple(sprites))
-    qa = qas[int(rng.integers(0, len(qas)))]
+    asked = int(rng.integers(0, len(qas)))
+    qa = qas[asked]
     form = "choice" if rng.random() < CHOICE_SHARE else "short"
     prompt, answer, options = pose(qa, form, rng)
-    return Item(split, index, seed, qtype, form, prompt, answer, qa.answer, options, clip, tuple(qas))
+    return Item(split, index, seed, qtype, form, prompt, answer, qa.answer, options, clip, tuple(qas), asked)
 
 
 def make_items(split: str, count: int, start: int = 0) -> list[Item]:
@@ -409,6 +411,7 @@ __all__ = [
     "COLOURS",
     "ClipSpec",
     "DIRECTIONS",
+    "DIR_VECTORS",
     "FPS",
     "FRAME_SIZE",
     "Item",

@@ -82,7 +82,7 @@ def test_demo_asks_a_benchmark_question():
         (["run", "--model", "{empty}", "--video", "{clip}", "--prompt", "q"], r"neither config.json"),
         (["run", "--video", "{clip}", "--prompt", "q", "--frames", "0"], r"argument --frames: must be an integer >= 1 and <= 512, got 0"),
         (["export", "--model", "default", "--out", "{existing}"], r"exists.*--force"),
-        (["check-ops", "{missing_dir}"], r"export folder '.*missing' does not exist or is not a folder"),
+        (["check-ops", "{missing_dir}"], r"export folder '.*missing' does not exist; check the path"),
         (["check-ops", "{empty}"], r"has no manifest.json; it is not a holitom export"),
     ],
 )
