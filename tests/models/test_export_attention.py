@@ -1,7 +1,7 @@
 """The two export forms of the attentions in exported graphs (holitom.models.export_attention).
 
-Eager results never depend on the form. The exported "onnxruntime" form is one
-com.microsoft.GroupQueryAttention node per attention and must give onnxruntime the
+Eager results never depend on the form. The exported "onnxruntime" form is a chain of
+com.microsoft.GroupQueryAttention nodes (one per query chunk) per attention and must give onnxruntime the
 outputs of eager PyTorch (float32, atol 1e-5) at sequence lengths other than the
 traced one; the "standard" form holds only ai.onnx ops.
 """
@@ -86,14 +86,17 @@ def test_flavor_is_checked_and_restored():
     assert ea._active == ea.DEFAULT_FLAVOR == "standard"
 
 
-def test_onnxruntime_form_is_one_fused_node_and_matches_eager():
+def test_onnxruntime_form_is_chained_fused_nodes_and_matches_eager():
     module = Prefill(make_attention())
     model = export(module, "onnxruntime")
     ops = op_types(model)
-    assert ("com.microsoft", "GroupQueryAttention") in ops
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    assert sum(n.op_type == "GroupQueryAttention" for n in nodes) == ea.PREFILL_CHUNKS
     assert ("", "Softmax") not in ops and ("", "Trilu") not in ops  # no (S, S) matrix anywhere
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for seq in (1, 5, 37):  # other lengths than the traced 11, including a single token
+    # Other lengths than the traced 11: a single token, fewer tokens than chunks (padded chunks), a multiple of the
+    # chunk count, one more than it, and a long prompt of unequal chunks.
+    for seq in (1, 5, ea.PREFILL_CHUNKS, ea.PREFILL_CHUNKS * 3 + 1, 601):
         x = torch.randn(1, seq, module.attn.q_proj.in_features, generator=torch.Generator().manual_seed(seq))
         with torch.no_grad():
             want = module(x).numpy()
