@@ -360,7 +360,15 @@ def _weighted_scatter(x_flat: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
 
 def apply_tensors(x_flat: torch.Tensor, plan: PlanTensors, newline: torch.Tensor) -> torch.Tensor:
     """``(N_out, D)`` float32: one weighted scatter of the edges, then the newline rows (the exported apply)."""
-    out = _weighted_scatter(x_flat, plan.src, plan.dst, plan.weight, plan.frame_index.shape[0])  # (N_out, D)
+    rows = plan.frame_index.shape[0]
+    if plan.budget is None:
+        # Vanilla: each token is its own row with weight 1, so the scatter is a gather with the same values
+        # (0 + 1 * x == x). Exported, the gather skips ScatterElements' element-by-element walk over (E, D):
+        # onnxruntime spent 10 of the vanilla graph's 14 ms in it (default model, 32 frames, 2 threads).
+        source = torch.zeros_like(plan.frame_index).index_copy(0, plan.dst, plan.src)  # (N_out,) 0 at newline rows
+        out = x_flat.index_select(0, source)  # (N_out, D)
+    else:
+        out = _weighted_scatter(x_flat, plan.src, plan.dst, plan.weight, rows)  # (N_out, D)
     return torch.where((plan.position_index < 0)[:, None], newline.to(out.dtype)[None, :], out)
 
 
