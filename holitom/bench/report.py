@@ -165,6 +165,10 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
             f"(target <= {100 * t['merge_share_target']:.0f}%: {_met(t['merge_share_met'])})",
             markup=False,
         )
+    for t in result.get("edge_targets", []):
+        value = "-" if t["value"] is None else f"{t['value']:.2f}x"
+        sign = ">=" if t["at_least"] else "<="
+        console.print(f"target (edge runtime) {t['what']}: {value} (target {sign} {t['target']:g}x: {_met(t['met'])})", markup=False)
 
 
 def projection_lines(result: dict[str, Any]) -> list[str]:

@@ -53,6 +53,8 @@ PUBLISHED_TTFT_MS = {
 PUBLISHED_DECODE_TOKENS_PER_S = {"vanilla": 29.5, "holitom@r10": 38.8}
 TARGET_TTFT_SPEEDUP = 5.0  # issue 5: HoliTom r=0.10 vs the transformers baseline, CPU, small arch, 32 frames
 TARGET_MERGE_SHARE = 0.05  # merge time as a share of TTFT
+# Issue 13's targets for the edge runtime (onnxruntime rows), set for the default model at 32 frames on the CPU.
+EDGE_TTFT_SPEEDUP = 2.5  # onnxruntime HoliTom r=0.10 TTFT vs the transformers row
 SMALL_MODEL_BYTES = 256 * 1024**2  # checkpoints below this get two memory probes at a time
 
 
@@ -584,6 +586,7 @@ def assemble(config, env, model: ResolvedModel, video_info, rows, samples, flops
         },
         "rows": out_rows,
         "targets": _targets(out_rows),
+        "edge_targets": _edge_targets(out_rows),
     }
 
 
@@ -622,6 +625,30 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "merge_share_met": None if share is None else share <= TARGET_MERGE_SHARE,
             }
         )
+    return out
+
+
+def _edge_target(what: str, value: float | None, target: float, at_least: bool) -> dict[str, Any]:
+    met = None if value is None else (value >= target if at_least else value <= target)
+    return {"what": what, "value": value, "target": target, "at_least": at_least, "met": met}
+
+
+def _edge_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 13's targets for the onnxruntime rows, each checked where the rows it compares are in the run
+    (reported, never asserted): HoliTom r = 0.10 TTFT vs transformers, vanilla TTFT and decode tokens/s vs the
+    torch backend's, and every onnxruntime row's peak RSS vs the transformers row."""
+    by_id = {r["id"]: r for r in rows}
+    out = []
+    holitom = by_id.get("onnxruntime/holitom@r10")
+    if holitom is not None and holitom.get("vs_transformers"):
+        out.append(_edge_target("onnxruntime/holitom@r10 TTFT vs transformers", holitom["vs_transformers"]["ttft_speedup"], EDGE_TTFT_SPEEDUP, True))
+    ort, torch_row = by_id.get("onnxruntime/vanilla"), by_id.get("torch/vanilla")
+    if ort is not None and torch_row is not None:
+        out.append(_edge_target("onnxruntime/vanilla TTFT vs torch/vanilla", _ratio(torch_row["timings_ms"]["ttft"], ort["timings_ms"]["ttft"]), 1.0, True))
+        out.append(_edge_target("onnxruntime/vanilla decode tok/s vs torch/vanilla", _ratio(ort["decode_tokens_per_s"], torch_row["decode_tokens_per_s"]), 1.0, True))
+    for r in rows:
+        if r["backend"] == "onnxruntime" and r.get("vs_transformers"):
+            out.append(_edge_target(f"{r['id']} peak memory vs transformers", r["vs_transformers"]["peak_memory_ratio"], 1.0, False))
     return out
 
 

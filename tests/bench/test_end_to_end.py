@@ -6,6 +6,7 @@ checked for structure (parts sum to TTFT, ratios computed from them).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -15,7 +16,7 @@ import holitom.bench.report as report
 from holitom.bench.report import BREAKDOWN_PNG, JSON_NAME, SCALING_PNG, table_rows, write_outputs
 from holitom.flops import model_prefill_flops
 
-TOP = {"schema", "environment", "settings", "published_reference", "rows", "targets", "matmul_rate"}
+TOP = {"schema", "environment", "settings", "published_reference", "rows", "targets", "edge_targets", "matmul_rate"}
 ENV = {
     "holitom", "python", "platform", "machine", "cpu", "cpu_count", "cpu_affinity", "torch", "torch_threads",
     "transformers", "numpy", "device", "started_at", "load_average_start", "load_average_end", "wall_s", "phases_s",
@@ -176,6 +177,30 @@ def test_ratios_are_against_the_transformers_row(tiny_run):
     assert target["ttft_speedup"] == rows["torch/holitom@r10"]["vs_transformers"]["ttft_speedup"]
     assert target["ttft_speedup_met"] == (target["ttft_speedup"] >= 5.0)
     assert target["merge_share"] == rows["torch/holitom@r10"]["shares"]["merge"]
+
+
+def test_edge_targets_compare_the_rows_issue_13_names(tiny_run):
+    result, _ = tiny_run
+    printed = io.StringIO()
+    report.print_table(result, file=printed)
+    rows = rows_by_id(result)
+    ort, torch_vanilla = rows["onnxruntime/vanilla"], rows["torch/vanilla"]
+    want = {
+        "onnxruntime/holitom@r10 TTFT vs transformers": (rows["onnxruntime/holitom@r10"]["vs_transformers"]["ttft_speedup"], 2.5, True),
+        "onnxruntime/vanilla TTFT vs torch/vanilla": (torch_vanilla["timings_ms"]["ttft"] / ort["timings_ms"]["ttft"], 1.0, True),
+        "onnxruntime/vanilla decode tok/s vs torch/vanilla": (ort["decode_tokens_per_s"] / torch_vanilla["decode_tokens_per_s"], 1.0, True),
+        "onnxruntime/vanilla peak memory vs transformers": (ort["memory"]["peak_mb"] / rows["transformers/vanilla"]["memory"]["peak_mb"], 1.0, False),
+        "onnxruntime/holitom@r10 peak memory vs transformers": (
+            rows["onnxruntime/holitom@r10"]["memory"]["peak_mb"] / rows["transformers/vanilla"]["memory"]["peak_mb"], 1.0, False,
+        ),
+    }
+    got = {t["what"]: t for t in result["edge_targets"]}
+    assert set(got) == set(want)
+    for what, (value, target, at_least) in want.items():
+        t = got[what]
+        assert t["value"] == pytest.approx(value) and t["target"] == target and t["at_least"] is at_least
+        assert t["met"] == (value >= target if at_least else value <= target)
+        assert f"target (edge runtime) {what}: {value:.2f}x" in printed.getvalue()
 
 
 def test_memory_is_measured_per_row(tiny_run):
