@@ -27,6 +27,7 @@ VARIANTS = {
     "cold load": {},
     "no optimized cache": {"optimized_cache": False},
     "memory arena on": {"memory_arena": True},
+    "memory pattern on": {"memory_pattern": True},
     "optimization extended": {"optimization": "extended"},
     "optimization basic": {"optimization": "basic"},
     "io binding": {"io_binding": True},

@@ -88,6 +88,29 @@ def test_cuda_device_picks_the_gpu_providers_or_says_what_to_install(monkeypatch
     assert loader.providers_for("cuda") == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
 
 
+def test_session_options_follow_the_settings(default_export, monkeypatch):
+    """Each memory choice of SessionSettings reaches onnxruntime's SessionOptions (the defaults: no arena, no memory
+    pattern, which planned the chunked prefill's growing KV chains into one block of about 1.5x the peak)."""
+    import onnxruntime
+
+    seen = []
+    real = onnxruntime.InferenceSession
+
+    def capture(path, sess_options=None, **kwargs):
+        seen.append(sess_options)
+        return real(path, sess_options=sess_options, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", capture)
+    graph = default_export / read_manifest(default_export).graphs[C.EMBED].file
+    for settings in (loader.DEFAULT_SESSION_SETTINGS, replace(loader.DEFAULT_SESSION_SETTINGS, memory_arena=True, memory_pattern=True, threads=1)):
+        loader.session_from_file(graph, ["CPUExecutionProvider"], settings=replace(settings, optimized_cache=False))
+        options = seen[-1]
+        assert (options.enable_cpu_mem_arena, options.enable_mem_pattern, options.intra_op_num_threads) == (
+            settings.memory_arena, settings.memory_pattern, settings.threads,
+        )
+    assert not loader.DEFAULT_SESSION_SETTINGS.memory_arena and not loader.DEFAULT_SESSION_SETTINGS.memory_pattern
+
+
 def test_vision_in_chunks_equals_one_call(default_export):
     manifest = read_manifest(default_export)
     spec = C.stage_specs(manifest.dims)[C.VISION]

@@ -64,6 +64,11 @@ class SessionSettings:
     - ``threads``: intra-op threads; 0 lets onnxruntime take one per physical core.
     - ``memory_arena``: onnxruntime's CPU arena, which keeps (and rounds up) the largest buffers a session ever
       needed; without it freed activations go back to the heap.
+    - ``memory_pattern``: onnxruntime's memory pattern, which plans one block for all of a run's intermediate
+      tensors from the shapes of the run before. Off, each tensor is allocated when it is produced and freed after
+      its last use. The prefill's 16 chained GroupQueryAttention nodes a layer pass growing past keys and values
+      from one to the next; planned as one block they peaked at 212 MB above the loaded session (the default
+      model's decoder head, 6,273 tokens, 2 threads) against 139 MB unplanned, in 328 against 308 ms.
     - ``optimized_cache``: keep each graph as optimized for this machine under the cache folder, so a later load
       skips the optimization passes (graphs whose weights sit in an external-data file are not cached).
     - ``io_binding``: the standard form's decode step binds its inputs where they lie and writes its outputs
@@ -86,6 +91,7 @@ class SessionSettings:
     optimization: str = "all"
     threads: int = 0
     memory_arena: bool = False
+    memory_pattern: bool = False
     optimized_cache: bool = True
     io_binding: bool = False
     spinning: bool = False
@@ -173,6 +179,7 @@ def session_from_file(path: Path, providers: list[str], spec: C.StageSpec | None
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.threads
     options.enable_cpu_mem_arena = settings.memory_arena
+    options.enable_mem_pattern = settings.memory_pattern
     if not settings.spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     level = settings.optimization
