@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="embedded default model on a generated benchmark clip: its answer, token counts and TTFT with and without HoliTom")
     demo.add_argument("--backend", default="torch")
-    demo.add_argument("--frames", type=FRAMES, default=8, help="frames sampled from the clip (default 8, what the default model was trained on)")
+    demo.add_argument("--frames", type=FRAMES, default=None, help="frames sampled from the clip (default 8, what the default model was trained on)")
     demo.add_argument("--preset", default=None, help="HoliTom preset to compare with vanilla (default r15)")
     demo.add_argument("--max-new-tokens", type=int_flag(1), default=16)
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu")
     run.add_argument("--dtype", default="float32", choices=DTYPES)
     run.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None, help="torch backend: decode step as a CUDA graph (default: on with --device cuda)")
-    run.add_argument("--frames", type=FRAMES, default=32)
+    run.add_argument("--frames", type=FRAMES, default=None, help="frames sampled from the video (default 32, LLaVA-OneVision's; 8 with --model default, what it was trained on)")
     run.add_argument("--no-chat-template", action="store_true", help="send --prompt verbatim (it must contain exactly one <video>)")
     _add_merge_args(run)
     _add_generation_args(run)
@@ -170,6 +170,8 @@ def _cmd_run(args) -> int:
     from holitom.runtime.config import DEFAULT_PRESET
 
     check_text(args.prompt, "prompt (--prompt)")  # before anything loads
+    if args.frames is None:
+        args.frames = _default_frames(args.model)
     config = RuntimeConfig(
         backend=args.backend or _default_backend(args.model),
         preset=args.preset or DEFAULT_PRESET,
@@ -210,19 +212,34 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _default_frames(model: str) -> int:
+    """Frames to sample when --frames is not given: what the embedded model was trained on, else the runtime's default."""
+    from holitom.default_model import DEFAULT_MODEL_NAME
+
+    if model == DEFAULT_MODEL_NAME:
+        from holitom.eval.videoqa import NUM_FRAMES
+
+        return NUM_FRAMES
+    from holitom.runtime.config import DEFAULT_FRAMES
+
+    return DEFAULT_FRAMES
+
+
 # The demo's clip and question: an item of the benchmark's held-out split, chosen among those the shipped
 # model answers right with and without HoliTom (README, "Fidelity": it gets about two in three right).
 DEMO_ITEM = ("test", 3)  # "Does the red circle appear or disappear?"
 
 
 def _cmd_demo(args) -> int:
-    from holitom.default_model import default_model_training
+    from holitom.default_model import DEFAULT_MODEL_NAME, default_model_training
     from holitom.eval.videoqa import is_correct, make_item, write_clip
     from holitom.runtime import RuntimeConfig, load_pipeline
     from holitom.runtime.config import DEFAULT_PRESET
     from holitom.runtime.generation import GenerationConfig
 
     preset = args.preset or DEFAULT_PRESET
+    if args.frames is None:
+        args.frames = _default_frames(DEFAULT_MODEL_NAME)
     generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
     item = make_item(*DEMO_ITEM)
     # Every config is built (validated) before the clip is generated: nothing is allocated for a refused run.

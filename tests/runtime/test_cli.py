@@ -43,6 +43,18 @@ def test_run_json_has_every_field(clip_path):
     assert out["tokens"]["visual_in"] == 4 * 196 > out["tokens"]["after_outer"] > out["tokens"]["after_inner"]
 
 
+def test_run_samples_what_the_model_was_trained_on_by_default(default_export, clip_path):
+    """Without --frames: the embedded model's 8 training frames; any other model LLaVA-OneVision's 32."""
+    from holitom.eval.videoqa import NUM_FRAMES
+    from holitom.runtime.config import DEFAULT_FRAMES
+
+    for model, frames in (("default", NUM_FRAMES), (default_export, DEFAULT_FRAMES)):
+        proc = cli("run", "--model", model, "--video", clip_path, "--prompt", "What moves?", "--max-new-tokens", 1, "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["tokens"]["visual_in"] == frames * 196, model
+    assert (NUM_FRAMES, DEFAULT_FRAMES) == (8, 32)
+
+
 def test_run_onnxruntime_on_an_export(default_export, clip_path):
     proc = cli("run", "--model", default_export, "--backend", "onnxruntime", "--video", clip_path, "--prompt", "What moves?",
                "--frames", 4, "--max-new-tokens", 3, "--no-inner-merge", "--json")
