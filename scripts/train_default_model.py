@@ -499,15 +499,21 @@ def motion_labels(cover: torch.Tensor, directions: torch.Tensor) -> torch.Tensor
     return labels
 
 
+def after_first_frame(labels: torch.Tensor) -> torch.Tensor:
+    """``labels (F', P)`` of the frames shown -> ``(F'*P,)`` with the first frame's tokens IGNORE (nothing before
+    them to move from)."""
+    labels = labels.clone()
+    labels[0] = IGNORE
+    return labels.flatten()
+
+
 def motion_loss(video: torch.Tensor, rows: torch.Tensor, lm_head: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
     """The motion target's loss on the frames shown: ``video (F'*P, D)``, ``labels (F', P)`` of those frames.
 
-    The first frame shown is left out; moving and still object tokens weigh equally
-    (:func:`aux_loss`, balanced). None when no token is labelled (one frame, or no object).
+    The first frame shown is left out (:func:`after_first_frame`); moving and still object tokens weigh
+    equally (:func:`aux_loss`, balanced). None when no token is labelled (one frame, or no object).
     """
-    labels = labels.clone()
-    labels[0] = IGNORE
-    labels = labels.flatten()  # (F'*P,)
+    labels = after_first_frame(labels)  # (F'*P,)
     valid = labels != IGNORE
     if not valid.any():
         return None
@@ -784,9 +790,9 @@ def accuracy(
                 named = (video @ model.lm_head.weight[rows].T).argmax(-1) == labels.flatten()  # (F'*P,)
                 per_kind.setdefault(name, []).extend(named[on_object].int().tolist())
             if motion_rows is not None:
-                labels_m = motion_labels(features.objects[k][0][:, keep.to(features.device)], sprite_directions(item.clip))[1:].flatten()  # ((F'-1)*P,)
+                labels_m = after_first_frame(motion_labels(features.objects[k][0][:, keep.to(features.device)], sprite_directions(item.clip)))  # (F'*P,)
                 moving = labels_m > 0
-                named = (video[video.shape[0] - labels_m.shape[0] :] @ model.lm_head.weight[motion_rows].T).argmax(-1)  # ((F'-1)*P,)
+                named = (video @ model.lm_head.weight[motion_rows].T).argmax(-1)  # (F'*P,)
                 per_kind.setdefault("token_motion", []).extend((named[moving] == labels_m[moving]).int().tolist())
             if aux_rows:  # each shown object's pooled tokens named (what --object-target trains)
                 pooled, labels_o = pooled_objects(model, object_source, video, hidden, features.objects[k], keep)  # (M, D), (M, 2)
@@ -827,14 +833,14 @@ def read_init(init: Path, skeleton: Path) -> dict:
     return training
 
 
-def save_checkpoint(model, skeleton: Path, out: Path, provenance: dict, provenance_file: str) -> None:
+def save_checkpoint(model, skeleton: Path, out: Path, provenance: dict) -> None:
     """Write ``skeleton``'s files with the trained tensors, keeping its key names and layout."""
     import shutil
 
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from holitom.default_model import TRAINING_KEY
+    from holitom.default_model import PROVENANCE_FILE, TRAINING_KEY
     from holitom.models.loading import _ours_to_canonical, canonical_key
 
     ours = {_ours_to_canonical(name): p.detach().contiguous() for name, p in model.named_parameters()}
@@ -847,13 +853,13 @@ def save_checkpoint(model, skeleton: Path, out: Path, provenance: dict, provenan
             tensors[key] = f.get_tensor(key) if t is None else t.to(device="cpu", dtype=torch.float32).clone()
     save_file(tensors, str(skeleton / "model.safetensors"), metadata=metadata)
     (skeleton / "model.safetensors").chmod(0o644)
-    prov_path = skeleton / provenance_file
+    prov_path = skeleton / PROVENANCE_FILE
     data = json.loads(prov_path.read_text())
     data[TRAINING_KEY] = provenance
     prov_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     if out.exists():
-        if any(out.iterdir()) and not (out / provenance_file).is_file():
-            raise SystemExit(f"refusing to overwrite '{out}': it is not empty and holds no {provenance_file}")
+        if any(out.iterdir()) and not (out / PROVENANCE_FILE).is_file():
+            raise SystemExit(f"refusing to overwrite '{out}': it is not empty and holds no {PROVENANCE_FILE}")
         shutil.rmtree(out)
     shutil.copytree(skeleton, out)
 
@@ -1093,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": str(device),
             "init": None if args.init is None else {"path": str(args.init), "training": init_training},
         }
-        save_checkpoint(model, skeleton, args.out, provenance, maker.PROVENANCE_FILE)
+        save_checkpoint(model, skeleton, args.out, provenance)
     print(f"wrote {args.out}", flush=True)
     return 0
 
