@@ -101,6 +101,12 @@ way the object under each token moves, still or one of the four directions,
 named through the LM head's rows of the direction words at every shown frame
 after the first): the dense signal the colour and shape targets give, for the
 one question type the shipped model still guesses (motion, 40% on validation).
+``--reduce-share P`` (with ``--train-tower``) feeds the decoder, on that share of the
+full-video steps, the tokens a token reduction leaves (:func:`outer_reductions`: the
+runtime's own outer step of HoliTom, pooling, top-k or EVS at r = 0.10-0.25, one drawn
+per step), trained on the answers alone: a model that has seen reduced sequences, as
+the large models HoliTom is measured on are robust to them; validation then also
+measures ``--val-reduce`` (default ``r10-outer``).
 ``--patch-init edges`` starts the tower's patch embedding with mean-colour and
 oriented-edge filters (:func:`init_patch_edges`), ``edges-energy`` also has the
 first layer rectify those edges into channels of their own (:func:`init_edge_energy`).
@@ -209,8 +215,14 @@ class ClipFeatures:
 
             save_file({"hidden": torch.stack(decoded).cpu(), "labels": torch.stack(labels).cpu()}, str(cache), metadata={"items": ids})
 
-    def vision(self, model, k: int, keep: torch.Tensor) -> torch.Tensor:
-        """Tower output ``(F', 729, Dv)`` of clip ``k``'s frames ``keep``: cached, or computed (differentiable)."""
+    def vision(self, model, k: int, keep: torch.Tensor, with_scores: bool = False):
+        """Tower output ``(F', 729, Dv)`` of clip ``k``'s frames ``keep``: cached, or computed (differentiable).
+
+        ``with_scores``: also the last layer's key scores ``(F', 729)`` (what the attention-ranked reductions
+        read), as ``(hidden, scores)``; the tower then runs (cached features have none).
+        """
+        if with_scores:
+            return model.vision(self.preprocessor(self.frames[k][keep.numpy()], device=self.device), with_scores=True)
         if self.hidden is not None:
             return self.hidden[k][keep.to(self.device)]
         return model.vision(self.preprocessor(self.frames[k][keep.numpy()], device=self.device), with_scores=False)[0]
@@ -596,6 +608,12 @@ def object_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tenso
 # (a 2-frame step costs about a tenth of an 8-frame one: the decoder's attention over the
 # video is quadratic), the rest all of them, as at evaluation.
 FULL_VIDEO_SHARE = 0.25
+# --reduce-share's methods: the outer step of HoliTom and of every competing method the evaluation runs, at the
+# paper's ratios (FastV has none; evs at r = 0.10 cannot keep frame 0 whole within the budget of 8 frames).
+REDUCE_PRESETS = (
+    "r10-outer,r15-outer,r20-outer,r25-outer,pool-r10,pool-r15,pool-r20,pool-r25,"
+    "topk-r10,topk-r15,topk-r20,topk-r25,evs-r15,evs-r20,evs-r25"
+)
 SUBSET_SIZES = (2, 3, 4)
 
 
@@ -618,6 +636,33 @@ def frame_subset(clip, rng: np.random.Generator, size: int) -> torch.Tensor:
         if part.any(axis=1).all() and (shown.all(axis=1) | ~part.all(axis=1)).all():
             return torch.from_numpy(keep)
     return torch.arange(NUM_FRAMES)
+
+
+def outer_reductions(names: list[str], model) -> list:
+    """The :class:`holitom.merge.methods.Reduction` of each preset named, each tried once on random features of
+    the benchmark's frame count, so that no training step fails on one; presets with an inner step are refused
+    (the training forward runs the decoder's layers itself, without a merge between them)."""
+    from holitom.errors import HolitomError
+    from holitom.eval.videoqa import NUM_FRAMES
+    from holitom.merge.config import get_preset
+    from holitom.merge.methods import reduction_for
+
+    rows, cols = model.grid
+    newline = model.image_newline.detach()  # (D,)
+    features = torch.randn(NUM_FRAMES, rows * cols, newline.shape[0], device=newline.device)  # (F, P, D)
+    attention = torch.rand(NUM_FRAMES, rows * cols, device=newline.device)  # (F, P)
+    reductions = []
+    for name in names:
+        try:
+            reduction = reduction_for(get_preset(name))
+            if reduction.inner_layer(model.num_layers) is not None:
+                raise SystemExit(f"preset {name!r} merges inside the decoder too; name its outer step only (e.g. r10-outer)")
+            with torch.no_grad():
+                reduction.outer(features, attention, model.grid, model.config.layout, newline)
+        except HolitomError as exc:
+            raise SystemExit(f"preset {name!r} cannot reduce a video of {NUM_FRAMES} frames: {exc}") from None
+        reductions.append(reduction)
+    return reductions
 
 
 class Packer:
@@ -671,9 +716,21 @@ def pack(packer: Packer, posed: list[tuple[str, str]]):
 
 
 def forward_packed(
-    model, hidden_vision: torch.Tensor, prefix: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, with_video: bool = False, with_attention: bool = False
+    model,
+    hidden_vision: torch.Tensor,
+    prefix: torch.Tensor,
+    ids: torch.Tensor,
+    targets: torch.Tensor,
+    with_video: bool = False,
+    with_attention: bool = False,
+    reduction=None,
+    scores: torch.Tensor | None = None,
 ):
     """Logits ``(T, V)`` at the ``T`` target positions, through the model's own modules (differentiable).
+
+    With ``reduction`` (a :class:`holitom.merge.methods.Reduction`) the video tokens are its outer step's
+    (what the runtime feeds the LLM for that method; differentiable in the features), ranked by the tower's
+    key ``scores (F, 729)`` where the method reads them; ``with_video`` then has no per-token meaning.
 
     With ``with_video`` also the final normalised hidden states of the video tokens ``(F*P, D)``;
     with ``with_attention`` also, last, each question block's answer attention (:func:`answer_attention`)
@@ -689,7 +746,13 @@ def forward_packed(
     cfg = model.config
     features = model.projector(hidden_vision.float())  # (F, N, D)
     pooled = pool_tokens(features, cfg.vision.patch_grid, cfg.pooling)  # (F, P, D)
-    video = model.unmerged_video_tokens(pooled)  # (Nv, D)
+    if reduction is None:
+        video = model.unmerged_video_tokens(pooled)  # (Nv, D)
+    else:
+        if with_video:
+            raise ValueError("with_video needs the unreduced video tokens (one per label)")
+        attention = None if scores is None else model.pooled_attention(scores)  # (F, P)
+        video = reduction.outer(pooled, attention, model.grid, cfg.layout, model.image_newline)  # (Nr, D)
     x = torch.cat((model.embed_tokens(prefix), video))[None]  # (1, S0, D)
     s0 = x.shape[1]
     q, lq = ids.shape
@@ -755,7 +818,14 @@ def answer_kind(qa) -> str:
 
 
 def accuracy(
-    model, features: ClipFeatures, packer: Packer, frames: int | None = None, aux_rows=None, object_source: str = "hidden", motion_rows=None
+    model,
+    features: ClipFeatures,
+    packer: Packer,
+    frames: int | None = None,
+    aux_rows=None,
+    object_source: str = "hidden",
+    motion_rows=None,
+    reduction=None,
 ) -> tuple[float, dict[str, float], dict[str, float]]:
     """Exact-match accuracy of each clip's benchmark question (greedy answer == expected), overall and per type.
 
@@ -770,7 +840,9 @@ def accuracy(
     how many shown objects, pooled from ``object_source`` (:func:`pooled_objects`),
     they name right (``object_colour``, ``object_shape``). With ``motion_rows`` (the
     motion target's rows) how many tokens of MOVING objects, after the first frame
-    shown, name their direction (``token_motion``).
+    shown, name their direction (``token_motion``). With ``reduction`` (a
+    :class:`holitom.merge.methods.Reduction`): the answers with the video tokens that
+    method's outer step leaves (no per-token figures then).
     """
     from holitom.eval.videoqa import NUM_FRAMES, QUESTION_TYPES, pose
 
@@ -780,10 +852,15 @@ def accuracy(
     with torch.no_grad():
         for k, item in enumerate(features.items):
             keep = every if frames is None else frame_subset(item.clip, np.random.Generator(np.random.PCG64([k])), frames)  # (F',)
-            hidden = features.vision(model, k, keep)  # (F', 729, Dv)
             posed = [(item.prompt, item.answer)] + [pose(qa, "short", None)[:2] for qa in item.questions]
             prefix, ids, targets = (t.to(features.device) for t in pack(packer, posed))
-            logits, video = forward_packed(model, hidden, prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
+            if reduction is not None:
+                hidden, scores = features.vision(model, k, keep, with_scores=True)  # (F', 729, Dv), (F', 729)
+                logits = forward_packed(model, hidden, prefix, ids, targets, reduction=reduction, scores=scores)  # (T, V)
+                aux_rows, motion_rows = None, None  # no token of the reduced video has a label
+            else:
+                hidden = features.vision(model, k, keep)  # (F', 729, Dv)
+                logits, video = forward_packed(model, hidden, prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
             hits = logits.argmax(-1) == targets[targets >= 0]  # (T,)
             for name, rows, labels in zip(("token_colour", "token_shape"), aux_rows or (), features.labels[k][:, keep.to(features.device)]):
                 on_object = labels.flatten() > 0  # (F'*P,)
@@ -806,6 +883,19 @@ def accuracy(
                 per_kind.setdefault(answer_kind(qa), []).append(int(right))
     allv = [v for vs in per_type.values() for v in vs]
     return _mean(allv), {t: _mean(v) for t, v in per_type.items()}, {kind: _mean(v) for kind, v in sorted(per_kind.items())}
+
+
+def validate(label: str, model, val: ClipFeatures, packer: Packer, args, aux_rows, motion_rows, reduce_name, reduction):
+    """Print the validation accuracy (per type, per answer kind), and with ``reduction`` the accuracy with its
+    outer step's tokens; returns ``(accuracy, per type, per kind, reduced accuracy or None)``."""
+    acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source, motion_rows)
+    print(f"{label} accuracy {acc:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per.items() if not math.isnan(v)), flush=True)
+    print("  every question, short: " + " ".join(f"{kind}={v:.2f}" for kind, v in kinds.items()), flush=True)
+    reduced = None
+    if reduction is not None:
+        reduced, per_r, _ = accuracy(model, val, packer, args.eval_frames, reduction=reduction)
+        print(f"  with {reduce_name}: {reduced:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per_r.items() if not math.isnan(v)), flush=True)
+    return acc, per, kinds, reduced
 
 
 def _mean(values: list[int]) -> float:
@@ -894,6 +984,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle-features", action="store_true", help="a diagnosis, not a model: replace the tower's output by exact per-patch colour, shape, position and coverage from the ground truth (oracle_features); the checkpoint written then does not work on videos")
     parser.add_argument("--full-share", type=float, default=FULL_VIDEO_SHARE, help="share of the steps that show all sampled frames")
     parser.add_argument("--motion-target", type=float, default=0.0, help="weight of the per-token motion loss (which way the object under each token moves, after the first frame shown; 0: off)")
+    parser.add_argument("--reduce-share", type=float, default=0.0, help="share of the full-video steps whose video tokens go through a token reduction (one of --reduce-presets, drawn per step) before the decoder: a model that has seen reduced sequences, as large models are robust to them (0: off; needs --train-tower)")
+    parser.add_argument("--reduce-presets", default=REDUCE_PRESETS, help="comma-separated presets whose outer step --reduce-share draws from (their inner steps are not trained)")
+    parser.add_argument("--val-reduce", default=None, help="a preset whose outer step validation also measures (default with --reduce-share: r10-outer)")
     parser.add_argument("--init", type=Path, default=None, help="start from the weights of a checkpoint this script wrote (same architecture) instead of the initial ones: continues an earlier run, for instance on more clips (a new optimizer and learning-rate schedule)")
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -904,6 +997,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--oracle-features replaces the tower's output: it takes no --train-tower, --feature-cache or --patch-init")
     if args.patch_init != "random" and args.feature_cache is not None:
         parser.error("--patch-init changes the tower's features: a --feature-cache would mix them with another init's")
+    if not 0.0 <= args.reduce_share <= 1.0:
+        parser.error(f"--reduce-share must be within [0, 1], got {args.reduce_share}")
+    if (args.reduce_share or args.val_reduce) and not args.train_tower:
+        parser.error("--reduce-share and --val-reduce need --train-tower: the reductions rank tokens by the tower's key scores, which cached features lack")
     if args.init is not None and (args.patch_init != "random" or args.oracle_features or args.feature_cache is not None):
         parser.error("--init starts from a trained checkpoint's tower: it takes no --patch-init, --oracle-features or --feature-cache (cached features belong to another tower)")
     try:
@@ -934,6 +1031,10 @@ def main(argv: list[str] | None = None) -> int:
             names = init_patch_edges(model.vision.patch_embedding)
             if args.patch_init == "edges-energy":
                 init_edge_energy(model.vision, names)
+        reduce_names = args.reduce_presets.split(",") if args.reduce_share else []
+        reductions = outer_reductions(reduce_names, model)
+        val_name = args.val_reduce or ("r10-outer" if args.reduce_share else None)
+        val_reduction = outer_reductions([val_name], model)[0] if val_name else None
         preprocessor = VideoPreprocessor.from_pretrained(skeleton)
         clips = Path(tmp) / "clips"
         clips.mkdir()
@@ -993,7 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rng = np.random.Generator(np.random.PCG64([maker.SEED, 1]))
         order: list[int] = []
-        running, answer_loss, object_part, attention_part, motion_part, seen = 0.0, 0.0, 0.0, 0.0, 0.0, 0
+        running, answer_loss, object_part, attention_part, motion_part, seen, reduced, reduced_steps = 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0
         train_start = time.perf_counter()
         print(f"setup {train_start - t0:.0f} s; training {args.steps} steps on {len(train.items)} clips", flush=True)
         step = -1
@@ -1018,29 +1119,37 @@ def main(argv: list[str] | None = None) -> int:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step) * g["scale"]
             full = rng.random() < args.full_share
+            # Drawn only when the option is on, so that runs without it keep the same random stream.
+            reduction = reductions[int(rng.integers(len(reductions)))] if full and reductions and rng.random() < args.reduce_share else None
             keep = torch.arange(NUM_FRAMES) if full else frame_subset(item.clip, rng, int(rng.choice(subset_sizes)))  # (F',)
-            tower_out = train.vision(model, k, keep)  # (F', 729, Dv)
-            outputs = forward_packed(model, tower_out, prefix, ids, targets, with_video=True, with_attention=bool(args.attention_target))
-            logits, video = outputs[:2]  # (T, V), (F'*P, D)
+            if reduction is not None:  # the answers alone: no token of the reduced video has a label
+                tower_out, scores = train.vision(model, k, keep, with_scores=True)  # (F, 729, Dv), (F, 729)
+                logits = forward_packed(model, tower_out, prefix, ids, targets, reduction=reduction, scores=scores)  # (T, V)
+                reduced, reduced_steps = reduced + 1, reduced_steps + 1
+            else:
+                tower_out = train.vision(model, k, keep)  # (F', 729, Dv)
+                outputs = forward_packed(model, tower_out, prefix, ids, targets, with_video=True, with_attention=bool(args.attention_target))
+                logits, video = outputs[:2]  # (T, V), (F'*P, D)
             loss = torch.nn.functional.cross_entropy(logits, targets[targets >= 0])
             answer_loss += loss.detach()  # summed on the device: no host sync per step
-            if args.attention_target:
-                part = attention_loss(outputs[2], prefix.shape[0], train.objects[k][0][:, keep.to(device)], [qa.about for qa in block_qas])
-                attention_part += part.detach()
-                loss = loss + args.attention_target * part
-            for rows, labels in zip(aux_rows, train.labels[k][:, keep.to(device)]):
-                aux = video @ model.lm_head.weight[rows].T  # (F*P, classes): the LM head's rows for the class words
-                loss = loss + AUX_WEIGHT * aux_loss(aux, labels.flatten(), args.aux_balance)
-            if args.motion_target:
-                part = motion_loss(video, motion_rows, model.lm_head.weight, motion_labels(train.objects[k][0][:, keep.to(device)], sprite_directions(item.clip)))
-                if part is not None:
-                    motion_part += part.detach()
-                    loss = loss + args.motion_target * part
-            if args.object_target:
-                pooled, labels = pooled_objects(model, args.object_source, video, tower_out, train.objects[k], keep)  # (M, D), (M, 2)
-                part = object_loss(object_logits(pooled, aux_rows, model.lm_head.weight), labels)
-                object_part += part.detach()  # unweighted: colour + shape cross-entropy (ln 3 = 1.10 for a shape guessed)
-                loss = loss + args.object_target * part
+            if reduction is None:
+                if args.attention_target:
+                    part = attention_loss(outputs[2], prefix.shape[0], train.objects[k][0][:, keep.to(device)], [qa.about for qa in block_qas])
+                    attention_part += part.detach()
+                    loss = loss + args.attention_target * part
+                for rows, labels in zip(aux_rows, train.labels[k][:, keep.to(device)]):
+                    aux = video @ model.lm_head.weight[rows].T  # (F*P, classes): the LM head's rows for the class words
+                    loss = loss + AUX_WEIGHT * aux_loss(aux, labels.flatten(), args.aux_balance)
+                if args.motion_target:
+                    part = motion_loss(video, motion_rows, model.lm_head.weight, motion_labels(train.objects[k][0][:, keep.to(device)], sprite_directions(item.clip)))
+                    if part is not None:
+                        motion_part += part.detach()
+                        loss = loss + args.motion_target * part
+                if args.object_target:
+                    pooled, labels = pooled_objects(model, args.object_source, video, tower_out, train.objects[k], keep)  # (M, D), (M, 2)
+                    part = object_loss(object_logits(pooled, aux_rows, model.lm_head.weight), labels)
+                    object_part += part.detach()  # unweighted: colour + shape cross-entropy (ln 3 = 1.10 for a shape guessed)
+                    loss = loss + args.object_target * part
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -1052,20 +1161,17 @@ def main(argv: list[str] | None = None) -> int:
                 objects = f", objects {float(object_part) / seen:.4f}" if args.object_target else ""
                 objects += f", attention {float(attention_part) / seen:.4f}" if args.attention_target else ""
                 objects += f", motion {float(motion_part) / seen:.4f}" if args.motion_target else ""
+                objects += f", {reduced} of {seen} steps reduced" if reductions else ""
                 print(f"step {step + 1}/{args.steps} loss {float(running) / seen:.4f} (answers {float(answer_loss) / seen:.4f}{objects}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
-                running, answer_loss, object_part, attention_part, motion_part, seen = 0.0, 0.0, 0.0, 0.0, 0.0, 0
+                running, answer_loss, object_part, attention_part, motion_part, seen, reduced = 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0
             if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
                 model.eval()
-                acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source, motion_rows)
+                validate("  val", model, val, packer, args, aux_rows, motion_rows, val_name, val_reduction)
                 model.train()
-                print(f"  val accuracy {acc:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per.items() if not math.isnan(v)), flush=True)
-                print("  every question, short: " + " ".join(f"{kind}={v:.2f}" for kind, v in kinds.items()), flush=True)
 
         model.eval()
-        acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source, motion_rows)
+        acc, per, kinds, reduced_acc = validate("final val", model, val, packer, args, aux_rows, motion_rows, val_name, val_reduction)
         total_s = time.perf_counter() - t0
-        print(f"final val accuracy {acc:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per.items() if not math.isnan(v)), flush=True)
-        print("  every question, short: " + " ".join(f"{kind}={v:.2f}" for kind, v in kinds.items()), flush=True)
         print(f"total {total_s / 60:.1f} min", flush=True)
         model.requires_grad_(False)
         provenance = {
@@ -1093,6 +1199,10 @@ def main(argv: list[str] | None = None) -> int:
             "object_source": args.object_source,
             "attention_target": args.attention_target,
             "motion_target": args.motion_target,
+            "reduce_share": args.reduce_share,
+            "reduce_presets": reduce_names,
+            "reduced_steps": reduced_steps,
+            "val_reduce": None if val_name is None else {"preset": val_name, "val_accuracy": round(reduced_acc, 4)},
             "eval_frames": args.eval_frames or NUM_FRAMES,
             "minutes": round(total_s / 60, 1),
             "torch_threads": torch.get_num_threads(),

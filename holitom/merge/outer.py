@@ -535,9 +535,8 @@ def _apply_one(features: torch.Tensor, plan: OuterMergePlan, newline: torch.Tens
     except KeyError:
         raise ConfigError(f"unknown apply method {method!r}; known methods: {sorted(APPLY_METHODS)}.") from None
     x_flat = features.reshape(-1, dim).float()  # (F*P, D); a view for contiguous float32 input
-    with torch.no_grad():
-        out = kernel(x_flat, plan)  # (N_out, D) float32
-        out.index_copy_(0, plan.newline_index, newline.to(out).expand(plan.num_newlines, dim))
+    out = kernel(x_flat, plan)  # (N_out, D) float32; differentiable in the features (a training step may merge)
+    out = out.index_copy(0, plan.newline_index, newline.to(out).expand(plan.num_newlines, dim))
     return out.to(features.dtype)
 
 

@@ -149,10 +149,12 @@ class LlavaModel(nn.Module):
         hidden, scores = self.vision(pixel_values, with_scores=with_attention)  # (F, N, Dv), (F, N) or None
         features = self.projector(hidden)  # (F, N, D)
         pooled = pool_tokens(features, vc.patch_grid, self.config.pooling)  # (F, P, D)
-        attention = None
-        if scores is not None:
-            attention = pool_tokens(scores[..., None], vc.patch_grid, self.config.pooling)[..., 0]  # (F, P)
+        attention = None if scores is None else self.pooled_attention(scores)  # (F, P)
         return VideoFeatures(features=pooled, attention=attention, grid=self.grid)
+
+    def pooled_attention(self, scores: torch.Tensor) -> torch.Tensor:
+        """The tower's key scores ``(F, N)`` pooled onto the token grid like the features: ``(F, P)``."""
+        return pool_tokens(scores[..., None], self.config.vision.patch_grid, self.config.pooling)[..., 0]
 
     def unmerged_video_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """All video tokens with this variant's newlines: ``(F, P, D) -> (N, D)`` (vanilla path, no merge)."""

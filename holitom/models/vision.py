@@ -83,7 +83,9 @@ def attention_with_key_scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if fused is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale), key_attention_scores(q, k, scale)
     out, lse = fused(q, k, v, scale)  # (F, H, N, hd), (F, H, N) float32
-    return out, _blocked_key_scores(q, k, scale, lse)
+    # The scores only rank tokens: no gradient flows through them (the blocked pass writes into buffers), while a
+    # training step that reduces its video still differentiates the attention output.
+    return out, _blocked_key_scores(q.detach(), k.detach(), scale, lse.detach())
 
 
 def _cpu_attention_with_lse(q, k, v, scale):

@@ -485,3 +485,76 @@ def test_a_few_steps_run_with_the_motion_target(trainer, tmp_path, capsys):
     log = capsys.readouterr().out
     assert "token_motion=" in log  # validation names the moving tokens' direction
     assert json.loads((out / "holitom_default_model.json").read_text())["training"]["motion_target"] == 0.5
+
+
+def test_a_reduced_forward_feeds_the_runtime_reduction_to_the_model(trainer, start):
+    """With a reduction, each packed question sees exactly the tokens the runtime's method would feed the LLM."""
+    from transformers import AutoTokenizer
+
+    from holitom.merge.config import get_preset
+    from holitom.merge.methods import reduction_for
+
+    model = load_llava(start)
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    packer = trainer.Packer(tokenizer, model.config.video_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(8, 729, model.config.vision.hidden_size, generator=generator)  # (F, N, Dv)
+    scores = torch.rand(8, 729, generator=generator)  # (F, N)
+    item = make_item("train", 3)
+    posed = [pose(qa, "short", None)[:2] for qa in item.questions]
+    prefix, ids, targets = trainer.pack(packer, posed)
+    for name in ("r10-outer", "topk-r25"):
+        reduction = reduction_for(get_preset(name))
+        with torch.no_grad():
+            packed = trainer.forward_packed(model, hidden, prefix, ids, targets, reduction=reduction, scores=scores)  # (T, V)
+            features = pool_tokens(model.projector(hidden), 27, model.config.pooling)  # (F, P, D)
+            attention = pool_tokens(scores[..., None], 27, model.config.pooling)[..., 0]  # (F, P)
+            video = reduction.outer(features, attention, model.grid, model.config.layout, model.image_newline)  # (Nr, D)
+            assert video.shape[0] < 8 * 196 // 2
+            offset = 0
+            for prompt, answer in posed:
+                before, after = packer.split_prompt(prompt)
+                answer_ids = packer.answer_ids(answer)
+                embeds = torch.cat((model.embed(torch.tensor([before]))[0], video, model.embed(torch.tensor([after + answer_ids[:-1]]))[0]))[None]
+                logits, _ = model.prefill(embeds, torch.arange(embeds.shape[1])[None])  # (1, S, V)
+                torch.testing.assert_close(packed[offset : offset + len(answer_ids)], logits[0, -len(answer_ids) :], rtol=0, atol=1e-5)
+                offset += len(answer_ids)
+        assert offset == packed.shape[0]
+    with pytest.raises(ValueError, match="unreduced"):
+        trainer.forward_packed(model, hidden, prefix, ids, targets, with_video=True, reduction=reduction, scores=scores)
+
+
+def test_a_few_steps_run_with_reduced_videos_and_are_recorded(trainer, tmp_path, capsys, start):
+    out = tmp_path / "model"
+    argv = ["--out", str(out), "--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "1", "--train-tower"]
+    argv += ["--types", "attribute", "--max-objects", "1", "--full-share", "1", "--reduce-share", "1", "--reduce-presets", "pool-r25,r25-outer", "--val-reduce", "topk-r25"]
+    assert trainer.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "with topk-r25:" in log  # validation measures the reduced answers too
+    record = json.loads((out / "holitom_default_model.json").read_text())["training"]
+    assert record["reduce_share"] == 1.0 and record["reduce_presets"] == ["pool-r25", "r25-outer"] and record["reduced_steps"] == 2
+    assert record["val_reduce"]["preset"] == "topk-r25" and 0.0 <= record["val_reduce"]["val_accuracy"] <= 1.0
+    trained, initial = load_llava(out), load_llava(start)  # the reduced steps' gradients reach the tower
+    assert not torch.equal(trained.vision.patch_embedding.weight, initial.vision.patch_embedding.weight)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--reduce-share", "0.5"], "need --train-tower"),
+        (["--reduce-share", "1.5", "--train-tower"], "--reduce-share must be within [0, 1]"),
+    ],
+)
+def test_bad_reduction_options_are_refused_before_any_work(trainer, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        trainer.main(["--out", str(tmp_path / "model"), *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("preset, message", [("r10", "merges inside the decoder"), ("evs-r10", "cannot reduce a video of 8 frames"), ("bogus", "unknown merge preset")])
+def test_reduction_presets_that_cannot_train_are_refused_before_any_clip(trainer, tmp_path, preset, message):
+    argv = ["--out", str(tmp_path / "model"), "--train-tower", "--reduce-share", "1", "--reduce-presets", preset]
+    with pytest.raises(SystemExit, match=message):
+        trainer.main(argv)
+    assert not (tmp_path / "model").exists()

@@ -105,6 +105,21 @@ def test_linear_form_invariants():
     torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("method", ["embedding_bag", "index_add"])
+def test_apply_is_differentiable_in_the_features_and_the_newline(method):
+    """What a training step that merges its video needs: gradients equal to those of the plan as a dense matrix."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(make_video(rng, 8, 16, 8))
+    plan = plan_outer_merge(x, torch.from_numpy(make_attention(rng, 8, 16)), get_preset("r25").replace(tau=0.6), (4, 4), "llava_video")
+    dense = torch.zeros(plan.num_rows, 8 * 16, dtype=torch.float64)  # (N_out, F*P): the oracle's linear map
+    dense[plan.dst_index, plan.src_index] = plan.weight.double()
+    upstream = torch.randn(plan.num_rows, 8, generator=torch.Generator().manual_seed(0))  # (N_out, D)
+    features, newline = x.clone().requires_grad_(True), torch.zeros(8, requires_grad=True)
+    (apply_outer_merge(features, plan, newline, method=method) * upstream).sum().backward()
+    torch.testing.assert_close(features.grad.double(), (dense.T @ upstream.double()).view(8, 16, 8), rtol=0, atol=1e-5)
+    torch.testing.assert_close(newline.grad, upstream[plan.newline_index].sum(0), rtol=0, atol=1e-5)
+
+
 def test_layout_registry():
     assert layout_names()[:2] == ["onevision", "llava_video"]
     with pytest.raises(ConfigError, match="onevision"):

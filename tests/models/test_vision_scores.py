@@ -200,3 +200,17 @@ def test_cuda_16bit_takes_cudnn_on_hopper_and_flash_after_a_refusal(monkeypatch)
     vision._cuda_attention_with_lse(q16, q16, q16, 1.0)
     vision._cuda_attention_with_lse(q16, q16, q16, 1.0)
     assert calls == ["cudnn", "flash", "flash"]  # refused once, then flash without asking again
+
+
+def test_one_pass_output_is_differentiable_and_the_scores_are_not():
+    # A training step that reduces its video ranks tokens by the scores and differentiates the output.
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 3, 11, 8, generator=g).requires_grad_(True) for _ in range(3))
+    out, scores = vision.attention_with_key_scores(q, k, v, 8**-0.5)
+    assert not scores.requires_grad
+    upstream = torch.randn(out.shape, generator=g)
+    (out * upstream).sum().backward()
+    q2, k2, v2 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+    (full_attention(q2, k2, v2, 8**-0.5) * upstream.double()).sum().backward()
+    for ours, reference in ((q, q2), (k, k2), (v, v2)):
+        torch.testing.assert_close(ours.grad.double(), reference.grad, atol=1e-5, rtol=1e-5)
