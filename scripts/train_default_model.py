@@ -221,11 +221,10 @@ class ClipFeatures:
         ``with_scores``: also the last layer's key scores ``(F', 729)`` (what the attention-ranked reductions
         read), as ``(hidden, scores)``; the tower then runs (cached features have none).
         """
-        if with_scores:
-            return model.vision(self.preprocessor(self.frames[k][keep.numpy()], device=self.device), with_scores=True)
-        if self.hidden is not None:
+        if self.hidden is not None and not with_scores:
             return self.hidden[k][keep.to(self.device)]
-        return model.vision(self.preprocessor(self.frames[k][keep.numpy()], device=self.device), with_scores=False)[0]
+        hidden, scores = model.vision(self.preprocessor(self.frames[k][keep.numpy()], device=self.device), with_scores=with_scores)
+        return (hidden, scores) if with_scores else hidden
 
 
 ORACLE_SCALE = 3.0  # the oracle channels' size: about a LayerNormed tower output's (its 64 channels of ~1)
@@ -849,6 +848,8 @@ def accuracy(
     per_type: dict[str, list[int]] = {t: [] for t in QUESTION_TYPES}
     per_kind: dict[str, list[int]] = {}
     every = torch.arange(NUM_FRAMES)
+    if reduction is not None:
+        aux_rows, motion_rows = None, None  # no token of the reduced video has a label
     with torch.no_grad():
         for k, item in enumerate(features.items):
             keep = every if frames is None else frame_subset(item.clip, np.random.Generator(np.random.PCG64([k])), frames)  # (F',)
@@ -857,7 +858,6 @@ def accuracy(
             if reduction is not None:
                 hidden, scores = features.vision(model, k, keep, with_scores=True)  # (F', 729, Dv), (F', 729)
                 logits = forward_packed(model, hidden, prefix, ids, targets, reduction=reduction, scores=scores)  # (T, V)
-                aux_rows, motion_rows = None, None  # no token of the reduced video has a label
             else:
                 hidden = features.vision(model, k, keep)  # (F', 729, Dv)
                 logits, video = forward_packed(model, hidden, prefix, ids, targets, with_video=True)  # (T, V), (F'*P, D)
