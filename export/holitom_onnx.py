@@ -4,8 +4,9 @@
   (stage III) are exported by ``torch.onnx.export`` from the torch code of
   :mod:`holitom.merge` (:func:`holitom.merge.outer.plan_tensors` /
   ``apply_tensors``, :func:`holitom.merge.inner.plan_tensors` /
-  ``apply_tensors``), the same code the torch runtime runs: budgets,
-  placement, window means, assembly and the layout's newlines exist once.
+  ``apply_tensors``), the same code the torch runtime runs (its outer apply
+  aside: ``embedding_bag`` eager, two batched products exported, tested equal):
+  budgets, placement, window means, assembly and the layout's newlines exist once.
 - The two custom ops (:mod:`holitom.plugins_trt.ops`: ``TemporalSegment``,
   ``DensityPeakMerge``) appear in the outer graph as nodes of the custom domain
   (emitted by :mod:`holitom.merge.custom_ops` during the export). The model
@@ -557,8 +558,8 @@ def build_outer_merge_model(
     """The HoliTom outer merge (stages I+II) as a self-contained ONNX model, exported from the torch code.
 
     ``torch.onnx.export`` traces :class:`holitom.export.wrappers.OuterMerge`,
-    i.e. :func:`holitom.merge.outer.plan_tensors` + ``apply_tensors`` (the code
-    the torch runtime runs); its two custom ops become ``holitom::`` nodes and
+    i.e. :func:`holitom.merge.outer.plan_tensors` + ``apply_tensors`` (the torch
+    runtime's plan and, as two batched products, its linear map); its two custom ops become ``holitom::`` nodes and
     their local functions (:func:`temporal_segment_function`,
     :func:`density_peak_merge_function`) are attached, so ONNX Runtime runs the
     file as it is and a TensorRT build with the plugins swaps them in.

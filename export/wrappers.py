@@ -106,9 +106,10 @@ class KVBufferDecodeStep(nn.Module):
 class OuterMerge(nn.Module):
     """features (F, P, D), attention (F, P), image_newline (D,) -> merged_tokens (N, D) [, frame_index, position_index].
 
-    Exactly :func:`holitom.merge.outer.plan_tensors` and
-    :func:`holitom.merge.outer.apply_tensors`, the code the torch runtime runs;
-    the custom ops inside become ``holitom::`` nodes. (An export folder's graph
+    Exactly :func:`holitom.merge.outer.plan_tensors` (the plan the torch runtime
+    computes) and :func:`holitom.merge.outer.apply_tensors` (its linear map as two
+    batched products, where the eager runtime uses ``embedding_bag``: the same
+    values, tested); the custom ops inside become ``holitom::`` nodes. (An export folder's graph
     then holds the model's newline as an initializer instead of the input.)
     """
 

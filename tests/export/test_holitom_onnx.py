@@ -260,6 +260,21 @@ def test_large_clusters_match_the_exact_plan():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+def test_apply_scatters_numbers_not_rows(layout):
+    """The exported apply is two MatMuls: no ScatterElements of the main graph writes rows of the hidden size (an
+    ``index_add`` over (edges, D), which onnxruntime's CPU kernel walks element by element), and the parity tests
+    above check its values."""
+    hidden = 6
+    model = H.build_outer_merge_model(OUTER_CONFIGS["r10"], (3, 4), layout, hidden)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
+    scatters = [node for node in model.graph.node if node.op_type == "ScatterElements"]
+    assert scatters and all(node.input[0] in shapes for node in scatters)
+    assert [shapes[node.input[0]] for node in scatters if shapes[node.input[0]][-1:] == [hidden]] == []
+    assert ("", "MatMul") in H.onnx_op_types(model)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_vanilla_config_keeps_every_token(layout):
     """retain_ratio=None: all tokens in order with the layout's newlines, no custom op, and a gather of the rows
     rather than the weighted scatter over (edges, D) (onnxruntime walks that element by element)."""

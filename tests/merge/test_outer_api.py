@@ -99,13 +99,13 @@ def test_linear_form_invariants():
     assert plan.offsets.tolist() == torch.searchsorted(dst, torch.arange(plan.num_rows)).tolist()
     assert plan.src_index.unique().numel() == plan.src_index.numel()  # an input token feeds at most one output
     assert set(plan.newline_index.tolist()).isdisjoint(set(dst.tolist()))
-    assert sorted(APPLY_METHODS) == ["embedding_bag", "index_add"]
+    assert sorted(APPLY_METHODS) == ["embedding_bag", "frame_matmul"]
     a = apply_outer_merge(x, plan, torch.zeros(8), method="embedding_bag")
-    b = apply_outer_merge(x, plan, torch.zeros(8), method="index_add")
+    b = apply_outer_merge(x, plan, torch.zeros(8), method="frame_matmul")
     torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("method", ["embedding_bag", "index_add"])
+@pytest.mark.parametrize("method", sorted(APPLY_METHODS))
 def test_apply_is_differentiable_in_the_features_and_the_newline(method):
     """What a training step that merges its video needs: gradients equal to those of the plan as a dense matrix."""
     rng = np.random.default_rng(3)
