@@ -161,14 +161,22 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
         speed = "-" if t["ttft_speedup"] is None else f"{t['ttft_speedup']:.2f}x"
         console.print(
             f"target {t['row']}: TTFT speed-up {speed} (target >= {t['ttft_speedup_target']:.0f}x: "
-            f"{_met(t['ttft_speedup_met'])}); merge {100 * t['merge_share']:.1f}% of TTFT "
+            f"{_met(t['ttft_speedup_met'])}{_bound(t['ttft_speedup_bound'])}); merge {100 * t['merge_share']:.1f}% of TTFT "
             f"(target <= {100 * t['merge_share_target']:.0f}%: {_met(t['merge_share_met'])})",
             markup=False,
         )
     for t in result.get("edge_targets", []):
         value = "-" if t["value"] is None else f"{t['value']:.2f}x"
         sign = ">=" if t["at_least"] else "<="
-        console.print(f"target (edge runtime) {t['what']}: {value} (target {sign} {t['target']:g}x: {_met(t['met'])})", markup=False)
+        console.print(
+            f"target (edge runtime) {t['what']}: {value} (target {sign} {t['target']:g}x: {_met(t['met'])}{_bound(t.get('bound'))})",
+            markup=False,
+        )
+
+
+def _bound(bound: float | None) -> str:
+    """The TTFT speed-up a row would reach with its merge and prefill free (none: nothing to say)."""
+    return "" if bound is None else f"; {bound:.2f}x with the merge and prefill taking no time"
 
 
 def projection_lines(result: dict[str, Any]) -> list[str]:
