@@ -559,8 +559,8 @@ def build_outer_merge_model(
 
     ``torch.onnx.export`` traces :class:`holitom.export.wrappers.OuterMerge`,
     i.e. :func:`holitom.merge.outer.plan_tensors` + ``apply_tensors`` (the torch
-    runtime's plan and, as two batched products, its linear map); its two custom ops become ``holitom::`` nodes and
-    their local functions (:func:`temporal_segment_function`,
+    runtime's plan and, as two batched products, its linear map); its two custom
+    ops become ``holitom::`` nodes and their local functions (:func:`temporal_segment_function`,
     :func:`density_peak_merge_function`) are attached, so ONNX Runtime runs the
     file as it is and a TensorRT build with the plugins swaps them in.
 

@@ -109,8 +109,8 @@ class OuterMerge(nn.Module):
     Exactly :func:`holitom.merge.outer.plan_tensors` (the plan the torch runtime
     computes) and :func:`holitom.merge.outer.apply_tensors` (its linear map as two
     batched products, where the eager runtime uses ``embedding_bag``: the same
-    values, tested); the custom ops inside become ``holitom::`` nodes. (An export folder's graph
-    then holds the model's newline as an initializer instead of the input.)
+    values, tested); the custom ops inside become ``holitom::`` nodes. (An export
+    folder's graph then holds the model's newline as an initializer instead of the input.)
     """
 
     def __init__(self, config, grid: tuple[int, int], layout, metadata: bool):

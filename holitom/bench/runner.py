@@ -634,7 +634,7 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _edge_target(what: str, value: float | None, target: float, at_least: bool, bound: float | None = None) -> dict[str, Any]:
-    """``bound``: the best value the row could reach by the work it measures (the TTFT speed-up bound), if any."""
+    """``bound``: for a TTFT target, the row's speed-up with its merge and prefill taking no time (None otherwise)."""
     met = None if value is None else (value >= target if at_least else value <= target)
     return {"what": what, "value": value, "target": target, "at_least": at_least, "met": met, "bound": bound}
 
