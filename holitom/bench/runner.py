@@ -454,17 +454,42 @@ def _measure_group(config, rows, model: ResolvedModel, video: Path, export_dir, 
             for w in range(config.warmup):
                 log(f"[warm-up {w + 1}/{config.warmup}] {subject.row.id}")
                 subject.run()
-        n = len(subjects)
-        for rep in range(config.repeats):
-            shift = rep % n
-            for subject in subjects[shift:] + subjects[:shift]:
-                sample = subject.run()
-                samples[subject.row.id].append(sample)
-                log(f"[repeat {rep + 1}/{config.repeats}] {subject.row.id}: TTFT {sample.timings_ms['ttft']:.1f} ms")
+        last_warm = len(subjects) - 1 if config.warmup else None
+        for rep, index, measured in run_schedule([s.row.backend for s in subjects], config.repeats, after=last_warm):
+            subject = subjects[index]
+            if not measured:
+                log(f"[settle] {subject.row.id}")
+                subject.run()
+                continue
+            sample = subject.run()
+            samples[subject.row.id].append(sample)
+            log(f"[repeat {rep + 1}/{config.repeats}] {subject.row.id}: TTFT {sample.timings_ms['ttft']:.1f} ms")
         if config.count_flops:
             for subject in subjects:
                 log(f"[flops] {subject.row.id}")
                 flops[subject.row.id] = session.count_flops(subject.row, subject).to_dict()
+
+
+def run_schedule(backends: list[str], repeats: int, after: int | None = None) -> list[tuple[int, int, bool]]:
+    """The runs of one group after its warm-up: ``(repeat, row index, measured)`` in order (``backends``: each row's;
+    ``after``: the row that ran last before, if any).
+
+    Each repeat runs every row once, the order rotated by one row per repeat, so a drift in the machine's state falls
+    on every row alike. A measured run never directly follows a run of another backend: an unmeasured run of its own
+    row comes first. One process holding three runtimes is the benchmark's doing, not a user's, and the runtime that
+    ran last leaves its threads and caches behind: onnxruntime HoliTom r10 on the default model right after a torch
+    answer spent 116.8 ms decoding and preprocessing its video against 81.5 ms right after its own (TTFT 319.6 against
+    290.5 ms; medians of 7 interleaved answers in one process, 2026-12-06).
+    """
+    out, previous = [], after
+    for rep in range(repeats):
+        shift = rep % len(backends)
+        for index in [*range(shift, len(backends)), *range(shift)]:
+            if previous is not None and backends[previous] != backends[index]:
+                out.append((rep, index, False))
+            out.append((rep, index, True))
+            previous = index
+    return out
 
 
 # ---- assembling the result ----------------------------------------------------------------
@@ -669,4 +694,5 @@ __all__ = [
     "resolve_model",
     "row_merge_config",
     "run_bench",
+    "run_schedule",
 ]
