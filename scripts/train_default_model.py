@@ -90,9 +90,9 @@ tower's random features lose shape); ``--types`` and ``--max-objects`` pick the
 benchmark's own clips of some question types and object counts;
 ``--subset-sizes``, ``--full-share`` and ``--eval-frames`` set how many frames
 training and validation show; ``--aux-balance`` weighs object and background
-tokens equally in the auxiliary loss. Validation also prints the accuracy over
-every question of each clip per answer kind (colour, shape, ...) and how many
-object tokens the auxiliary heads name right.
+tokens equally in the auxiliary loss. Validation also prints the accuracy per
+form (one word, multiple choice), over every question of each clip per answer
+kind (colour, shape, ...) and how many object tokens the auxiliary heads name right.
 ``--object-target W`` adds a per-OBJECT colour and shape target (each shown
 object's tokens pooled by its true coverage, :func:`pooled_objects`); measured
 (README, "Fidelity"): shape still at chance after 1,500 one-frame steps.
@@ -825,8 +825,9 @@ def accuracy(
     object_source: str = "hidden",
     motion_rows=None,
     reduction=None,
-) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Exact-match accuracy of each clip's benchmark question (greedy answer == expected), overall and per type.
+) -> tuple[float, dict[str, float], dict[str, float], dict[str, float]]:
+    """Exact-match accuracy of each clip's benchmark question (greedy answer == expected), overall, per type and
+    per form (one word, multiple choice: where the shipped model loses, README "Where it stands").
 
     Also, per answer kind (:func:`answer_kind`), the accuracy over EVERY question
     each clip answers, asked short: more measurements per clip, and it separates
@@ -843,9 +844,10 @@ def accuracy(
     :class:`holitom.merge.methods.Reduction`): the answers with the video tokens that
     method's outer step leaves (no per-token figures then).
     """
-    from holitom.eval.videoqa import NUM_FRAMES, QUESTION_TYPES, pose
+    from holitom.eval.videoqa import FORMS, NUM_FRAMES, QUESTION_TYPES, pose
 
     per_type: dict[str, list[int]] = {t: [] for t in QUESTION_TYPES}
+    per_form: dict[str, list[int]] = {f: [] for f in FORMS}
     per_kind: dict[str, list[int]] = {}
     every = torch.arange(NUM_FRAMES)
     if reduction is not None:
@@ -879,23 +881,25 @@ def accuracy(
             lengths = (targets >= 0).sum(1).tolist()  # answer tokens of each question
             ok = [bool(h.all()) for h in hits.split(lengths)]
             per_type[item.qtype].append(int(ok[0]))
+            per_form[item.form].append(int(ok[0]))
             for qa, right in zip(item.questions, ok[1:]):
                 per_kind.setdefault(answer_kind(qa), []).append(int(right))
     allv = [v for vs in per_type.values() for v in vs]
-    return _mean(allv), {t: _mean(v) for t, v in per_type.items()}, {kind: _mean(v) for kind, v in sorted(per_kind.items())}
+    return _mean(allv), {t: _mean(v) for t, v in per_type.items()}, {kind: _mean(v) for kind, v in sorted(per_kind.items())}, {f: _mean(v) for f, v in per_form.items()}
 
 
 def validate(label: str, model, val: ClipFeatures, packer: Packer, args, aux_rows, motion_rows, reduce_name, reduction):
-    """Print the validation accuracy (per type, per answer kind), and with ``reduction`` the accuracy with its
-    outer step's tokens; returns ``(accuracy, per type, per kind, reduced accuracy or None)``."""
-    acc, per, kinds = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source, motion_rows)
+    """Print the validation accuracy (per type, per form, per answer kind), and with ``reduction`` the accuracy with
+    its outer step's tokens; returns ``(accuracy, per type, per kind, per form, reduced accuracy or None)``."""
+    acc, per, kinds, forms = accuracy(model, val, packer, args.eval_frames, aux_rows, args.object_source, motion_rows)
     print(f"{label} accuracy {acc:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per.items() if not math.isnan(v)), flush=True)
+    print("  by form: " + " ".join(f"{f}={v:.2f}" for f, v in forms.items() if not math.isnan(v)), flush=True)
     print("  every question, short: " + " ".join(f"{kind}={v:.2f}" for kind, v in kinds.items()), flush=True)
     reduced = None
     if reduction is not None:
-        reduced, per_r, _ = accuracy(model, val, packer, args.eval_frames, reduction=reduction)
+        reduced, per_r, _, _ = accuracy(model, val, packer, args.eval_frames, reduction=reduction)
         print(f"  with {reduce_name}: {reduced:.3f} " + " ".join(f"{t}={v:.2f}" for t, v in per_r.items() if not math.isnan(v)), flush=True)
-    return acc, per, kinds, reduced
+    return acc, per, kinds, forms, reduced
 
 
 def _mean(values: list[int]) -> float:
@@ -1170,7 +1174,7 @@ def main(argv: list[str] | None = None) -> int:
                 model.train()
 
         model.eval()
-        acc, per, kinds, reduced_acc = validate("final val", model, val, packer, args, aux_rows, motion_rows, val_name, val_reduction)
+        acc, per, kinds, forms, reduced_acc = validate("final val", model, val, packer, args, aux_rows, motion_rows, val_name, val_reduction)
         total_s = time.perf_counter() - t0
         print(f"total {total_s / 60:.1f} min", flush=True)
         model.requires_grad_(False)
@@ -1183,6 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
             "lr": args.lr,
             "val_accuracy": round(acc, 4),
             "val_accuracy_per_type": {t: round(v, 4) for t, v in per.items() if not math.isnan(v)},
+            "val_accuracy_per_form": {f: round(v, 4) for f, v in forms.items() if not math.isnan(v)},
             "val_accuracy_per_answer_kind": {kind: round(v, 4) for kind, v in kinds.items()},
             "oracle_features": args.oracle_features,  # True: a diagnosis; this checkpoint does not work on videos
             "train_tower": args.train_tower,

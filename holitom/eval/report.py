@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
-from holitom.eval.videoqa import QUESTION_TYPES
+from holitom.eval.videoqa import FORMS, QUESTION_TYPES
 
 JSON_NAME = "eval.json"
 PLOT_NAME = "accuracy_vs_flops.png"
@@ -33,6 +33,7 @@ _TYPE_LABELS = {
     "short_event": "short",
     "static": "static",
 }
+_FORM_LABELS = {"short": "word", "choice": "choice"}  # one-word answers, multiple choices
 
 
 def _pct(value: float | None) -> str:
@@ -41,7 +42,7 @@ def _pct(value: float | None) -> str:
 
 def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells, laid out like the paper's table: per backend vanilla, then one block per ratio."""
-    header = ["backend", "r", "method", "tokens", "FLOPs %", "acc %", "% vanilla"] + [_TYPE_LABELS[t] for t in QUESTION_TYPES]
+    header = ["backend", "r", "method", "tokens", "FLOPs %", "acc %", "% vanilla"] + [_TYPE_LABELS[t] for t in QUESTION_TYPES] + [_FORM_LABELS[f] for f in FORMS]
     cells = []
     # Per ratio, the quantized rows right after the float32 rows they are compared with.
     rows = sorted(result["rows"], key=lambda r: (r["backend"] != "torch", r["ratio"] is not None, r["ratio"] or 0, r["precision"] or ""))
@@ -57,6 +58,7 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _pct(r["pct_of_vanilla"]),
             ]
             + [_pct(r["per_type"][t]) for t in QUESTION_TYPES]
+            + [_pct(r["per_form"][f]) for f in FORMS]
         )
     return header, cells
 
@@ -76,6 +78,7 @@ def print_table(result: dict[str, Any], file: TextIO | None = None) -> None:
     title = f"held-out accuracy: {s['source']['path']} on the '{bench['split']}' split, {len(bench['items'])} items, {s['frames']} frames"
     notes = [
         "tokens: visual tokens entering the LLM (> after the inner step); FLOPs %: the paper's prefill formula vs vanilla",
+        "attr .. static: accuracy per question type; word, choice: on the one-word and the multiple-choice items",
         f"uniform guessing among each item's allowed answers scores {_pct(bench['chance_accuracy'])}% on these items",
     ]
     for skip in result.get("skipped", []):

@@ -7,30 +7,26 @@ not on the shipped default model, which is a trained one.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from holitom.eval.videoqa import make_item, pose
+from script_modules import load_script  # tests/ helper (tests/conftest.py puts it on sys.path)
+
+from holitom.eval.videoqa import make_item, make_items, pose
 from holitom.models.loading import load_llava
 from holitom.models.pooling import pool_tokens
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_default_model.py"
 
 
 @pytest.fixture(scope="module")
 def trainer():
-    spec = importlib.util.spec_from_file_location("train_default_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # as an import would: a render pool's workers find its functions by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_script("train_default_model", register=True)  # a render pool's workers find its functions by name
+    sys.modules.pop("train_default_model", None)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +71,11 @@ def test_a_few_training_steps_write_a_loadable_checkpoint(trainer, tmp_path, cap
     assert "step" in log and "final val accuracy" in log
     provenance = json.loads((out / "holitom_default_model.json").read_text())["training"]
     assert provenance["steps"] == 3 and 0.0 <= provenance["val_accuracy"] <= 1.0
+    # Per form (one word, multiple choice): the overall accuracy is their mean weighted by the items of each form.
+    forms = Counter(item.form for item in make_items("val", 7))
+    per_form = provenance["val_accuracy_per_form"]
+    assert set(per_form) == set(forms) and "by form:" in log
+    assert sum(per_form[f] * n for f, n in forms.items()) / 7 == pytest.approx(provenance["val_accuracy"], abs=1e-3)
     trained = load_llava(out)
     initial = load_llava(start)  # same vision tower: it stays frozen
     for (name, a), (_, b) in zip(trained.named_parameters(), initial.named_parameters()):
