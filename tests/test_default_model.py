@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+
+from script_modules import load_script  # tests/ helper (tests/conftest.py puts it on sys.path)
 
 from holitom import default_model
 from holitom.default_model import DEFAULT_MODEL_FILES, DEFAULT_MODEL_NAME, default_model_dir
@@ -25,7 +26,6 @@ from transformers import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "make_default_model.py"
 # Key prefixes of the llava-hf checkpoints on the hub (saved by transformers 4).
 HUB_PREFIXES = (
     "vision_tower.vision_model.",
@@ -136,10 +136,7 @@ def test_default_model_dir_reports_missing_files(tmp_path, monkeypatch):
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("make_default_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_default_model")
 
 
 def _config_without_versions(path: Path) -> dict:

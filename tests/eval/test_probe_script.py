@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "probe_merge_objects.py"
+from script_modules import load_script  # tests/ helper (tests/conftest.py puts it on sys.path)
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("probe_merge_objects", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("probe_merge_objects")
 
 
 def _plan(edges: list[tuple[int, int, float]], frame_index: list[int], tokens_per_frame: int):
