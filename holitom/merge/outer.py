@@ -354,8 +354,7 @@ def _edges(
 
 
 def _frame_matmul(
-    x_flat: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, frame_index: torch.Tensor,
-    position_index: torch.Tensor, num_frames: int,
+    x_flat: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, frame_index: torch.Tensor, num_frames: int
 ) -> torch.Tensor:
     """``(N_out, D)``: the edges' linear map as two batched matrix products (the exported apply).
 
@@ -400,7 +399,7 @@ def apply_tensors(x_flat: torch.Tensor, plan: PlanTensors, newline: torch.Tensor
         source = torch.zeros_like(plan.frame_index).index_copy(0, plan.dst, plan.src)  # (N_out,) 0 at newline rows
         out = x_flat.index_select(0, source)  # (N_out, D)
     else:
-        out = _frame_matmul(x_flat, plan.src, plan.dst, plan.weight, plan.frame_index, plan.position_index, plan.budget.shape[0])
+        out = _frame_matmul(x_flat, plan.src, plan.dst, plan.weight, plan.frame_index, plan.budget.shape[0])
     return torch.where((plan.position_index < 0)[:, None], newline.to(out.dtype)[None, :], out)
 
 
@@ -535,7 +534,7 @@ def _apply_embedding_bag(x_flat: torch.Tensor, plan: OuterMergePlan) -> torch.Te
 
 def _apply_frame_matmul(x_flat: torch.Tensor, plan: OuterMergePlan) -> torch.Tensor:
     # The exported form (what apply_tensors runs).
-    return _frame_matmul(x_flat, plan.src_index, plan.dst_index, plan.weight, plan.frame_index, plan.position_index, plan.num_frames)
+    return _frame_matmul(x_flat, plan.src_index, plan.dst_index, plan.weight, plan.frame_index, plan.num_frames)
 
 
 APPLY_METHODS: dict[str, Callable[[torch.Tensor, OuterMergePlan], torch.Tensor]] = {
