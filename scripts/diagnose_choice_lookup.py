@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from holitom.eval.videoqa import CHANGES, COLOURS, COUNTS, DIRECTIONS, QA, pose
+from holitom.eval.videoqa import CHANGES, COLOURS, COUNTS, DIRECTIONS, LETTERS, QA, pose
 from holitom.video.synthetic import SHAPES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def lookup_example(tokenizer, end_id: int, rng: np.random.Generator, reply: str)
         prompt = prompt.removesuffix(LETTER_INSTRUCTION) + OPTION_INSTRUCTION
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer.encode(text, add_special_tokens=False)
-    answer = letter if reply == "letter" else f" {options[ord(letter) - ord('A')]} ({letter})"
+    answer = letter if reply == "letter" else f" {options[LETTERS.index(letter)]} ({letter})"
     reply_ids = tokenizer.encode(answer, add_special_tokens=False) + [end_id]
     # The letter is the reply's first token, or the one before the closing bracket and the end token.
     letter_at = len(prompt_ids) - 1 + (0 if reply == "letter" else len(reply_ids) - 3)
