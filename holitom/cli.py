@@ -261,7 +261,7 @@ def _cmd_demo(args) -> int:
     if val_accuracy is not None:
         print(f"(a tiny model trained on the generated benchmark: {val_accuracy:.0%} of its validation questions right; `holitom eval` measures more)")
     print(f"question: {item.prompt}")
-    print(f"expected answer: {item.answer}")
+    print(f"expected answer: {item.reply}")
     for r in results:
         t = r.tokens
         label = "vanilla" if r.preset == "none" else f"HoliTom {r.preset}"

@@ -107,6 +107,10 @@ runtime's own outer step of HoliTom, pooling, top-k or EVS at r = 0.10-0.25, one
 per step), trained on the answers alone: a model that has seen reduced sequences, as
 the large models HoliTom is measured on are robust to them; validation then also
 measures ``--val-reduce`` (default ``r10-outer``).
+``--lookup-prompts N`` adds N text-only multiple choices (:func:`lookup_example` without a
+hint: "Which is it? Options: ...", replied with a drawn option and its letter, ``blue (B)``,
+the letter the only target) to every step: the letter lookup a multiple choice ends with,
+learnt from text at a fraction of a video step's cost (README, "Where it stands").
 ``--patch-init edges`` starts the tower's patch embedding with mean-colour and
 oriented-edge filters (:func:`init_patch_edges`), ``edges-energy`` also has the
 first layer rectify those edges into channels of their own (:func:`init_edge_energy`).
@@ -807,13 +811,81 @@ def attention_loss(attention: torch.Tensor, start: int, cover: torch.Tensor, abo
     return torch.stack(losses).mean() if losses else attention.sum() * 0.0
 
 
-def answer_kind(qa) -> str:
-    """What a question asks for, from its candidate words: colour, shape, direction, count or change."""
+def answer_kinds() -> dict[tuple[str, ...], str]:
+    """The benchmark's groups of answer words (a question's candidates) and what each asks for."""
     from holitom.eval.videoqa import CHANGES, COLOURS, COUNTS, DIRECTIONS
     from holitom.video.synthetic import SHAPES
 
-    kinds = {tuple(COLOURS): "colour", SHAPES: "shape", DIRECTIONS: "direction", COUNTS: "count", CHANGES: "change"}
-    return kinds[tuple(qa.candidates)]
+    return {tuple(COLOURS): "colour", SHAPES: "shape", DIRECTIONS: "direction", COUNTS: "count", CHANGES: "change"}
+
+
+def answer_kind(qa) -> str:
+    """What a question asks for, from its candidate words: colour, shape, direction, count or change."""
+    return answer_kinds()[tuple(qa.candidates)]
+
+
+LETTER_INSTRUCTION = "Answer with the letter."  # the benchmark's multiple choice before it asked for the option too
+LOOKUP_QUESTION = "Which is it?"  # a text-only multiple choice's question: it names no answer
+
+
+def lookup_example(
+    tokenizer, end_id: int, rng: np.random.Generator, letter_only: bool = False, hint: bool = True
+) -> tuple[list[int], list[int], int]:
+    """A text-only multiple choice and its reply: ``(ids, targets, letter_at)``.
+
+    Asked and answered as the benchmark asks and answers (:func:`holitom.eval.videoqa.pose`:
+    ``blue (B)``), so only the letter lookup is left to learn. ``hint``: the question names the
+    answer ("The answer is blue.") and every reply token is a target. Without it (what
+    ``--lookup-prompts`` trains) the question names none and only the letter part of the reply is
+    a target: the option is drawn at random, so the letter can come only from the option just
+    written, as it must after a video. (With the hint the letter can be read off the hint's word,
+    token for token the listing's, and that lookup does not carry over to the video replies:
+    README, "Where it stands".) ``letter_only`` (needs ``hint``) asks and answers the letter alone.
+
+    ``ids`` are the prompt and the reply without its end token, ``targets`` the next token at each
+    position (-100 where there is no loss), ``letter_at`` the position whose next token is the letter.
+    """
+    from holitom.eval.videoqa import CHOICE_INSTRUCTION, QA, pose
+
+    if letter_only and not hint:
+        raise ValueError("a letter alone with no hint has nothing to look up")
+    groups = list(answer_kinds())
+    group = groups[int(rng.integers(len(groups)))]
+    word = group[int(rng.integers(len(group)))]
+    posed = pose(QA(f"The answer is {word}." if hint else LOOKUP_QUESTION, word, group), "choice", rng)
+    prompt, reply = posed.prompt, posed.reply
+    if letter_only:
+        prompt, reply = prompt.removesuffix(CHOICE_INSTRUCTION) + LETTER_INSTRUCTION, posed.answer
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer.encode(text, add_special_tokens=False)
+    reply_ids = tokenizer.encode(reply, add_special_tokens=False) + [end_id]
+    # The letter is the reply's first token, or the one before the closing bracket and the end token.
+    letter_at = len(prompt_ids) - 1 + (0 if letter_only else len(reply_ids) - 3)
+    targets = [-100] * (len(prompt_ids) - 1) + reply_ids
+    if not hint:  # the option's tokens are drawn, not looked up: targets from the bracket on
+        targets[: letter_at - 1] = [-100] * (letter_at - 1)
+    return prompt_ids + reply_ids[:-1], targets, letter_at
+
+
+def lookup_batch(tokenizer, end_id: int, rng: np.random.Generator, size: int, letter_only: bool = False, hint: bool = True):
+    """``size`` examples of :func:`lookup_example`, right-padded: ``ids (B, L)``, ``targets (B, L)``, ``letter_at (B,)``."""
+    examples = [lookup_example(tokenizer, end_id, rng, letter_only, hint) for _ in range(size)]
+    width = max(len(ids) for ids, _, _ in examples)
+    ids = torch.zeros(size, width, dtype=torch.int64)
+    targets = torch.full((size, width), -100, dtype=torch.int64)
+    for i, (seq, tgt, _) in enumerate(examples):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        targets[i, : len(tgt)] = torch.tensor(tgt)
+    return ids, targets, torch.tensor([at for _, _, at in examples])
+
+
+def text_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """Causal logits ``(B, L, V)`` of text alone (no video) through the model's own decoder layers."""
+    x = model.embed_tokens(ids)  # (B, L, D)
+    cos, sin = model._rope(torch.arange(ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1))  # (B, L, hd)
+    for layer in model.decoder.layers:
+        x, _, _ = layer(x, cos, sin)
+    return model._logits(x)
 
 
 def accuracy(
@@ -855,7 +927,7 @@ def accuracy(
     with torch.no_grad():
         for k, item in enumerate(features.items):
             keep = every if frames is None else frame_subset(item.clip, np.random.Generator(np.random.PCG64([k])), frames)  # (F',)
-            posed = [(item.prompt, item.answer)] + [pose(qa, "short", None)[:2] for qa in item.questions]
+            posed = [(item.prompt, item.reply)] + [(p.prompt, p.reply) for p in (pose(qa, "short", None) for qa in item.questions)]
             prefix, ids, targets = (t.to(features.device) for t in pack(packer, posed))
             if reduction is not None:
                 hidden, scores = features.vision(model, k, keep, with_scores=True)  # (F', 729, Dv), (F', 729)
@@ -991,10 +1063,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduce-share", type=float, default=0.0, help="share of the full-video steps whose video tokens go through a token reduction (one of --reduce-presets, drawn per step) before the decoder: a model that has seen reduced sequences, as large models are robust to them (0: off; needs --train-tower)")
     parser.add_argument("--reduce-presets", default=REDUCE_PRESETS, help="comma-separated presets whose outer step --reduce-share draws from (their inner steps are not trained)")
     parser.add_argument("--val-reduce", default=None, help="a preset whose outer step validation also measures (default with --reduce-share: r10-outer)")
+    parser.add_argument("--lookup-prompts", type=int, default=0, help="text-only multiple choices (lookup_example, no hint), added to every step: the letter lookup of the option just written, learnt from text, cheap next to a video step (0: off)")
+    parser.add_argument("--lookup-hint", action="store_true", help="with --lookup-prompts, the prompts name their answer and the whole reply is learnt (lookup_example's hint; the first try, README: its lookup does not carry over to videos)")
     parser.add_argument("--init", type=Path, default=None, help="start from the weights of a checkpoint this script wrote (same architecture) instead of the initial ones: continues an earlier run, for instance on more clips (a new optimizer and learning-rate schedule)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.lookup_prompts < 0:
+        parser.error(f"--lookup-prompts must be 0 or more, got {args.lookup_prompts}")
+    if args.lookup_hint and not args.lookup_prompts:
+        parser.error("--lookup-hint shapes the --lookup-prompts: give their number too")
     if args.minutes is not None and not args.minutes > 0:
         parser.error(f"--minutes must be positive, got {args.minutes}")
     if args.oracle_features and (args.train_tower or args.feature_cache is not None or args.patch_init != "random"):
@@ -1098,7 +1176,9 @@ def main(argv: list[str] | None = None) -> int:
 
         rng = np.random.Generator(np.random.PCG64([maker.SEED, 1]))
         order: list[int] = []
-        running, answer_loss, object_part, attention_part, motion_part, seen, reduced, reduced_steps = 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0
+        # Its own stream: runs without --lookup-prompts keep the same random stream.
+        lookup_rng = np.random.Generator(np.random.PCG64([maker.SEED, 2]))
+        running, answer_loss, object_part, attention_part, motion_part, lookup_part, seen, reduced, reduced_steps = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0
         train_start = time.perf_counter()
         print(f"setup {train_start - t0:.0f} s; training {args.steps} steps on {len(train.items)} clips", flush=True)
         step = -1
@@ -1118,7 +1198,7 @@ def main(argv: list[str] | None = None) -> int:
             # question thus still give several answers per pass over their video.
             forms = [f for f in ROUNDS for _ in qas][:BLOCKS_PER_CLIP]
             block_qas = [qas[i % len(qas)] for i in range(len(forms))]
-            posed = [pose(qa, form, rng)[:2] for qa, form in zip(block_qas, forms)]
+            posed = [(p.prompt, p.reply) for p in (pose(qa, form, rng) for qa, form in zip(block_qas, forms))]
             prefix, ids, targets = (t.to(device) for t in pack(packer, posed))
             for g in opt.param_groups:
                 g["lr"] = lr_at(step) * g["scale"]
@@ -1154,6 +1234,11 @@ def main(argv: list[str] | None = None) -> int:
                     part = object_loss(object_logits(pooled, aux_rows, model.lm_head.weight), labels)
                     object_part += part.detach()  # unweighted: colour + shape cross-entropy (ln 3 = 1.10 for a shape guessed)
                     loss = loss + args.object_target * part
+            if args.lookup_prompts:
+                ids_t, targets_t, _ = (t.to(device) for t in lookup_batch(tokenizer, packer.end_id, lookup_rng, args.lookup_prompts, hint=args.lookup_hint))
+                part = torch.nn.functional.cross_entropy(text_logits(model, ids_t).flatten(0, 1), targets_t.flatten(), ignore_index=-100)
+                lookup_part += part.detach()
+                loss = loss + part
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -1165,9 +1250,10 @@ def main(argv: list[str] | None = None) -> int:
                 objects = f", objects {float(object_part) / seen:.4f}" if args.object_target else ""
                 objects += f", attention {float(attention_part) / seen:.4f}" if args.attention_target else ""
                 objects += f", motion {float(motion_part) / seen:.4f}" if args.motion_target else ""
+                objects += f", lookup {float(lookup_part) / seen:.4f}" if args.lookup_prompts else ""
                 objects += f", {reduced} of {seen} steps reduced" if reductions else ""
                 print(f"step {step + 1}/{args.steps} loss {float(running) / seen:.4f} (answers {float(answer_loss) / seen:.4f}{objects}) lr {lr_at(step):.2e} {el:.0f} s", flush=True)
-                running, answer_loss, object_part, attention_part, motion_part, seen, reduced = 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0
+                running, answer_loss, object_part, attention_part, motion_part, lookup_part, seen, reduced = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0
             if (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
                 model.eval()
                 validate("  val", model, val, packer, args, aux_rows, motion_rows, val_name, val_reduction)
@@ -1201,6 +1287,8 @@ def main(argv: list[str] | None = None) -> int:
             "full_share": args.full_share,
             "aux_balance": args.aux_balance,
             "object_target": args.object_target,
+            "lookup_prompts": args.lookup_prompts,
+            "lookup_hint": bool(args.lookup_prompts) and args.lookup_hint,
             "object_source": args.object_source,
             "attention_target": args.attention_target,
             "motion_target": args.motion_target,

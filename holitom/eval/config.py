@@ -36,7 +36,7 @@ class EvalConfig:
         methods: method names (``holitom.bench.config.method_specs``); None = all.
         ratios: retain ratios r of the methods that take one.
         frames: frames sampled per clip.
-        max_new_tokens: answer length limit (answers are one word or a letter).
+        max_new_tokens: answer length limit (a reply is one word, or an option and its letter: at most 7 tokens of the default's tokenizer).
         threads: torch intra-op threads, None keeps torch's default.
         export: an export folder of the same model (e.g. `holitom calibrate`'s INT8 one) whose
             onnxruntime rows are added beside the others, labelled with its precision.

@@ -18,17 +18,21 @@ Question types (one scene kind each, balanced: item ``i`` has type ``i % 7``):
 - ``static``: a scene where nothing moves at all (the control).
 
 Answers are one word (``red``, ``circle``, ``left``, ``3``, ``appear``) or, for
-multiple-choice items, the letter of the right option. Splits use disjoint seeds:
+multiple-choice items, the letter of the right option. A multiple choice asks for the
+option and then its letter (``red (B)``): the letter is then a lookup of the word just
+written, which a small decoder learns far sooner than the letter alone (README, "Where it
+stands"); the letter is what is scored. Splits use disjoint seeds:
 ``train`` ``0..``, ``val`` ``1_000_000..``, ``test`` ``2_000_000..``.
 """
 
 from __future__ import annotations
 
 import numbers
+import re
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -121,9 +125,10 @@ class Item:
     Attributes:
         split, index, seed: where it comes from (``seed = SPLITS[split] + index``).
         qtype: one of :data:`QUESTION_TYPES`.
-        form: ``"short"`` (answer one word) or ``"choice"`` (answer a letter).
+        form: ``"short"`` (answer one word) or ``"choice"`` (answer the option and its letter).
         prompt: the user's text (question plus the answer instruction).
-        answer: the expected answer (a word, or a letter for ``choice``).
+        answer: the expected answer, what is scored (a word, or a letter for ``choice``).
+        reply: the reply a perfect model writes (the word, or ``"red (B)"`` for ``choice``).
         word: the one-word answer behind a letter (equal to ``answer`` for ``short``).
         options: the listed options of a ``choice`` item, else empty.
         clip: the scene, for rendering and for tests that re-derive the answer.
@@ -138,6 +143,7 @@ class Item:
     form: str
     prompt: str
     answer: str
+    reply: str
     word: str
     options: tuple[str, ...]
     clip: ClipSpec = field(repr=False)
@@ -325,10 +331,27 @@ def _check_index(index: object) -> int:
     return int(index)
 
 
-def pose(qa: QA, form: str, rng: np.random.Generator | None) -> tuple[str, str, tuple[str, ...]]:
-    """The prompt text, expected answer and listed options for asking ``qa`` in ``form`` (``rng`` orders a choice's options)."""
+class Posed(NamedTuple):
+    """A question put in one form: the prompt, the answer scored, the full reply expected, the listed options."""
+
+    prompt: str
+    answer: str
+    reply: str
+    options: tuple[str, ...]
+
+
+CHOICE_INSTRUCTION = "Answer with the option and its letter."
+
+
+def choice_reply(option: str, letter: str) -> str:
+    """The reply to a multiple choice: the option, then its letter in brackets (``"red (B)"``)."""
+    return f"{option} ({letter})"
+
+
+def pose(qa: QA, form: str, rng: np.random.Generator | None) -> Posed:
+    """``qa`` asked in ``form`` (``rng`` orders a choice's options)."""
     if form == "short":
-        return f"{qa.question} Answer with one word.", qa.answer, ()
+        return Posed(f"{qa.question} Answer with one word.", qa.answer, qa.answer, ())
     if form != "choice":
         raise InputError(f"unknown question form {form!r}; choose one of {list(FORMS)}.")
     others = [c for c in qa.candidates if c != qa.answer]
@@ -336,7 +359,7 @@ def pose(qa: QA, form: str, rng: np.random.Generator | None) -> tuple[str, str, 
     options = tuple(picked[i] for i in rng.permutation(len(picked)))
     listed = " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
     letter = LETTERS[options.index(qa.answer)]
-    return f"{qa.question} Options: {listed}. Answer with the letter.", letter, options
+    return Posed(f"{qa.question} Options: {listed}. {CHOICE_INSTRUCTION}", letter, choice_reply(qa.answer, letter), options)
 
 
 def make_item(split: str, index: int) -> Item:
@@ -351,8 +374,8 @@ def make_item(split: str, index: int) -> Item:
     asked = int(rng.integers(0, len(qas)))
     qa = qas[asked]
     form = "choice" if rng.random() < CHOICE_SHARE else "short"
-    prompt, answer, options = pose(qa, form, rng)
-    return Item(split, index, seed, qtype, form, prompt, answer, qa.answer, options, clip, tuple(qas), asked)
+    posed = pose(qa, form, rng)
+    return Item(split, index, seed, qtype, form, posed.prompt, posed.answer, posed.reply, qa.answer, posed.options, clip, tuple(qas), asked)
 
 
 def make_items(split: str, count: int, start: int = 0) -> list[Item]:
@@ -401,12 +424,26 @@ def normalise_answer(text: str) -> str:
     return text.strip().lower().rstrip(".").strip().strip("()").strip()
 
 
+# The last bracketed letter of a reply: the letter a multiple-choice reply picks ("red (B)" -> "B").
+_PICKED_LETTER = re.compile(r"\(([A-Za-z])\)")
+
+
 def is_correct(item: Item, answer: str) -> bool:
-    """Whether a model's answer to ``item`` is right (exact match after :func:`normalise_answer`)."""
+    """Whether a model's answer to ``item`` is right (exact match after :func:`normalise_answer`).
+
+    A multiple choice is scored on the letter it picks: the last bracketed letter of the reply
+    (``"red (B)"``), else the whole reply (``"B"``). The option written before it is not scored:
+    the letter is the answer, as in any multiple-choice benchmark.
+    """
+    if item.form == "choice":
+        picked = _PICKED_LETTER.findall(answer)
+        if picked:
+            answer = picked[-1]
     return normalise_answer(answer) == normalise_answer(item.answer)
 
 
 __all__ = [
+    "CHOICE_INSTRUCTION",
     "CHOICE_SHARE",
     "COLOURS",
     "ClipSpec",
@@ -417,12 +454,14 @@ __all__ = [
     "Item",
     "LETTERS",
     "NUM_FRAMES",
+    "Posed",
     "QA",
     "QUESTION_TYPES",
     "SCENES",
     "SOURCE_FRAMES",
     "SPLITS",
     "Sprite",
+    "choice_reply",
     "is_correct",
     "make_item",
     "make_items",

@@ -1,4 +1,5 @@
-"""scripts/diagnose_choice_lookup.py: its prompts, the letter position it scores, its text-only forward."""
+"""The text-only letter-lookup prompts (scripts/train_default_model.py's ``lookup_example``, which its
+``--lookup-prompts`` mixes into training) and scripts/diagnose_choice_lookup.py, which trains on them alone."""
 
 from __future__ import annotations
 
@@ -17,18 +18,25 @@ def diag():
 
 
 @pytest.fixture(scope="module")
+def train():
+    return load_script("train_default_model")
+
+
+@pytest.fixture(scope="module")
 def tokenizer(diag):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(diag.DEFAULT_MODEL)
 
 
-@pytest.mark.parametrize("reply", ["letter", "option"])
-def test_the_scored_position_predicts_the_letter_that_lists_the_answer(diag, tokenizer, reply):
+@pytest.mark.parametrize("letter_only", [True, False])
+def test_the_scored_position_predicts_the_letter_that_lists_the_answer(train, tokenizer, letter_only):
+    from holitom.eval.videoqa import CHOICE_INSTRUCTION
+
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     rng = np.random.default_rng(5)
     for _ in range(40):
-        ids, targets, at = diag.lookup_example(tokenizer, end_id, rng, reply)
+        ids, targets, at = train.lookup_example(tokenizer, end_id, rng, letter_only)
         text = tokenizer.decode(ids)
         # The oracle reads the text: the word the prompt names, and the letter its listing gives that word.
         word = re.search(r"The answer is (\w+)\.", text).group(1)
@@ -36,21 +44,43 @@ def test_the_scored_position_predicts_the_letter_that_lists_the_answer(diag, tok
         assert tokenizer.decode([targets[at]]) == listed[word]
         first = next(i for i, target in enumerate(targets) if target != -100)  # the reply's first target
         assert targets[-1] == end_id and -100 not in targets[first:] and len(ids) == len(targets)
-        assert first == at if reply == "letter" else first < at
-        if reply == "option":
-            assert text.endswith(f"{diag.OPTION_INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n {word} ({listed[word]})")
-        else:
-            assert text.endswith(f"{diag.LETTER_INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n{listed[word]}")
+        assert first == at if letter_only else first < at
+        if letter_only:
+            assert text.endswith(f"{train.LETTER_INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n{listed[word]}")
+        else:  # asked and answered as the benchmark asks a multiple choice
+            assert text.endswith(f"{CHOICE_INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n{word} ({listed[word]})")
 
 
-def test_the_text_forward_is_the_models_own_prefill(diag, tokenizer):
+def test_without_a_hint_only_the_letter_after_the_written_option_is_a_target(train, tokenizer):
+    from holitom.eval.videoqa import CHOICE_INSTRUCTION
+
+    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    rng = np.random.default_rng(6)
+    drawn = set()
+    for _ in range(40):
+        ids, targets, at = train.lookup_example(tokenizer, end_id, rng, hint=False)
+        text = tokenizer.decode(ids)
+        # The oracle reads the text: the prompt's listing, and the option the reply writes.
+        assert "The answer is" not in text and text.count(CHOICE_INSTRUCTION) == 1
+        listed = dict((w, letter) for letter, w in re.findall(r"\(([A-D])\) (\w+)", text))
+        written = re.search(r"assistant\n(\w+) \([A-D]\)$", text).group(1)
+        drawn.add(listed[written])
+        assert tokenizer.decode([targets[at]]) == listed[written]
+        scored = [tokenizer.decode([t]) for t in targets if t != -100]
+        assert scored == [" (", listed[written], ")", "<|im_end|>"]
+    assert len(drawn) > 1  # the letter varies: no fixed answer to learn
+    with pytest.raises(ValueError, match="nothing to look up"):
+        train.lookup_example(tokenizer, end_id, rng, letter_only=True, hint=False)
+
+
+def test_the_text_forward_is_the_models_own_prefill(train, diag, tokenizer):
     from holitom.models.loading import load_llava
 
     model = load_llava(diag.DEFAULT_MODEL).float().eval()
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    ids, _, _ = diag.make_batch(tokenizer, end_id, np.random.default_rng(0), 3, "option")
+    ids, _, _ = train.lookup_batch(tokenizer, end_id, np.random.default_rng(0), 3)
     with torch.no_grad():
-        batched = diag.decoder_logits(model, ids)  # (3, L, V)
+        batched = train.text_logits(model, ids)  # (3, L, V)
         for row in range(3):
             alone, _ = model.prefill(model.embed(ids[row : row + 1]), torch.arange(ids.shape[1])[None])  # (1, L, V)
             torch.testing.assert_close(batched[row], alone[0], atol=1e-5, rtol=1e-5)

@@ -46,7 +46,7 @@ def test_packed_questions_match_separate_prefills(trainer, start):
     hidden = torch.randn(3, 729, model.config.vision.hidden_size, generator=torch.Generator().manual_seed(0))  # (F, N, Dv)
     item = make_item("train", 0)
     rng = np.random.Generator(np.random.PCG64(0))
-    posed = [pose(qa, form, rng)[:2] for qa in item.questions for form in ("short", "choice")]
+    posed = [(p.prompt, p.reply) for p in (pose(qa, form, rng) for qa in item.questions for form in ("short", "choice"))]
     prefix, ids, targets = trainer.pack(packer, posed)
     with torch.no_grad():
         packed = trainer.forward_packed(model, hidden, prefix, ids, targets)  # (T, V)
@@ -176,7 +176,8 @@ def test_minutes_sets_the_step_count_from_the_first_steps(trainer, tmp_path, cap
 
 
 @pytest.mark.parametrize("argv, message", [(["--workers", "0"], "--workers must be at least 1"), (["--minutes", "0"], "--minutes must be positive"),
-                                           (["--device", "bogus"], "--device 'bogus'")])
+                                           (["--device", "bogus"], "--device 'bogus'"), (["--lookup-prompts", "-1"], "--lookup-prompts must be 0 or more"),
+                                           (["--lookup-hint"], "--lookup-hint shapes the --lookup-prompts")])
 def test_bad_run_options_are_refused_before_any_work(trainer, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
         trainer.main(["--out", str(tmp_path / "model"), *argv])
@@ -322,7 +323,7 @@ def test_answer_attention_is_transformers_attention_at_the_answer_position(train
     hidden = torch.randn(2, 729, model.config.vision.hidden_size, generator=torch.Generator().manual_seed(0))  # (F, N, Dv)
     item = make_item("train", 0)
     rng = np.random.Generator(np.random.PCG64(0))
-    posed = [pose(qa, form, rng)[:2] for qa in item.questions[:3] for form in ("short", "choice")]
+    posed = [(p.prompt, p.reply) for p in (pose(qa, form, rng) for qa in item.questions[:3] for form in ("short", "choice"))]
     prefix, ids, targets = trainer.pack(packer, posed)
     with torch.no_grad():
         _, attention = trainer.forward_packed(model, hidden, prefix, ids, targets, with_attention=True)  # (Q, S0)
@@ -386,6 +387,20 @@ def test_oracle_features_and_attention_target_run_and_are_recorded(trainer, tmp_
     with pytest.raises(SystemExit) as exc:
         trainer.main(["--out", str(tmp_path / "other"), "--oracle-features", "--train-tower"])
     assert exc.value.code == 2 and "--oracle-features replaces the tower's output" in capsys.readouterr().err
+
+
+def test_lookup_prompts_train_the_model_and_are_recorded(trainer, tmp_path, capsys):
+    small = ["--train-clips", "2", "--val-clips", "2", "--steps", "2", "--eval-every", "100", "--types", "attribute", "--max-objects", "1",
+             "--subset-sizes", "1", "--full-share", "0", "--eval-frames", "1"]
+    plain, mixed = tmp_path / "plain", tmp_path / "mixed"
+    assert trainer.main(["--out", str(plain), *small]) == 0
+    assert trainer.main(["--out", str(mixed), "--lookup-prompts", "3", *small]) == 0
+    capsys.readouterr()
+    record = json.loads((mixed / "holitom_default_model.json").read_text())["training"]
+    assert (record["lookup_prompts"], record["lookup_hint"]) == (3, False)
+    # Same seed and clips: only the text prompts' gradient tells the two runs apart.
+    a, b = load_llava(plain).lm_head.weight, load_llava(mixed).lm_head.weight
+    assert not torch.equal(a, b)
 
 
 def test_init_continues_a_checkpoint_and_records_the_chain(trainer, tmp_path, capsys):
@@ -502,7 +517,7 @@ def test_a_reduced_forward_feeds_the_runtime_reduction_to_the_model(trainer, sta
     hidden = torch.randn(8, 729, model.config.vision.hidden_size, generator=generator)  # (F, N, Dv)
     scores = torch.rand(8, 729, generator=generator)  # (F, N)
     item = make_item("train", 3)
-    posed = [pose(qa, "short", None)[:2] for qa in item.questions]
+    posed = [(p.prompt, p.reply) for p in (pose(qa, "short", None) for qa in item.questions)]
     prefix, ids, targets = trainer.pack(packer, posed)
     for name in ("r10-outer", "topk-r25"):
         reduction = reduction_for(get_preset(name))

@@ -205,6 +205,23 @@ def test_answer_normalisation():
     assert normalise_answer(" Red. ") == "red"
 
 
+def test_a_multiple_choice_asks_for_the_option_and_scores_the_letter_it_picks():
+    items = [i for i in make_items("test", 70) if i.form == "choice"]
+    assert items
+    for item in items:
+        # The oracle reads the prompt: its listing, and the letter that lists the item's word.
+        listed = dict(re.findall(r"\(([A-D])\) (\w+)", item.prompt))
+        letter = next(k for k, w in listed.items() if w == item.word)
+        other = next(k for k in listed if k != letter)
+        assert item.prompt.endswith(" Answer with the option and its letter.")
+        assert (item.answer, item.reply) == (letter, f"{item.word} ({letter})")
+        assert is_correct(item, item.reply) and is_correct(item, f"{item.word} ({letter}).")
+        assert is_correct(item, f"{listed[other]} ({letter})")  # the letter is what is scored
+        assert not is_correct(item, f"{item.word} ({other})") and not is_correct(item, f"({letter}) {item.word} ({other})")
+    short = next(i for i in make_items("test", 7) if i.form == "short")
+    assert short.reply == short.answer == short.word and not is_correct(short, f"{short.word} (A)")
+
+
 def test_chance_is_one_over_the_answers_the_question_allows():
     items = make_items("val", 70)
     for item in items:
