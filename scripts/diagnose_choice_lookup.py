@@ -37,8 +37,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training script beside it, as a module
 from train_default_model import lookup_batch, text_logits  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO_ROOT / "holitom" / "assets" / "default_model"
 VAL_PROMPTS = 256
 
 
@@ -52,7 +50,7 @@ def letter_accuracy(model, batch) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a llava-hf checkpoint folder (default: the embedded default)")
+    parser.add_argument("--model", type=Path, default=None, help="a llava-hf checkpoint folder (default: the embedded default)")
     parser.add_argument("--reply", choices=("letter", "option"), default="option", help="the letter alone, or the option then its letter")
     parser.add_argument("--hint", action=argparse.BooleanOptionalAction, default=True, help="the question names the answer; --no-hint: it names none, the reply's option is drawn and only its letter is learnt (what the training script's --lookup-prompts mixes in)")
     parser.add_argument("--steps", type=int, default=5000)
@@ -65,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoTokenizer
 
+    from holitom.default_model import default_model_dir
     from holitom.models.loading import load_llava
 
+    if args.model is None:
+        args.model = default_model_dir()
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

@@ -11,6 +11,8 @@ import torch
 
 from script_modules import load_script  # tests/ helper (tests/conftest.py puts it on sys.path)
 
+from holitom.default_model import default_model_dir
+
 
 @pytest.fixture(scope="module")
 def diag():
@@ -23,10 +25,10 @@ def train():
 
 
 @pytest.fixture(scope="module")
-def tokenizer(diag):
+def tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(diag.DEFAULT_MODEL)
+    return AutoTokenizer.from_pretrained(default_model_dir())
 
 
 @pytest.mark.parametrize("letter_only", [True, False])
@@ -73,10 +75,10 @@ def test_without_a_hint_only_the_letter_after_the_written_option_is_a_target(tra
         train.lookup_example(tokenizer, end_id, rng, letter_only=True, hint=False)
 
 
-def test_the_text_forward_is_the_models_own_prefill(train, diag, tokenizer):
+def test_the_text_forward_is_the_models_own_prefill(train, tokenizer):
     from holitom.models.loading import load_llava
 
-    model = load_llava(diag.DEFAULT_MODEL).float().eval()
+    model = load_llava(default_model_dir()).float().eval()
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     ids, _, _ = train.lookup_batch(tokenizer, end_id, np.random.default_rng(0), 3)
     with torch.no_grad():
@@ -90,3 +92,9 @@ def test_a_short_run_prints_its_letter_accuracy(diag, capsys):
     assert diag.main(["--steps", "2", "--batch", "4", "--reply", "letter"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("reply letter: step 0 letter accuracy") and lines[-1].startswith("reply letter: step 2 loss")
+
+
+def test_a_letter_reply_without_a_hint_is_refused(diag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        diag.main(["--reply", "letter", "--no-hint"])
+    assert exc.value.code == 2 and "--reply letter needs --hint" in capsys.readouterr().err
