@@ -19,22 +19,13 @@ clip's other objects are shown (for a short event: the steady object the flash i
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_train_script():
-    """scripts/train_default_model.py as a module (its object masks and coverage: one definition)."""
-    spec = importlib.util.spec_from_file_location("train_default_model", REPO_ROOT / "scripts" / "train_default_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_default_model beside it, imported by name
 
 
 def shown_frames(plan, cover, share: float) -> list[set[int]]:
@@ -92,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except HolitomError as exc:
         print(f"probe_merge_objects: error: {exc}", file=sys.stderr)
         return 2
-    train = load_train_script()
+    import train_default_model as train  # its object masks and coverage: one definition
     torch.set_num_threads(1)
 
     # (type, method) -> per question object: shown at all, frames shown; per other object: frames shown;

@@ -127,7 +127,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -141,6 +140,7 @@ import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_default_model beside it, imported by name
 TRAIN_CLIPS = 490  # 70 per question type
 VAL_CLIPS = 70
 STEPS = 2400
@@ -149,14 +149,6 @@ WARMUP = 60
 TIMING_STEPS = 50  # with --minutes: steps timed before the run's length is set
 BLOCKS_PER_CLIP = 12  # question blocks packed after one clip's video per step
 ROUNDS = ("short", "choice", "choice")
-
-
-def load_make_default_model():
-    """scripts/make_default_model.py as a module: the starting checkpoint, DEFAULT_OUT, SEED, PROVENANCE_FILE."""
-    spec = importlib.util.spec_from_file_location("make_default_model", REPO_ROOT / "scripts" / "make_default_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class ClipFeatures:
@@ -1031,7 +1023,8 @@ def save_checkpoint(model, skeleton: Path, out: Path, provenance: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    maker = load_make_default_model()
+    import make_default_model as maker  # the starting checkpoint, DEFAULT_OUT, SEED, PROVENANCE_FILE
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help=f"output folder ({maker.DEFAULT_OUT} replaces the shipped default model)")
     parser.add_argument("--train-clips", type=int, default=TRAIN_CLIPS)

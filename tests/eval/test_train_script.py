@@ -30,10 +30,10 @@ def trainer():
 
 
 @pytest.fixture(scope="module")
-def start(trainer, tmp_path_factory) -> Path:
+def start(tmp_path_factory) -> Path:
     """The checkpoint every run starts from: make_default_model's initial weights, tokenizer and config."""
     folder = tmp_path_factory.mktemp("start") / "model"
-    trainer.load_make_default_model().build(folder)
+    load_script("make_default_model").build(folder)
     return folder
 
 
