@@ -17,7 +17,8 @@ left to learn. The prompts are the training script's :func:`lookup_example` (wha
 
 The decoder, embeddings and LM head of ``--model`` train (AdamW, one thread) on the reply tokens
 of batches of such prompts; every 100 steps the script prints how many letters of 256 held-out
-prompts the greedy next token gets right. Guessing scores about 32% (2 to 4 options).
+prompts the greedy next token gets right, overall and per kind of options (colour, shape,
+direction, count, change). Guessing scores about 32% (2 to 4 options).
 
 Usage::
 
@@ -40,12 +41,20 @@ from train_default_model import lookup_batch, text_logits  # noqa: E402
 VAL_PROMPTS = 256
 
 
-def letter_accuracy(model, batch) -> float:
-    ids, targets, letter_at = batch
+def letter_accuracy(model, batch) -> tuple[float, dict[str, float]]:
+    """The share of the batch's letters the greedy next token gets right: overall, and per kind of options."""
+    ids, targets, letter_at, kinds = batch
     with torch.no_grad():
         logits = text_logits(model, ids)  # (B, L, V)
     rows = torch.arange(ids.shape[0])
-    return float((logits[rows, letter_at].argmax(-1) == targets[rows, letter_at]).float().mean())
+    right = (logits[rows, letter_at].argmax(-1) == targets[rows, letter_at]).float()  # (B,)
+    per_kind = {kind: float(right[[k == kind for k in kinds]].mean()) for kind in sorted(set(kinds))}
+    return float(right.mean()), per_kind
+
+
+def accuracy_text(model, batch) -> str:
+    overall, per_kind = letter_accuracy(model, batch)
+    return f"letter accuracy {overall:.3f} (" + ", ".join(f"{kind} {acc:.3f}" for kind, acc in per_kind.items()) + ")"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,18 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     letter_only = args.reply == "letter"
     val = lookup_batch(tokenizer, end_id, np.random.default_rng([args.seed, 1]), VAL_PROMPTS, letter_only, args.hint)
     rng = np.random.default_rng([args.seed, 0])
-    print(f"reply {args.reply}: step 0 letter accuracy {letter_accuracy(model, val):.3f}", flush=True)
+    print(f"reply {args.reply}: step 0 {accuracy_text(model, val)}", flush=True)
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
-        ids, targets, _ = lookup_batch(tokenizer, end_id, rng, args.batch, letter_only, args.hint)
+        ids, targets, _, _ = lookup_batch(tokenizer, end_id, rng, args.batch, letter_only, args.hint)
         logits = text_logits(model, ids)  # (B, L, V)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 100 == 0 or step == args.steps:
-            acc = letter_accuracy(model, val)
-            print(f"reply {args.reply}: step {step} loss {loss.item():.3f} letter accuracy {acc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(f"reply {args.reply}: step {step} loss {loss.item():.3f} {accuracy_text(model, val)} ({time.perf_counter() - start:.0f} s)", flush=True)
     return 0
 
 

@@ -822,8 +822,8 @@ LOOKUP_QUESTION = "Which is it?"  # a text-only multiple choice's question: it n
 
 def lookup_example(
     tokenizer, end_id: int, rng: np.random.Generator, letter_only: bool = False, hint: bool = True
-) -> tuple[list[int], list[int], int]:
-    """A text-only multiple choice and its reply: ``(ids, targets, letter_at)``.
+) -> tuple[list[int], list[int], int, str]:
+    """A text-only multiple choice and its reply: ``(ids, targets, letter_at, kind)``.
 
     Asked and answered as the benchmark asks and answers (:func:`holitom.eval.videoqa.pose`:
     ``blue (B)``), so only the letter lookup is left to learn. ``hint``: the question names the
@@ -835,14 +835,15 @@ def lookup_example(
     README, "Where it stands".) ``letter_only`` (needs ``hint``) asks and answers the letter alone.
 
     ``ids`` are the prompt and the reply without its end token, ``targets`` the next token at each
-    position (-100 where there is no loss), ``letter_at`` the position whose next token is the letter.
+    position (-100 where there is no loss), ``letter_at`` the position whose next token is the letter,
+    ``kind`` what the options are (:func:`answer_kinds`: colour, shape, direction, count or change).
     """
     from holitom.eval.videoqa import CHOICE_INSTRUCTION, QA, pose
 
     if letter_only and not hint:
         raise ValueError("a letter alone with no hint has nothing to look up")
-    groups = list(answer_kinds())
-    group = groups[int(rng.integers(len(groups)))]
+    kinds = answer_kinds()
+    group = list(kinds)[int(rng.integers(len(kinds)))]
     word = group[int(rng.integers(len(group)))]
     posed = pose(QA(f"The answer is {word}." if hint else LOOKUP_QUESTION, word, group), "choice", rng)
     prompt, reply = posed.prompt, posed.reply
@@ -856,19 +857,20 @@ def lookup_example(
     targets = [-100] * (len(prompt_ids) - 1) + reply_ids
     if not hint:  # the option's tokens are drawn, not looked up: targets from the bracket on
         targets[: letter_at - 1] = [-100] * (letter_at - 1)
-    return prompt_ids + reply_ids[:-1], targets, letter_at
+    return prompt_ids + reply_ids[:-1], targets, letter_at, kinds[group]
 
 
 def lookup_batch(tokenizer, end_id: int, rng: np.random.Generator, size: int, letter_only: bool = False, hint: bool = True):
-    """``size`` examples of :func:`lookup_example`, right-padded: ``ids (B, L)``, ``targets (B, L)``, ``letter_at (B,)``."""
+    """``size`` examples of :func:`lookup_example`, right-padded: ``ids (B, L)``, ``targets (B, L)``, ``letter_at (B,)``
+    and the ``size`` kinds."""
     examples = [lookup_example(tokenizer, end_id, rng, letter_only, hint) for _ in range(size)]
-    width = max(len(ids) for ids, _, _ in examples)
+    width = max(len(ids) for ids, _, _, _ in examples)
     ids = torch.zeros(size, width, dtype=torch.int64)
     targets = torch.full((size, width), -100, dtype=torch.int64)
-    for i, (seq, tgt, _) in enumerate(examples):
+    for i, (seq, tgt, _, _) in enumerate(examples):
         ids[i, : len(seq)] = torch.tensor(seq)
         targets[i, : len(tgt)] = torch.tensor(tgt)
-    return ids, targets, torch.tensor([at for _, _, at in examples])
+    return ids, targets, torch.tensor([at for _, _, at, _ in examples]), [kind for _, _, _, kind in examples]
 
 
 def text_logits(model, ids: torch.Tensor) -> torch.Tensor:
@@ -1228,7 +1230,8 @@ def main(argv: list[str] | None = None) -> int:
                     object_part += part.detach()  # unweighted: colour + shape cross-entropy (ln 3 = 1.10 for a shape guessed)
                     loss = loss + args.object_target * part
             if args.lookup_prompts:
-                ids_t, targets_t, _ = (t.to(device) for t in lookup_batch(tokenizer, packer.end_id, lookup_rng, args.lookup_prompts, hint=args.lookup_hint))
+                ids_t, targets_t, _, _ = lookup_batch(tokenizer, packer.end_id, lookup_rng, args.lookup_prompts, hint=args.lookup_hint)
+                ids_t, targets_t = ids_t.to(device), targets_t.to(device)
                 part = torch.nn.functional.cross_entropy(text_logits(model, ids_t).flatten(0, 1), targets_t.flatten(), ignore_index=-100)
                 lookup_part += part.detach()
                 loss = loss + part

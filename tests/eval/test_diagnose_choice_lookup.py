@@ -12,6 +12,11 @@ import torch
 from script_modules import load_script  # tests/ helper (tests/conftest.py puts it on sys.path)
 
 from holitom.default_model import default_model_dir
+from holitom.eval.videoqa import CHANGES, COLOURS, COUNTS, DIRECTIONS
+from holitom.video.synthetic import SHAPES
+
+# The oracle of lookup_example's kind: the benchmark's answer words of each kind of question
+KIND_WORDS = {"colour": COLOURS, "shape": SHAPES, "direction": DIRECTIONS, "count": COUNTS, "change": CHANGES}
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +43,13 @@ def test_the_scored_position_predicts_the_letter_that_lists_the_answer(train, to
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     rng = np.random.default_rng(5)
     for _ in range(40):
-        ids, targets, at = train.lookup_example(tokenizer, end_id, rng, letter_only)
+        ids, targets, at, kind = train.lookup_example(tokenizer, end_id, rng, letter_only)
         text = tokenizer.decode(ids)
         # The oracle reads the text: the word the prompt names, and the letter its listing gives that word.
         word = re.search(r"The answer is (\w+)\.", text).group(1)
         listed = dict((w, letter) for letter, w in re.findall(r"\(([A-D])\) (\w+)", text))
         assert tokenizer.decode([targets[at]]) == listed[word]
+        assert set(listed) <= set(KIND_WORDS[kind])
         first = next(i for i, target in enumerate(targets) if target != -100)  # the reply's first target
         assert targets[-1] == end_id and -100 not in targets[first:] and len(ids) == len(targets)
         assert first == at if letter_only else first < at
@@ -58,19 +64,22 @@ def test_without_a_hint_only_the_letter_after_the_written_option_is_a_target(tra
 
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     rng = np.random.default_rng(6)
-    drawn = set()
+    drawn, kinds = set(), set()
     for _ in range(40):
-        ids, targets, at = train.lookup_example(tokenizer, end_id, rng, hint=False)
+        ids, targets, at, kind = train.lookup_example(tokenizer, end_id, rng, hint=False)
         text = tokenizer.decode(ids)
         # The oracle reads the text: the prompt's listing, and the option the reply writes.
         assert "The answer is" not in text and text.count(CHOICE_INSTRUCTION) == 1
         listed = dict((w, letter) for letter, w in re.findall(r"\(([A-D])\) (\w+)", text))
         written = re.search(r"assistant\n(\w+) \([A-D]\)$", text).group(1)
         drawn.add(listed[written])
+        kinds.add(kind)
+        assert set(listed) <= set(KIND_WORDS[kind])
         assert tokenizer.decode([targets[at]]) == listed[written]
         scored = [tokenizer.decode([t]) for t in targets if t != -100]
         assert scored == [" (", listed[written], ")", "<|im_end|>"]
     assert len(drawn) > 1  # the letter varies: no fixed answer to learn
+    assert kinds == set(KIND_WORDS)  # every kind of options is drawn
     with pytest.raises(ValueError, match="nothing to look up"):
         train.lookup_example(tokenizer, end_id, rng, letter_only=True, hint=False)
 
@@ -80,7 +89,7 @@ def test_the_text_forward_is_the_models_own_prefill(train, tokenizer):
 
     model = load_llava(default_model_dir()).float().eval()
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    ids, _, _ = train.lookup_batch(tokenizer, end_id, np.random.default_rng(0), 3)
+    ids, _, _, _ = train.lookup_batch(tokenizer, end_id, np.random.default_rng(0), 3)
     with torch.no_grad():
         batched = train.text_logits(model, ids)  # (3, L, V)
         for row in range(3):
@@ -92,6 +101,8 @@ def test_a_short_run_prints_its_letter_accuracy(diag, capsys):
     assert diag.main(["--steps", "2", "--batch", "4", "--reply", "letter"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("reply letter: step 0 letter accuracy") and lines[-1].startswith("reply letter: step 2 loss")
+    for kind in KIND_WORDS:  # the per-kind breakdown of the 256 held-out prompts
+        assert re.search(rf"(\(|, ){kind} [01]\.\d{{3}}", lines[0])
 
 
 def test_a_letter_reply_without_a_hint_is_refused(diag, capsys):
