@@ -140,8 +140,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_default_model beside it, imported by name
+
 TRAIN_CLIPS = 490  # 70 per question type
 VAL_CLIPS = 70
 STEPS = 2400
