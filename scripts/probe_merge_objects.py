@@ -28,13 +28,29 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_default_model beside it, imported by name
 
 
+def outer_plan(config, video, layout):
+    """The outer step's plan of a preset: HoliTom's (``plan_outer_merge``) or a competitor's (its ``ReductionPlan``)."""
+    from holitom.merge import plan_outer_merge
+    from holitom.merge.baselines import BaselineConfig
+
+    if isinstance(config, BaselineConfig):
+        return config.plan(video.features, video.attention, video.grid)
+    return plan_outer_merge(video.features, video.attention, config, video.grid, layout)
+
+
 def shown_frames(plan, cover, share: float) -> list[set[int]]:
-    """Per object, the frames of the output rows it fills at least ``share`` of: ``cover (S, F, P)`` numpy."""
-    P = plan.tokens_per_frame
+    """Per object, the frames of the output rows it fills at least ``share`` of: ``cover (S, F, P)`` numpy.
+
+    ``plan``: HoliTom's outer plan, or a competitor's ``ReductionPlan`` (no newline rows)."""
+    from holitom.merge.baselines import ReductionPlan
+
+    if isinstance(plan, ReductionPlan):
+        P, rows = plan.input_shape[1], plan.num_out
+    else:
+        P, rows = plan.tokens_per_frame, plan.num_rows
     src = plan.src_index.numpy()  # (E,) flat input index t * P + p
     dst = plan.dst_index.numpy()  # (E,) output row
     w = plan.weight.numpy().astype(np.float64)  # (E,)
-    rows = plan.num_rows
     total = np.bincount(dst, weights=w, minlength=rows)  # (N_out,) newline rows have no edges: 0
     frame_of_row = plan.frame_index.numpy()  # (N_out,)
     out = []
@@ -51,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--items", type=int, default=140, help="items of the split to look at (the first N, then filtered by --types)")
     parser.add_argument("--types", default=None, help="comma-separated question types (default: all)")
-    parser.add_argument("--preset", default="r10", help="the merge preset to compare with vanilla")
+    parser.add_argument("--preset", default="r10", help="the merge preset to compare with vanilla: HoliTom's (r10) or a competitor's outer step (pool-r10, topk-r10, evs-r25)")
     parser.add_argument("--share", type=float, default=0.5, help="share of a row's weight an object must fill to be shown by it")
     args = parser.parse_args(argv)
 
@@ -61,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from holitom.errors import HolitomError
     from holitom.eval.videoqa import NUM_FRAMES, QUESTION_TYPES, make_items, write_clip
-    from holitom.merge import get_preset, plan_outer_merge
+    from holitom.merge import get_preset
     from holitom.merge.config import MergeConfig
     from holitom.models.loading import load_llava
     from holitom.video import read_video
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             asked = next(qa for qa in item.questions if qa.question in item.prompt)
             about = list(asked.about) or list(range(cover.shape[0]))
             for method, config in configs.items():
-                plan = plan_outer_merge(video.features, video.attention, config, video.grid, model.layout)
+                plan = outer_plan(config, video, model.layout)
                 per_object = shown_frames(plan, cover, args.share)
                 key = (item.qtype, method)
                 shown[key] += [bool(per_object[s]) for s in about]

@@ -54,6 +54,22 @@ def test_vanilla_plan_shows_an_object_where_a_patch_is_mostly_its(probe):
     assert any(want) and not all(len(w) == F for w in want)  # the check sees both cases
 
 
+def test_a_competitors_selection_plan_shows_what_it_keeps(probe):
+    from holitom.merge.baselines import plan_evs
+
+    rng = np.random.default_rng(1)
+    F, grid = 4, (3, 3)
+    P = grid[0] * grid[1]
+    plan = plan_evs(torch.randn(F, P, 8), None, 0.5, grid)  # frame 0 whole, the 9 least similar later tokens
+    cover = rng.random((3, F, P)) ** 2  # (S, F, P)
+    kept = np.zeros((F, P), dtype=bool)
+    kept.flat[plan.src_index.numpy()] = True  # a selection: one edge of weight 1 per kept input token
+    want = [{t for t in range(F) if (kept[t] & (cover[s, t] >= 0.5)).any()} for s in range(3)]
+    assert probe.shown_frames(plan, cover, 0.5) == want
+    assert kept[0].all() and kept[1:].sum() == plan.num_out - P  # EVS: frame 0 whole, the rest ranked
+    assert any(len(w) > 1 for w in want) and any(len(w) < F for w in want)  # the check sees both cases
+
+
 def test_runs_on_the_default_model_and_refuses_bad_flags(probe, capsys):
     from holitom.default_model import default_model_dir
 
@@ -62,6 +78,9 @@ def test_runs_on_the_default_model_and_refuses_bad_flags(probe, capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in lines if line.split()[:1] in (["attribute"], ["motion"])]
     assert [r[:3] for r in rows] == [["attribute", "vanilla", "1"], ["attribute", "r10", "1"], ["motion", "vanilla", "1"], ["motion", "r10", "1"]]
+    assert probe.main(["--model", model, "--items", "2", "--preset", "evs-r25"]) == 0  # a competitor's outer step
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines if line.split()[:1] == ["motion"]] == [["motion", "vanilla", "1"], ["motion", "evs-r25", "1"]]
     assert probe.main(["--model", model, "--types", "colour"]) == 2
     assert "unknown question types ['colour']" in capsys.readouterr().err
     assert probe.main(["--model", model, "--share", "0"]) == 2
