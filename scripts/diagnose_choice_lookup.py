@@ -58,12 +58,14 @@ def accuracy_text(model, batch) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from holitom.cli import int_flag
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="a llava-hf checkpoint folder (default: the embedded default)")
     parser.add_argument("--reply", choices=("letter", "option"), default="option", help="the letter alone, or the option then its letter")
     parser.add_argument("--hint", action=argparse.BooleanOptionalAction, default=True, help="the question names the answer; --no-hint: it names none, the reply's option is drawn and only its letter is learnt (what the training script's --lookup-prompts mixes in)")
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int_flag(0), default=5000)
+    parser.add_argument("--batch", type=int_flag(1), default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -73,15 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from holitom.default_model import default_model_dir
+    from holitom.errors import HolitomError
     from holitom.models.loading import load_llava
 
     if args.model is None:
         args.model = default_model_dir()
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
+    try:  # the checkpoint first: its loader says what is wrong with a folder, the tokenizer's would not
+        model = load_llava(args.model).float().train().requires_grad_(True)
+    except HolitomError as exc:
+        print(f"diagnose_choice_lookup: error: {exc}", file=sys.stderr)
+        return 2
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    model = load_llava(args.model).float().train().requires_grad_(True)
     params = [p for name, p in model.named_parameters() if not name.startswith("vision.")]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     letter_only = args.reply == "letter"

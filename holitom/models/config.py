@@ -199,6 +199,18 @@ class TextConfig:
         object.__setattr__(self, "eos_token_ids", tuple(int(t) for t in self.eos_token_ids))
 
 
+def checkpoint_folder(directory: str | Path) -> Path:
+    """``directory`` as a Path, or a :class:`CheckpointError` that says why it is not a checkpoint folder."""
+    root = Path(directory)
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise CheckpointError(
+            f"checkpoint directory {str(directory)!r} {what}; pass the folder that holds config.json and "
+            "the *.safetensors files (e.g. a local snapshot of llava-hf/llava-onevision-qwen2-7b-ov-hf)."
+        )
+    return root
+
+
 @dataclass(frozen=True)
 class LlavaConfig:
     """The whole model: vision tower, projector, pooling variant and decoder.
@@ -464,9 +476,7 @@ class LlavaConfig:
     @classmethod
     def from_pretrained(cls, directory: str | Path, variant: str | None = None) -> LlavaConfig:
         """Read ``<directory>/config.json``."""
-        path = Path(directory) / "config.json"
-        if not Path(directory).is_dir():
-            raise CheckpointError(f"checkpoint directory {str(directory)!r} does not exist; pass the folder that holds config.json and the *.safetensors files.")
+        path = checkpoint_folder(directory) / "config.json"
         if not path.is_file():
             raise CheckpointError(f"{path} is missing; a llava-hf checkpoint folder needs its config.json next to the weights.")
         try:

@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from holitom.errors import CheckpointError, ConfigError
-from holitom.models.config import LlavaConfig
+from holitom.models.config import LlavaConfig, checkpoint_folder
 from holitom.models.llava import LlavaModel
 
 SINGLE_FILE = "model.safetensors"
@@ -127,12 +127,7 @@ def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
         CheckpointError: missing folder, no weights, pickle-only weights, a truncated
             or corrupt file, an index naming a missing shard.
     """
-    root = Path(directory)
-    if not root.is_dir():
-        raise CheckpointError(
-            f"checkpoint directory {str(directory)!r} does not exist; pass the folder that holds config.json and "
-            "the *.safetensors files (e.g. a local snapshot of llava-hf/llava-onevision-qwen2-7b-ov-hf)."
-        )
+    root = checkpoint_folder(directory)
     index = root / INDEX_FILE
     if index.is_file():
         try:

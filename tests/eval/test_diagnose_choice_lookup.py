@@ -109,3 +109,11 @@ def test_a_letter_reply_without_a_hint_is_refused(diag, capsys):
     with pytest.raises(SystemExit) as exc:
         diag.main(["--reply", "letter", "--no-hint"])
     assert exc.value.code == 2 and "--reply letter needs --hint" in capsys.readouterr().err
+
+
+def test_a_bad_model_folder_or_step_count_is_an_error_line(diag, tmp_path, capsys):
+    assert diag.main(["--model", str(tmp_path / "nope"), "--steps", "0"]) == 2  # the loader's message, not a traceback
+    assert capsys.readouterr().err.startswith(f"diagnose_choice_lookup: error: checkpoint directory '{tmp_path / 'nope'}' does not exist")
+    with pytest.raises(SystemExit) as exc:
+        diag.main(["--steps", "-1"])
+    assert exc.value.code == 2 and "argument --steps: must be an integer >= 0, got -1" in capsys.readouterr().err

@@ -165,6 +165,9 @@ def test_missing_directory(tmp_path):
         read_state_dict(tmp_path / "nope")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_llava(tmp_path / "nope")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="'.*model.safetensors' is a file, not a folder; pass the folder"):
+        load_llava(tmp_path / "model.safetensors")  # the weights file instead of its folder
 
 
 def test_directory_without_weights(tmp_path, onevision_ckpt):
