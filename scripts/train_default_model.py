@@ -684,8 +684,11 @@ class Packer:
         return list(self.tokenizer.encode(answer, add_special_tokens=False)) + [self.end_id]
 
 
-def pack(packer: Packer, posed: list[tuple[str, str]]):
-    """One clip's (prompt, answer) pairs as ``prefix ids``, padded question blocks and their targets.
+def pack(packer: Packer, questions: list):
+    """One clip's questions as ``prefix ids``, padded question blocks and their targets.
+
+    ``questions``: each has a ``prompt`` and the ``reply`` it is trained on (a benchmark
+    ``Item``, or ``videoqa.Posed``: a question put in one form).
 
     The prefix is the text before the video (shared); each question block is the
     text after the video plus the answer, ``(Q, Lq)`` right-padded with 0, with
@@ -693,13 +696,13 @@ def pack(packer: Packer, posed: list[tuple[str, str]]):
     predicts its token ``i + 1``, so answer tokens are targets from the last
     prompt token on.
     """
-    prefix, _ = packer.split_prompt(posed[0][0])
+    prefix, _ = packer.split_prompt(questions[0].prompt)
     blocks, block_targets = [], []
-    for prompt, answer in posed:
-        p, suffix = packer.split_prompt(prompt)
+    for question in questions:
+        p, suffix = packer.split_prompt(question.prompt)
         if p != prefix:
             raise RuntimeError("questions of one clip must share the text before the video")
-        ans = packer.answer_ids(answer)
+        ans = packer.answer_ids(question.reply)
         blocks.append(suffix + ans[:-1])  # the end token is only ever predicted
         block_targets.append([-100] * (len(suffix) - 1) + ans)
     width = max(len(b) for b in blocks)
@@ -864,14 +867,14 @@ def lookup_example(
 def lookup_batch(tokenizer, end_id: int, rng: np.random.Generator, size: int, letter_only: bool = False, hint: bool = True):
     """``size`` examples of :func:`lookup_example`, right-padded: ``ids (B, L)``, ``targets (B, L)``, ``letter_at (B,)``
     and the ``size`` kinds."""
-    examples = [lookup_example(tokenizer, end_id, rng, letter_only, hint) for _ in range(size)]
-    width = max(len(ids) for ids, _, _, _ in examples)
+    seqs, tgts, letter_at, kinds = zip(*(lookup_example(tokenizer, end_id, rng, letter_only, hint) for _ in range(size)))
+    width = max(len(seq) for seq in seqs)
     ids = torch.zeros(size, width, dtype=torch.int64)
     targets = torch.full((size, width), -100, dtype=torch.int64)
-    for i, (seq, tgt, _, _) in enumerate(examples):
+    for i, (seq, tgt) in enumerate(zip(seqs, tgts)):
         ids[i, : len(seq)] = torch.tensor(seq)
         targets[i, : len(tgt)] = torch.tensor(tgt)
-    return ids, targets, torch.tensor([at for _, _, at, _ in examples]), [kind for _, _, _, kind in examples]
+    return ids, targets, torch.tensor(letter_at), list(kinds)
 
 
 def text_logits(model, ids: torch.Tensor) -> torch.Tensor:
@@ -922,7 +925,7 @@ def accuracy(
     with torch.no_grad():
         for k, item in enumerate(features.items):
             keep = every if frames is None else frame_subset(item.clip, np.random.Generator(np.random.PCG64([k])), frames)  # (F',)
-            posed = [(item.prompt, item.reply)] + [(p.prompt, p.reply) for p in (pose(qa, "short", None) for qa in item.questions)]
+            posed = [item] + [pose(qa, "short", None) for qa in item.questions]
             prefix, ids, targets = (t.to(features.device) for t in pack(packer, posed))
             if reduction is not None:
                 hidden, scores = features.vision(model, k, keep, with_scores=True)  # (F', 729, Dv), (F', 729)
@@ -1194,7 +1197,7 @@ def main(argv: list[str] | None = None) -> int:
             # question thus still give several answers per pass over their video.
             forms = [f for f in ROUNDS for _ in qas][:BLOCKS_PER_CLIP]
             block_qas = [qas[i % len(qas)] for i in range(len(forms))]
-            posed = [(p.prompt, p.reply) for p in (pose(qa, form, rng) for qa, form in zip(block_qas, forms))]
+            posed = [pose(qa, form, rng) for qa, form in zip(block_qas, forms)]
             prefix, ids, targets = (t.to(device) for t in pack(packer, posed))
             for g in opt.param_groups:
                 g["lr"] = lr_at(step) * g["scale"]
@@ -1285,7 +1288,7 @@ def main(argv: list[str] | None = None) -> int:
             "aux_balance": args.aux_balance,
             "object_target": args.object_target,
             "lookup_prompts": args.lookup_prompts,
-            "lookup_hint": bool(args.lookup_prompts) and args.lookup_hint,
+            "lookup_hint": args.lookup_hint,  # refused without --lookup-prompts
             "object_source": args.object_source,
             "attention_target": args.attention_target,
             "motion_target": args.motion_target,

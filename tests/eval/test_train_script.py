@@ -46,15 +46,15 @@ def test_packed_questions_match_separate_prefills(trainer, start):
     hidden = torch.randn(3, 729, model.config.vision.hidden_size, generator=torch.Generator().manual_seed(0))  # (F, N, Dv)
     item = make_item("train", 0)
     rng = np.random.Generator(np.random.PCG64(0))
-    posed = [(p.prompt, p.reply) for p in (pose(qa, form, rng) for qa in item.questions for form in ("short", "choice"))]
+    posed = [pose(qa, form, rng) for qa in item.questions for form in ("short", "choice")]
     prefix, ids, targets = trainer.pack(packer, posed)
     with torch.no_grad():
         packed = trainer.forward_packed(model, hidden, prefix, ids, targets)  # (T, V)
         video = model.unmerged_video_tokens(pool_tokens(model.projector(hidden), 27, model.config.pooling))  # (Nv, D)
         offset = 0
-        for prompt, answer in posed:  # the oracle: each question alone through the model's own prefill
-            before, after = packer.split_prompt(prompt)
-            answer_ids = packer.answer_ids(answer)
+        for question in posed:  # the oracle: each question alone through the model's own prefill
+            before, after = packer.split_prompt(question.prompt)
+            answer_ids = packer.answer_ids(question.reply)
             embeds = torch.cat((model.embed(torch.tensor([before]))[0], video, model.embed(torch.tensor([after + answer_ids[:-1]]))[0]))[None]
             logits, _ = model.prefill(embeds, torch.arange(embeds.shape[1])[None])  # (1, S, V)
             alone = logits[0, -len(answer_ids) :]  # the positions that predict the answer and the end token
@@ -323,14 +323,14 @@ def test_answer_attention_is_transformers_attention_at_the_answer_position(train
     hidden = torch.randn(2, 729, model.config.vision.hidden_size, generator=torch.Generator().manual_seed(0))  # (F, N, Dv)
     item = make_item("train", 0)
     rng = np.random.Generator(np.random.PCG64(0))
-    posed = [(p.prompt, p.reply) for p in (pose(qa, form, rng) for qa in item.questions[:3] for form in ("short", "choice"))]
+    posed = [pose(qa, form, rng) for qa in item.questions[:3] for form in ("short", "choice")]
     prefix, ids, targets = trainer.pack(packer, posed)
     with torch.no_grad():
         _, attention = trainer.forward_packed(model, hidden, prefix, ids, targets, with_attention=True)  # (Q, S0)
         video = model.unmerged_video_tokens(pool_tokens(model.projector(hidden), 27, model.config.pooling))  # (Nv, D)
         assert attention.shape == (len(posed), len(prefix) + video.shape[0])
-        for i, (prompt, answer) in enumerate(posed):
-            before, after = packer.split_prompt(prompt)
+        for i, question in enumerate(posed):
+            before, after = packer.split_prompt(question.prompt)
             embeds = torch.cat((model.embed(torch.tensor([before]))[0], video, model.embed(torch.tensor([after]))[0]))[None]  # up to the answer position
             out = hf.model.language_model(inputs_embeds=embeds, output_attentions=True)
             want = out.attentions[-1][0, 0, -1]  # (S,) last layer, head 0, the answer position
@@ -517,7 +517,7 @@ def test_a_reduced_forward_feeds_the_runtime_reduction_to_the_model(trainer, sta
     hidden = torch.randn(8, 729, model.config.vision.hidden_size, generator=generator)  # (F, N, Dv)
     scores = torch.rand(8, 729, generator=generator)  # (F, N)
     item = make_item("train", 3)
-    posed = [(p.prompt, p.reply) for p in (pose(qa, "short", None) for qa in item.questions)]
+    posed = [pose(qa, "short", None) for qa in item.questions]
     prefix, ids, targets = trainer.pack(packer, posed)
     for name in ("r10-outer", "topk-r25"):
         reduction = reduction_for(get_preset(name))
@@ -528,9 +528,9 @@ def test_a_reduced_forward_feeds_the_runtime_reduction_to_the_model(trainer, sta
             video = reduction.outer(features, attention, model.grid, model.config.layout, model.image_newline)  # (Nr, D)
             assert video.shape[0] < 8 * 196 // 2
             offset = 0
-            for prompt, answer in posed:
-                before, after = packer.split_prompt(prompt)
-                answer_ids = packer.answer_ids(answer)
+            for question in posed:
+                before, after = packer.split_prompt(question.prompt)
+                answer_ids = packer.answer_ids(question.reply)
                 embeds = torch.cat((model.embed(torch.tensor([before]))[0], video, model.embed(torch.tensor([after + answer_ids[:-1]]))[0]))[None]
                 logits, _ = model.prefill(embeds, torch.arange(embeds.shape[1])[None])  # (1, S, V)
                 torch.testing.assert_close(packed[offset : offset + len(answer_ids)], logits[0, -len(answer_ids) :], rtol=0, atol=1e-5)
