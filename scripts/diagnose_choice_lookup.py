@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training script beside it, as a module
-from train_default_model import lookup_batch, text_logits  # noqa: E402
+from train_default_model import Packer, lookup_batch, text_logits  # noqa: E402
 
 VAL_PROMPTS = 256
 
@@ -88,16 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"diagnose_choice_lookup: error: {exc}", file=sys.stderr)
         return 2
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    packer = Packer(tokenizer, model.config.video_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
     params = [p for name, p in model.named_parameters() if not name.startswith("vision.")]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     letter_only = args.reply == "letter"
-    val = lookup_batch(tokenizer, end_id, np.random.default_rng([args.seed, 1]), VAL_PROMPTS, letter_only, args.hint)
+    val = lookup_batch(packer, np.random.default_rng([args.seed, 1]), VAL_PROMPTS, letter_only, args.hint)
     rng = np.random.default_rng([args.seed, 0])
     print(f"reply {args.reply}: step 0 {accuracy_text(model, val)}", flush=True)
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
-        ids, targets, _, _ = lookup_batch(tokenizer, end_id, rng, args.batch, letter_only, args.hint)
+        ids, targets, _, _ = lookup_batch(packer, rng, args.batch, letter_only, args.hint)
         logits = text_logits(model, ids)  # (B, L, V)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         opt.zero_grad(set_to_none=True)

@@ -825,7 +825,7 @@ LOOKUP_QUESTION = "Which is it?"  # a text-only multiple choice's question: it n
 
 
 def lookup_example(
-    tokenizer, end_id: int, rng: np.random.Generator, letter_only: bool = False, hint: bool = True
+    packer: Packer, rng: np.random.Generator, letter_only: bool = False, hint: bool = True
 ) -> tuple[list[int], list[int], int, str]:
     """A text-only multiple choice and its reply: ``(ids, targets, letter_at, kind)``.
 
@@ -853,9 +853,9 @@ def lookup_example(
     prompt, reply = posed.prompt, posed.reply
     if letter_only:
         prompt, reply = prompt.removesuffix(CHOICE_INSTRUCTION) + LETTER_INSTRUCTION, posed.answer
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-    prompt_ids = tokenizer.encode(text, add_special_tokens=False)
-    reply_ids = tokenizer.encode(reply, add_special_tokens=False) + [end_id]
+    text = packer.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    prompt_ids = packer.tokenizer.encode(text, add_special_tokens=False)
+    reply_ids = packer.answer_ids(reply)  # the reply, then the end token
     # The letter is the reply's first token, or the one before the closing bracket and the end token.
     letter_at = len(prompt_ids) - 1 + (0 if letter_only else len(reply_ids) - 3)
     targets = [-100] * (len(prompt_ids) - 1) + reply_ids
@@ -864,10 +864,10 @@ def lookup_example(
     return prompt_ids + reply_ids[:-1], targets, letter_at, kinds[group]
 
 
-def lookup_batch(tokenizer, end_id: int, rng: np.random.Generator, size: int, letter_only: bool = False, hint: bool = True):
+def lookup_batch(packer: Packer, rng: np.random.Generator, size: int, letter_only: bool = False, hint: bool = True):
     """``size`` examples of :func:`lookup_example`, right-padded: ``ids (B, L)``, ``targets (B, L)``, ``letter_at (B,)``
     and the ``size`` kinds."""
-    seqs, tgts, letter_at, kinds = zip(*(lookup_example(tokenizer, end_id, rng, letter_only, hint) for _ in range(size)))
+    seqs, tgts, letter_at, kinds = zip(*(lookup_example(packer, rng, letter_only, hint) for _ in range(size)))
     width = max(len(seq) for seq in seqs)
     ids = torch.zeros(size, width, dtype=torch.int64)
     targets = torch.full((size, width), -100, dtype=torch.int64)
@@ -1234,7 +1234,7 @@ def main(argv: list[str] | None = None) -> int:
                     object_part += part.detach()  # unweighted: colour + shape cross-entropy (ln 3 = 1.10 for a shape guessed)
                     loss = loss + args.object_target * part
             if args.lookup_prompts:
-                ids_t, targets_t, _, _ = lookup_batch(tokenizer, packer.end_id, lookup_rng, args.lookup_prompts, hint=args.lookup_hint)
+                ids_t, targets_t, _, _ = lookup_batch(packer, lookup_rng, args.lookup_prompts, hint=args.lookup_hint)
                 ids_t, targets_t = ids_t.to(device), targets_t.to(device)
                 part = torch.nn.functional.cross_entropy(text_logits(model, ids_t).flatten(0, 1), targets_t.flatten(), ignore_index=-100)
                 lookup_part += part.detach()

@@ -36,14 +36,21 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(default_model_dir())
 
 
+@pytest.fixture(scope="module")
+def packer(train, tokenizer):
+    from holitom.models.config import LlavaConfig
+
+    video_token_id = LlavaConfig.from_pretrained(default_model_dir()).video_token_id
+    return train.Packer(tokenizer, video_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
+
+
 @pytest.mark.parametrize("letter_only", [True, False])
-def test_the_scored_position_predicts_the_letter_that_lists_the_answer(train, tokenizer, letter_only):
+def test_the_scored_position_predicts_the_letter_that_lists_the_answer(train, tokenizer, packer, letter_only):
     from holitom.eval.videoqa import CHOICE_INSTRUCTION
 
-    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     rng = np.random.default_rng(5)
     for _ in range(40):
-        ids, targets, at, kind = train.lookup_example(tokenizer, end_id, rng, letter_only)
+        ids, targets, at, kind = train.lookup_example(packer, rng, letter_only)
         text = tokenizer.decode(ids)
         # The oracle reads the text: the word the prompt names, and the letter its listing gives that word.
         word = re.search(r"The answer is (\w+)\.", text).group(1)
@@ -51,7 +58,7 @@ def test_the_scored_position_predicts_the_letter_that_lists_the_answer(train, to
         assert tokenizer.decode([targets[at]]) == listed[word]
         assert set(listed) <= set(KIND_WORDS[kind])
         first = next(i for i, target in enumerate(targets) if target != -100)  # the reply's first target
-        assert targets[-1] == end_id and -100 not in targets[first:] and len(ids) == len(targets)
+        assert targets[-1] == packer.end_id and -100 not in targets[first:] and len(ids) == len(targets)
         assert first == at if letter_only else first < at
         if letter_only:
             assert text.endswith(f"{train.LETTER_INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n{listed[word]}")
@@ -59,14 +66,13 @@ def test_the_scored_position_predicts_the_letter_that_lists_the_answer(train, to
             assert text.endswith(f"{CHOICE_INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n{word} ({listed[word]})")
 
 
-def test_without_a_hint_only_the_letter_after_the_written_option_is_a_target(train, tokenizer):
+def test_without_a_hint_only_the_letter_after_the_written_option_is_a_target(train, tokenizer, packer):
     from holitom.eval.videoqa import CHOICE_INSTRUCTION
 
-    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     rng = np.random.default_rng(6)
     drawn, kinds = set(), set()
     for _ in range(40):
-        ids, targets, at, kind = train.lookup_example(tokenizer, end_id, rng, hint=False)
+        ids, targets, at, kind = train.lookup_example(packer, rng, hint=False)
         text = tokenizer.decode(ids)
         # The oracle reads the text: the prompt's listing, and the option the reply writes.
         assert "The answer is" not in text and text.count(CHOICE_INSTRUCTION) == 1
@@ -81,15 +87,14 @@ def test_without_a_hint_only_the_letter_after_the_written_option_is_a_target(tra
     assert len(drawn) > 1  # the letter varies: no fixed answer to learn
     assert kinds == set(KIND_WORDS)  # every kind of options is drawn
     with pytest.raises(ValueError, match="nothing to look up"):
-        train.lookup_example(tokenizer, end_id, rng, letter_only=True, hint=False)
+        train.lookup_example(packer, rng, letter_only=True, hint=False)
 
 
-def test_the_text_forward_is_the_models_own_prefill(train, tokenizer):
+def test_the_text_forward_is_the_models_own_prefill(train, packer):
     from holitom.models.loading import load_llava
 
     model = load_llava(default_model_dir()).float().eval()
-    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    ids, _, _, _ = train.lookup_batch(tokenizer, end_id, np.random.default_rng(0), 3)
+    ids, _, _, _ = train.lookup_batch(packer, np.random.default_rng(0), 3)
     with torch.no_grad():
         batched = train.text_logits(model, ids)  # (3, L, V)
         for row in range(3):
