@@ -16,7 +16,7 @@ import torch
 
 from holitom import contracts as C
 from holitom.limits import DEFAULT_OPSET, check_opset
-from holitom.errors import ConfigError, ExportError
+from holitom.errors import ConfigError, ExportError, raise_if_stopped
 from holitom.export import wrappers as W
 from holitom.export.manifest import GraphEntry, Manifest, file_table, inner_merge_key
 from holitom.export.onnx_io import check_graph_io, check_model_file, save_model
@@ -190,6 +190,7 @@ def export_model(
         with tqdm(total=steps, desc="export", unit="step", disable=None if config.progress else True) as bar:  # None: only on a terminal
             graphs: dict[str, GraphEntry] = {}
             for stage, module in modules.items():
+                raise_if_stopped()  # a stop swallowed inside the last trace ends the export here, not after it
                 bar.set_postfix_str(stage)
                 with export_attention(config.attention):
                     graph = export_module(module, examples[stage], specs[stage], opset)
@@ -243,6 +244,7 @@ def export_model(
             manifest.write(tmp)
             report = []
             if validator is not None:
+                raise_if_stopped()
                 bar.set_postfix_str("validate")
                 report = validator(torch_model, tokenizer, tmp, config.num_frames)
                 manifest.validation = {"frames": config.num_frames, "outputs": [r.to_dict() for r in report]}

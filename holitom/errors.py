@@ -104,8 +104,24 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+# The signal that asked the running command to stop, once its handler ran. The handler's
+# Interrupted can be swallowed where no unraisable hook sees it: C code that clears any error
+# (PyObject_HasAttr or PyDict_GetItem calling into Python code) or a library's bare ``except``.
+# The command then goes on; raise_if_stopped raises it again at the points that must not pass
+# a stop: between an export's steps and before any output is published.
+_stop_signal: int | None = None
+
+
 def _raise_interrupted(signum, frame):
+    global _stop_signal
+    _stop_signal = signum
     raise Interrupted(signum)
+
+
+def raise_if_stopped() -> None:
+    """Raise :class:`Interrupted` if SIGTERM / SIGINT asked this command to stop, even when the first raise was swallowed."""
+    if _stop_signal is not None:
+        raise Interrupted(_stop_signal)
 
 
 # Long enough for the main thread to leave the unraisable hook (microseconds), short next to a user's patience.
@@ -139,11 +155,14 @@ def _signal_again_if_swallowed(previous_hook: Callable, resenders: list[threadin
 
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGINT raise :class:`Interrupted`, and not even inside a finaliser is that lost.
+    """SIGTERM and SIGINT raise :class:`Interrupted`, and a swallowed one is not lost.
 
     Python's default for SIGTERM exits without running any cleanup. SIGINT is taken over
     only from Python's own handler: a SIGINT ignored by the parent (a background job) stays ignored.
+    Swallowed inside a finaliser, the stop is sent again at once (:func:`_signal_again_if_swallowed`);
+    swallowed anywhere else, :func:`raise_if_stopped` raises it at the command's next checkpoint.
     """
+    global _stop_signal
     signums = [signal.SIGTERM]
     try:
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -165,6 +184,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
             sys.unraisablehook = previous_hook
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            _stop_signal = None  # the stop belonged to this command
 
 
 def run_reporting_errors(prog: str, command: Callable[[], int]) -> int:
@@ -208,5 +228,6 @@ __all__ = [
     "EXIT_USAGE",
     "EXIT_INTERRUPTED",
     "require_extra",
+    "raise_if_stopped",
     "run_reporting_errors",
 ]

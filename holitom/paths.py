@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from holitom.errors import ConfigError, HolitomError, OutputError
+from holitom.errors import ConfigError, HolitomError, OutputError, raise_if_stopped
 
 CACHE_ENV = "HOLITOM_CACHE"
 STAGING_INFIX = ".partial-"
@@ -279,7 +279,9 @@ def move_into_place(tmp: Path, out: Path, replace: bool, what: str, keep_existin
     ``keep_existing``: another process completed ``out`` meanwhile (a shared cache
     entry): keep its copy and drop ours. Otherwise an existing ``out`` is replaced
     only with ``replace`` (checked before the work; it may have appeared meanwhile).
+    A command asked to stop publishes nothing, even if its stop was swallowed on the way.
     """
+    raise_if_stopped()  # the caller's staged_output then removes tmp
     (tmp / _LOCK_NAME).unlink(missing_ok=True)
     if out.exists():
         if keep_existing:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import sys
 import time
 
 import pytest
 
-from holitom.errors import ConfigError, run_reporting_errors
+from holitom.errors import ConfigError, raise_if_stopped, run_reporting_errors
+from holitom.paths import move_into_place, staged_output
 
 
 class _SignalledWhileCollected:
@@ -20,6 +22,24 @@ class _SignalledWhileCollected:
     def __del__(self):
         signal.raise_signal(self.signum)
         sum(range(1000))  # bytecode boundaries: the Python-level handler runs here, inside __del__
+
+
+class _SignalledWhileLookedUp:
+    """Delivers SIGNUM from inside ``__getattr__``: called from C code that clears any error, it swallows the stop."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+    def __getattr__(self, name: str):
+        signal.raise_signal(self.signum)  # the Python-level handler raises Interrupted in here
+        raise AttributeError(name)
+
+
+def swallow_a_stop(signum: int) -> None:
+    """Have ``signum`` handled, and its exception silently dropped, as PyObject_HasAttr does (no unraisable hook sees it)."""
+    has_attr = ctypes.pythonapi.PyObject_HasAttr
+    has_attr.argtypes = (ctypes.py_object, ctypes.py_object)
+    assert has_attr(_SignalledWhileLookedUp(signum), "anything") == 0
 
 
 @pytest.fixture
@@ -48,6 +68,37 @@ def test_a_signal_handled_inside_a_finaliser_still_stops_the_command(signum, cap
     assert run_reporting_errors("holitom test", command) == 128 + signum
     assert not reached_the_end
     assert capsys.readouterr().err == f"holitom test: interrupted by {signal.Signals(signum).name}; partial output was removed\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_swallowed_by_c_code_is_raised_at_the_next_checkpoint(signum, capsys, sigint_from_a_terminal):
+    went_on = []
+
+    def command() -> int:
+        swallow_a_stop(signum)
+        went_on.append(True)  # the command did not see the stop...
+        raise_if_stopped()  # ...until here
+        return 0
+
+    assert run_reporting_errors("holitom test", command) == 128 + signum
+    assert went_on == [True]  # so the stop really was swallowed, and not by the finaliser path
+    assert capsys.readouterr().err == f"holitom test: interrupted by {signal.Signals(signum).name}; partial output was removed\n"
+    assert run_reporting_errors("holitom test", lambda: (raise_if_stopped(), 0)[1]) == 0  # the stop ended with its command
+
+
+def test_a_command_whose_stop_was_swallowed_publishes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+
+    def command() -> int:
+        with staged_output(out, "output folder") as tmp:
+            (tmp / "graph.onnx").write_bytes(b"complete")
+            swallow_a_stop(signal.SIGTERM)
+            move_into_place(tmp, out, False, "output folder")
+        return 0
+
+    assert run_reporting_errors("holitom test", command) == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []  # no output and no staging folder
+    assert "interrupted by SIGTERM" in capsys.readouterr().err
 
 
 def test_an_ignored_sigint_stays_ignored():
