@@ -11,8 +11,9 @@ first and last frame. This script measures that trade on the generated benchmark
 
     python scripts/sweep_max_window.py --windows 1,2,4 --items 420 --backends torch --ratios 0.1,0.25 --threads 1
 
-The added rows run on the torch backend only: exports carry the paper presets. With W >= the number of
-sampled frames a row is the paper's HoliTom again (the tests check that it answers alike).
+The added rows run on the torch backend only (the default ``--backends``): exports carry the paper
+presets. With W >= the number of sampled frames a row is the paper's HoliTom again (the tests check
+that it answers alike).
 """
 
 from __future__ import annotations
@@ -59,11 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
     parser.add_argument("--windows", type=_windows, default=[1, 2, 4], help="comma list of W (frames; default 1,2,4)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="`holitom eval` methods the W rows are added to")
+    parser.add_argument("--backends", default="torch", help="`holitom eval` backends; the W rows need torch (default: torch only)")
     args, rest = parser.parse_known_args(argv)
+    if "torch" not in args.backends.split(","):
+        parser.error(f"--backends {args.backends}: the W rows run on the torch backend only (exports carry the paper presets); add torch.")
     if "-h" in rest or "--help" in rest:
         print(parser.format_help().replace("usage: ", "this script's flags, then `holitom eval`'s: ", 1))
     methods = [m for m in args.methods.split(",") if m] + register_windowed_presets(args.windows)
-    return eval_main([*rest, "--methods", ",".join(methods)], prog="sweep_max_window.py")
+    return eval_main([*rest, "--backends", args.backends, "--methods", ",".join(methods)], prog="sweep_max_window.py")
 
 
 if __name__ == "__main__":

@@ -59,9 +59,14 @@ def test_rows_of_one_frame_windows_and_of_windows_as_long_as_the_clip(sweep, cap
     assert rows["holitom-outer"]["tokens"]["after_outer"] != rows["holitom_w1_outer"]["tokens"]["after_outer"]
 
 
-def test_a_bad_window_list_is_a_usage_error(sweep, capsys):
-    for bad in ("0", "a,b", ""):
-        with pytest.raises(SystemExit) as stop:
-            sweep.main(["--windows", bad])
-        assert stop.value.code == 2
-        assert "--windows takes a comma list" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, message", [
+    (["--windows", "0"], "--windows takes a comma list"),
+    (["--windows", "a,b"], "--windows takes a comma list"),
+    (["--windows", ""], "--windows takes a comma list"),
+    (["--backends", "onnxruntime"], "run on the torch backend only"),  # the W rows would be left out without a word
+])
+def test_bad_flags_are_usage_errors(sweep, capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
