@@ -22,25 +22,27 @@ import argparse
 import sys
 
 DEFAULT_METHODS = ("vanilla", "holitom-outer", "holitom")
-
-
-def family_names(window: int) -> tuple[str, str]:
-    """The method families of window ``W``: full HoliTom, then its outer merge only."""
-    return f"holitom_w{window}", f"holitom_w{window}_outer"
+WINDOWED_METHODS = ("holitom-outer", "holitom")  # `holitom eval`'s HoliTom rows, each run again per W
 
 
 def register_windowed_presets(windows: list[int]) -> list[str]:
-    """Register both families of each W at every paper retain ratio; returns their method names in table order."""
+    """Register, for each W, every method of WINDOWED_METHODS at every paper retain ratio with its window
+    bounded to W (``holitom`` -> ``holitom_w{W}``, ``holitom-outer`` -> ``holitom_w{W}_outer``); returns
+    the new method names in table order."""
+    from holitom.bench.config import method_specs
     from holitom.limits import PAPER_RETAIN_PERCENTS
-    from holitom.merge import get_preset, register_preset
+    from holitom.merge import register_preset
+    from holitom.runtime import RuntimeConfig
 
-    methods = []
+    specs, methods = method_specs(), []
     for window in windows:
-        full, outer = family_names(window)
-        for pct in PAPER_RETAIN_PERCENTS:
-            register_preset(f"{full}-r{pct}", get_preset(f"r{pct}").replace(max_window=window), overwrite=True)
-            register_preset(f"{outer}-r{pct}", get_preset(f"r{pct}-outer").replace(max_window=window), overwrite=True)
-        methods += [outer, full]
+        for name in WINDOWED_METHODS:
+            spec, family = specs[name], name.replace("holitom", f"holitom_w{window}").replace("-", "_")
+            for pct in PAPER_RETAIN_PERCENTS:
+                # the config that method's row runs with (its preset, its inner step or none), then the window
+                config = RuntimeConfig(preset=spec.preset_for(pct), inner_merge=spec.inner_merge).merge_config()
+                register_preset(f"{family}-r{pct}", config.replace(max_window=window), overwrite=True)
+            methods.append(family)
     return methods
 
 
@@ -55,6 +57,8 @@ def _windows(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from holitom.bench.cli import split_list
+    from holitom.errors import ConfigError
     from holitom.eval.cli import main as eval_main
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
@@ -62,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="`holitom eval` methods the W rows are added to")
     parser.add_argument("--backends", default="torch", help="`holitom eval` backends; the W rows need torch (default: torch only)")
     args, rest = parser.parse_known_args(argv)
-    if "torch" not in args.backends.split(","):
+    try:
+        backends = split_list(args.backends, "backends")  # as `holitom eval` reads it
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if "torch" not in backends:
         parser.error(f"--backends {args.backends}: the W rows run on the torch backend only (exports carry the paper presets); add torch.")
     if "-h" in rest or "--help" in rest:
         print(parser.format_help().replace("usage: ", "this script's flags, then `holitom eval`'s: ", 1))

@@ -64,9 +64,19 @@ def test_rows_of_one_frame_windows_and_of_windows_as_long_as_the_clip(sweep, cap
     (["--windows", "a,b"], "--windows takes a comma list"),
     (["--windows", ""], "--windows takes a comma list"),
     (["--backends", "onnxruntime"], "run on the torch backend only"),  # the W rows would be left out without a word
+    (["--backends", " , "], "--backends is empty"),
 ])
 def test_bad_flags_are_usage_errors(sweep, capsys, argv, message):
     with pytest.raises(SystemExit) as stop:
         sweep.main(argv)
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_backends_are_read_as_holitom_eval_reads_them(sweep, monkeypatch):
+    import holitom.eval.cli
+
+    seen = []
+    monkeypatch.setattr(holitom.eval.cli, "main", lambda argv, prog: seen.append(argv) or 0)
+    assert sweep.main(["--windows", "2", "--backends", "onnxruntime, torch", "--items", "1"]) == 0
+    assert seen == [["--items", "1", "--backends", "onnxruntime, torch", "--methods", "vanilla,holitom-outer,holitom,holitom_w2_outer,holitom_w2"]]
